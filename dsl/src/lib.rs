@@ -1,0 +1,173 @@
+//! `mer-dsl`: the `.mer` recipe language.
+//!
+//! recipe text ─pest→ [`ast`] ─[`resolve`]→ variant trees ─[`check`]→
+//! canonical [`check::ResolvedRecipe`] (RON, BLAKE3) ─[`graph`]→ [`graph::GraphIr`]
+//!
+//! This crate never touches candle: it can check any recipe in milliseconds
+//! against the kind schemas a [`schema::Catalog`] provides.
+
+// Diagnostics are returned on the cold error path only; boxing them would
+// cost every call site a deref for no measurable gain.
+#![allow(clippy::result_large_err)]
+
+pub mod ast;
+pub mod check;
+pub mod diag;
+pub mod graph;
+pub mod parse;
+pub mod plan;
+pub mod resolve;
+pub mod schema;
+pub mod source;
+pub mod value;
+
+use ast::BlockKind;
+use check::{Checker, ResolvedRecipe};
+use graph::GraphIr;
+use resolve::{Session, Variant};
+use schema::Catalog;
+use source::{FileId, Span};
+use std::collections::HashSet;
+use std::path::Path;
+
+/// One variant that passed every check.
+#[derive(Debug, Clone)]
+pub struct CheckedVariant {
+    pub variant: Variant,
+    pub recipe: ResolvedRecipe,
+    /// BLAKE3 of the variant's canonical RON.
+    pub hash: String,
+    pub graph: GraphIr,
+}
+
+/// An experiment (or fragment) of a file, with its checked variants.
+#[derive(Debug, Clone)]
+pub struct CheckedExperiment {
+    pub name: String,
+    pub kind: BlockKind,
+    pub name_span: Span,
+    pub variants: Vec<CheckedVariant>,
+    /// BLAKE3 over all variants: the experiment's identity in the run store.
+    pub hash: String,
+}
+
+impl CheckedExperiment {
+    pub fn variant(&self, name: &str) -> Option<&CheckedVariant> {
+        self.variants.iter().find(|v| v.variant.name == name)
+    }
+}
+
+/// Everything learned about one recipe file.
+#[derive(Debug, Default)]
+pub struct FileCheck {
+    pub file: Option<FileId>,
+    pub experiments: Vec<CheckedExperiment>,
+}
+
+/// Loads, resolves and checks every block of a recipe file (or only
+/// `only`). Diagnostics accumulate in `session.diags`, deduplicated.
+pub fn check_file(
+    session: &mut Session,
+    catalog: &dyn Catalog,
+    path: &Path,
+    sets: &[String],
+    only: Option<&str>,
+) -> FileCheck {
+    let Some(file) = session.load(path, None) else {
+        dedup(session);
+        return FileCheck::default();
+    };
+    check_loaded(session, catalog, file, sets, only)
+}
+
+/// As [`check_file`], for text already loaded (tests, fuzzing, stdin).
+pub fn check_loaded(
+    session: &mut Session,
+    catalog: &dyn Catalog,
+    file: FileId,
+    sets: &[String],
+    only: Option<&str>,
+) -> FileCheck {
+    let overrides = session.parse_overrides(sets);
+    let mut out = FileCheck {
+        file: Some(file),
+        experiments: Vec::new(),
+    };
+    for (name, kind, name_span) in session.blocks(file) {
+        if only.is_some_and(|o| o != name) {
+            continue;
+        }
+        let Some(bt) = session.resolve_block(file, &name) else {
+            continue;
+        };
+        let complete = kind == BlockKind::Experiment;
+        let variants = if complete {
+            session.variants(&bt, &overrides)
+        } else {
+            vec![Variant {
+                name: "base".into(),
+                ablation: None,
+                sweep_point: Vec::new(),
+                tree: bt.tree.clone(),
+            }]
+        };
+        let mut checked = Vec::new();
+        for mut v in variants {
+            let recipe = {
+                let mut c = Checker::new(session, catalog, &bt.uses);
+                c.check(&mut v, &name, name_span, complete)
+            };
+            let Some(recipe) = recipe else { continue };
+            if !complete {
+                continue;
+            }
+            let Some(graph) = graph::lower(session, catalog, &v.tree) else {
+                continue;
+            };
+            let shape_diags = catalog.check_shapes(&graph, &session.sources);
+            let shape_errors = shape_diags.iter().any(|d| d.is_error());
+            session.diags.extend(shape_diags);
+            if shape_errors {
+                continue;
+            }
+            let hash = recipe.hash();
+            checked.push(CheckedVariant {
+                variant: v,
+                recipe,
+                hash,
+                graph,
+            });
+        }
+        let mut h = blake3::Hasher::new();
+        for v in &checked {
+            h.update(v.variant.name.as_bytes());
+            h.update(b"\n");
+            h.update(v.hash.as_bytes());
+            h.update(b"\n");
+        }
+        out.experiments.push(CheckedExperiment {
+            name,
+            kind,
+            name_span,
+            variants: checked,
+            hash: h.finalize().to_hex().to_string(),
+        });
+    }
+    dedup(session);
+    out
+}
+
+/// Removes repeats (the same base error seen through every variant).
+pub fn dedup(session: &mut Session) {
+    let mut seen = HashSet::new();
+    session.diags.retain(|d| {
+        let key = (
+            d.code,
+            d.message.clone(),
+            d.primary
+                .as_ref()
+                .map(|p| (p.span.file, p.span.start, p.span.end)),
+        );
+        seen.insert(key)
+    });
+}

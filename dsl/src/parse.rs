@@ -1,0 +1,581 @@
+//! pest grammar → AST.
+//!
+//! pest stops at the first syntax error. To report every broken line of a
+//! file in one pass, the parser blanks the offending line (keeping byte
+//! offsets) and parses again, as long as that line is bracket-balanced so the
+//! blanking cannot invent errors further down.
+
+use crate::ast::*;
+use crate::diag::Diagnostic;
+use crate::source::{FileId, Span};
+use pest::error::{ErrorVariant, InputLocation};
+use pest::iterators::Pair;
+use pest::Parser;
+
+#[derive(pest_derive::Parser)]
+#[grammar = "mer.pest"]
+struct MerParser;
+
+/// Upper bound on syntax errors collected from one file.
+const MAX_SYNTAX_ERRORS: usize = 20;
+
+/// Parses a whole recipe file. On syntax errors returns all it could find.
+pub fn parse_file(file: FileId, text: &str) -> Result<File, Vec<Diagnostic>> {
+    let mut work = text.to_string();
+    let mut errors: Vec<Diagnostic> = Vec::new();
+    let mut last_line_start: Option<usize> = None;
+    loop {
+        match MerParser::parse(Rule::file, &work) {
+            Ok(mut pairs) => {
+                if errors.is_empty() {
+                    let file_pair = pairs.next().expect("grammar: file rule yields one pair");
+                    return Ok(build_file(file, file_pair));
+                }
+                return Err(errors);
+            }
+            Err(e) => {
+                let pos = match e.location {
+                    InputLocation::Pos(p) => p,
+                    InputLocation::Span((s, _)) => s,
+                };
+                let line_start = work[..pos].rfind('\n').map(|i| i + 1).unwrap_or(0);
+                if last_line_start.is_some_and(|l| line_start <= l) {
+                    return Err(errors);
+                }
+                errors.push(syntax_diag(file, text, &e, pos));
+                let line_end = work[pos..]
+                    .find('\n')
+                    .map(|i| pos + i)
+                    .unwrap_or(work.len());
+                if errors.len() >= MAX_SYNTAX_ERRORS || !balanced(&work[line_start..line_end]) {
+                    return Err(errors);
+                }
+                let blank: String = work[line_start..line_end]
+                    .chars()
+                    .map(|c| if c == '\n' { c } else { ' ' })
+                    .collect();
+                // Same byte length only if the line is ASCII; otherwise stop
+                // rather than shift later spans.
+                if blank.len() != line_end - line_start {
+                    return Err(errors);
+                }
+                work.replace_range(line_start..line_end, &blank);
+                last_line_start = Some(line_start);
+            }
+        }
+    }
+}
+
+fn balanced(line: &str) -> bool {
+    let mut depth = 0i32;
+    let mut in_str = false;
+    let mut prev = ' ';
+    for c in line.chars() {
+        if in_str {
+            if c == '"' && prev != '\\' {
+                in_str = false;
+            }
+        } else {
+            match c {
+                '"' => in_str = true,
+                '{' | '[' | '(' => depth += 1,
+                '}' | ']' | ')' => depth -= 1,
+                _ => {}
+            }
+        }
+        prev = c;
+    }
+    depth == 0 && !in_str
+}
+
+fn rule_name(r: &Rule) -> &'static str {
+    match r {
+        Rule::ident | Rule::kind | Rule::path | Rule::reference => "a name",
+        Rule::expr | Rule::term | Rule::weight => "a value",
+        Rule::string | Rule::inner => "a string",
+        Rule::number => "a number",
+        Rule::version => "a version such as `0.1`",
+        Rule::header | Rule::kw_mer => "the header `mer 0.1`",
+        Rule::block | Rule::map | Rule::params => "`{`",
+        Rule::args => "`(`",
+        Rule::list => "`[`",
+        Rule::EOI => "end of file",
+        Rule::use_item | Rule::kw_use => "`use`",
+        Rule::experiment | Rule::kw_experiment => "`experiment`",
+        Rule::fragment | Rule::kw_fragment => "`fragment`",
+        Rule::extends | Rule::kw_extends => "`extends`",
+        Rule::base => "a base recipe",
+        Rule::assign | Rule::section | Rule::data_stmt | Rule::delete => "a statement",
+        Rule::ablation | Rule::kw_ablation => "`ablation`",
+        Rule::sweep | Rule::kw_sweep => "`sweep`",
+        Rule::arg => "an input",
+        Rule::call => "a component",
+        Rule::env_call => "`env(...)`",
+        Rule::boolean => "`true` or `false`",
+        Rule::none => "`none`",
+        _ => "a token",
+    }
+}
+
+fn syntax_diag(file: FileId, text: &str, e: &pest::error::Error<Rule>, pos: usize) -> Diagnostic {
+    let mut expected: Vec<&'static str> = match &e.variant {
+        ErrorVariant::ParsingError { positives, .. } => positives.iter().map(rule_name).collect(),
+        ErrorVariant::CustomError { .. } => Vec::new(),
+    };
+    expected.sort();
+    expected.dedup();
+    let found_end = text[pos..]
+        .char_indices()
+        .find(|(_, c)| c.is_whitespace())
+        .map(|(i, _)| pos + i.max(1))
+        .unwrap_or(text.len());
+    let found = &text[pos..found_end.min(text.len())];
+    let found_desc = if found.is_empty() {
+        "end of file".to_string()
+    } else {
+        let shown: String = found.chars().take(20).collect();
+        format!("`{shown}`")
+    };
+    let wanted = match expected.len() {
+        0 => "something else".to_string(),
+        1 => expected[0].to_string(),
+        _ => {
+            let (last, rest) = expected.split_last().expect("len>1");
+            format!("{} or {}", rest.join(", "), last)
+        }
+    };
+    let end = if found.is_empty() {
+        pos
+    } else {
+        found_end.min(text.len())
+    };
+    let mut d = Diagnostic::error(
+        "mer::syntax",
+        format!("expected {wanted}, found {found_desc}"),
+    )
+    .at(
+        Span::new(file, pos, end.max(pos)),
+        format!("expected {wanted} here"),
+    );
+    if found.starts_with(':') {
+        d = d.help("recipes use `key = value`, not `key: value`");
+    } else if found.starts_with('\'') {
+        d = d.help("strings use double quotes: \"...\"");
+    } else if found.starts_with("==") {
+        d = d.help("assignment is a single `=`");
+    }
+    d
+}
+
+/// Parses a `--set` override (`key=value` or `~key`) with the recipe grammar.
+pub fn parse_override(file: FileId, text: &str) -> Result<Stmt, Diagnostic> {
+    match MerParser::parse(Rule::override_stmt, text) {
+        Ok(mut pairs) => {
+            let p = pairs.next().expect("grammar: override yields one pair");
+            let inner = p
+                .into_inner()
+                .next()
+                .expect("grammar: override has a statement");
+            Ok(build_stmt(file, inner))
+        }
+        Err(e) => {
+            let pos = match e.location {
+                InputLocation::Pos(p) => p,
+                InputLocation::Span((s, _)) => s,
+            };
+            Err(syntax_diag(file, text, &e, pos)
+                .help("an override is `key.path=value` or `~key.path` (delete)"))
+        }
+    }
+}
+
+fn span(file: FileId, p: &Pair<Rule>) -> Span {
+    let s = p.as_span();
+    Span::new(file, s.start(), s.end())
+}
+
+fn build_file(file: FileId, pair: Pair<Rule>) -> File {
+    let mut version = String::new();
+    let mut version_span = Span::new(file, 0, 0);
+    let mut uses = Vec::new();
+    let mut blocks = Vec::new();
+    for p in pair.into_inner() {
+        match p.as_rule() {
+            Rule::header => {
+                if let Some(v) = p.into_inner().find(|x| x.as_rule() == Rule::version) {
+                    version = v.as_str().to_string();
+                    version_span = span(file, &v);
+                }
+            }
+            Rule::use_item => {
+                if let Some(id) = p.into_inner().find(|x| x.as_rule() == Rule::ident) {
+                    uses.push(ident(file, id));
+                }
+            }
+            Rule::experiment | Rule::fragment => blocks.push(build_block(file, p)),
+            _ => {}
+        }
+    }
+    File {
+        version,
+        version_span,
+        uses,
+        blocks,
+    }
+}
+
+fn ident(file: FileId, p: Pair<Rule>) -> Ident {
+    Ident {
+        name: p.as_str().to_string(),
+        span: span(file, &p),
+    }
+}
+
+fn build_block(file: FileId, p: Pair<Rule>) -> Block {
+    let kind = if p.as_rule() == Rule::experiment {
+        BlockKind::Experiment
+    } else {
+        BlockKind::Fragment
+    };
+    let sp = span(file, &p);
+    let mut name = None;
+    let mut bases = Vec::new();
+    let mut body = Vec::new();
+    for q in p.into_inner() {
+        match q.as_rule() {
+            Rule::ident => name = Some(ident(file, q)),
+            Rule::extends => {
+                for b in q.into_inner().filter(|b| b.as_rule() == Rule::base) {
+                    bases.push(build_base(file, b));
+                }
+            }
+            Rule::block => body = build_stmts(file, q),
+            _ => {}
+        }
+    }
+    Block {
+        kind,
+        name: name.expect("grammar: block has a name"),
+        bases,
+        body,
+        span: sp,
+    }
+}
+
+fn build_base(file: FileId, b: Pair<Rule>) -> Base {
+    let mut inner = b.into_inner();
+    let first = inner.next().expect("grammar: base has content");
+    match first.as_rule() {
+        Rule::string => {
+            let path_span = span(file, &first);
+            let path = unescape(first);
+            let name = inner.next().map(|n| ident(file, n));
+            Base::File {
+                path,
+                path_span,
+                name,
+            }
+        }
+        _ => Base::Local(ident(file, first)),
+    }
+}
+
+fn build_stmts(file: FileId, p: Pair<Rule>) -> Vec<Stmt> {
+    p.into_inner().map(|s| build_stmt(file, s)).collect()
+}
+
+fn build_path(file: FileId, p: Pair<Rule>) -> Path {
+    let sp = span(file, &p);
+    Path {
+        segments: p.into_inner().map(|i| ident(file, i)).collect(),
+        span: sp,
+    }
+}
+
+fn build_stmt(file: FileId, s: Pair<Rule>) -> Stmt {
+    let sp = span(file, &s);
+    match s.as_rule() {
+        Rule::assign => {
+            let mut it = s.into_inner();
+            let path = build_path(file, it.next().expect("assign path"));
+            let value = build_expr(file, it.next().expect("assign value"));
+            Stmt::Assign { path, value }
+        }
+        Rule::section => {
+            let mut it = s.into_inner();
+            let path = build_path(file, it.next().expect("section path"));
+            let body = build_stmts(file, it.next().expect("section block"));
+            Stmt::Section {
+                path,
+                body,
+                span: sp,
+            }
+        }
+        Rule::delete => {
+            let path = build_path(file, s.into_inner().next().expect("delete path"));
+            Stmt::Delete { path }
+        }
+        Rule::data_stmt => {
+            let mut it = s.into_inner().filter(|x| x.as_rule() != Rule::kw_data);
+            let name = ident(file, it.next().expect("data name"));
+            let value = build_expr(file, it.next().expect("data value"));
+            Stmt::Data { name, value }
+        }
+        Rule::ablation => {
+            let mut it = s.into_inner().filter(|x| x.as_rule() != Rule::kw_ablation);
+            let n = it.next().expect("ablation name");
+            let name = if n.as_rule() == Rule::string {
+                let nsp = span(file, &n);
+                Ident {
+                    name: unescape(n),
+                    span: nsp,
+                }
+            } else {
+                ident(file, n)
+            };
+            let body = build_stmts(file, it.next().expect("ablation block"));
+            Stmt::Ablation {
+                name,
+                body,
+                span: sp,
+            }
+        }
+        Rule::sweep => {
+            let mut entries = Vec::new();
+            for a in s.into_inner().filter(|x| x.as_rule() == Rule::assign) {
+                let mut it = a.into_inner();
+                let path = build_path(file, it.next().expect("sweep path"));
+                let value = build_expr(file, it.next().expect("sweep value"));
+                entries.push((path, value));
+            }
+            Stmt::Sweep { entries, span: sp }
+        }
+        r => unreachable!("grammar: unexpected statement rule {r:?}"),
+    }
+}
+
+fn unescape(p: Pair<Rule>) -> String {
+    let raw = p.into_inner().next().map(|i| i.as_str()).unwrap_or("");
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.next() {
+                Some('n') => out.push('\n'),
+                Some('t') => out.push('\t'),
+                Some(o) => out.push(o),
+                None => {}
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn build_expr(file: FileId, p: Pair<Rule>) -> Expr {
+    let sp = span(file, &p);
+    match p.as_rule() {
+        Rule::expr => {
+            let terms: Vec<Pair<Rule>> = p.into_inner().collect();
+            if terms.len() == 1 {
+                let t = terms.into_iter().next().expect("one term");
+                let mut inner: Vec<Pair<Rule>> = t.clone().into_inner().collect();
+                if inner.len() == 1 {
+                    return build_expr(file, inner.remove(0));
+                }
+                return Expr {
+                    kind: ExprKind::Sum(vec![build_term(file, t)]),
+                    span: sp,
+                };
+            }
+            Expr {
+                kind: ExprKind::Sum(terms.into_iter().map(|t| build_term(file, t)).collect()),
+                span: sp,
+            }
+        }
+        Rule::number => {
+            let s = p.as_str();
+            let kind = if s.contains(['.', 'e', 'E']) {
+                match s.parse::<f64>() {
+                    Ok(f) => ExprKind::Float(f),
+                    Err(_) => ExprKind::Str(s.to_string()),
+                }
+            } else {
+                match s.parse::<i64>() {
+                    Ok(i) => ExprKind::Int(i),
+                    // Out of i64 range: keep the magnitude as a float rather
+                    // than fail; the schema check reports the type.
+                    Err(_) => ExprKind::Float(s.parse::<f64>().unwrap_or(f64::INFINITY)),
+                }
+            };
+            Expr { kind, span: sp }
+        }
+        Rule::string => Expr {
+            kind: ExprKind::Str(unescape(p)),
+            span: sp,
+        },
+        Rule::boolean => Expr {
+            kind: ExprKind::Bool(p.as_str() == "true"),
+            span: sp,
+        },
+        Rule::none => Expr {
+            kind: ExprKind::None,
+            span: sp,
+        },
+        Rule::list => Expr {
+            kind: ExprKind::List(p.into_inner().map(|e| build_expr(file, e)).collect()),
+            span: sp,
+        },
+        Rule::map => Expr {
+            kind: ExprKind::Map(build_stmts(file, p)),
+            span: sp,
+        },
+        Rule::reference => Expr {
+            kind: ExprKind::Ref(build_path(file, p)),
+            span: sp,
+        },
+        Rule::env_call => {
+            let mut it = p.into_inner();
+            let var = unescape(it.next().expect("env var"));
+            let default = it.next().map(|d| Box::new(build_expr(file, d)));
+            Expr {
+                kind: ExprKind::Env { var, default },
+                span: sp,
+            }
+        }
+        Rule::call => {
+            let mut kind = None;
+            let mut args = None;
+            let mut params = None;
+            for q in p.into_inner() {
+                match q.as_rule() {
+                    Rule::kind => kind = Some(build_path(file, q)),
+                    Rule::args => {
+                        args = Some(
+                            q.into_inner()
+                                .map(|a| {
+                                    let mut it = a.into_inner().peekable();
+                                    let name =
+                                        if it.peek().map(|x| x.as_rule()) == Some(Rule::ident) {
+                                            it.next().map(|n| ident(file, n))
+                                        } else {
+                                            None
+                                        };
+                                    let value = build_expr(file, it.next().expect("arg value"));
+                                    Arg { name, value }
+                                })
+                                .collect(),
+                        )
+                    }
+                    Rule::params => params = Some(build_stmts(file, q)),
+                    _ => {}
+                }
+            }
+            Expr {
+                kind: ExprKind::Call {
+                    kind: kind.expect("grammar: call has a kind"),
+                    args,
+                    params,
+                },
+                span: sp,
+            }
+        }
+        r => unreachable!("grammar: unexpected expression rule {r:?}"),
+    }
+}
+
+fn build_term(file: FileId, t: Pair<Rule>) -> Term {
+    let mut weight = None;
+    let mut expr = None;
+    for q in t.into_inner() {
+        if q.as_rule() == Rule::weight {
+            let w = q.into_inner().next().expect("weight number");
+            let wsp = span(file, &w);
+            weight = Some((w.as_str().parse::<f64>().unwrap_or(f64::NAN), wsp));
+        } else {
+            expr = Some(build_expr(file, q));
+        }
+    }
+    Term {
+        weight,
+        expr: expr.expect("grammar: term has an atom"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(src: &str) -> File {
+        match parse_file(FileId(0), src) {
+            Ok(f) => f,
+            Err(e) => panic!("parse failed: {e:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_header_uses_and_blocks() {
+        let f = ok("mer 0.1\nuse au_llm\nexperiment a { seed = 1 }\nfragment b extends a, \"x.mer\"::c { }");
+        assert_eq!(f.version, "0.1");
+        assert_eq!(f.uses[0].name, "au_llm");
+        assert_eq!(f.blocks.len(), 2);
+        assert_eq!(f.blocks[1].bases.len(), 2);
+    }
+
+    #[test]
+    fn numbers_keep_int_and_float_apart() {
+        let f = ok("mer 0.1 experiment a { x = 3e-5, y = 3, z = -2.5 }");
+        let kinds: Vec<_> = f.blocks[0]
+            .body
+            .iter()
+            .map(|s| match s {
+                Stmt::Assign { value, .. } => format!("{:?}", value.kind),
+                _ => String::new(),
+            })
+            .collect();
+        assert_eq!(kinds, ["Float(3e-5)", "Int(3)", "Float(-2.5)"]);
+    }
+
+    #[test]
+    fn calls_refs_and_weighted_sums() {
+        let f = ok("mer 0.1 experiment a {\n model { t = au.efp(cnn.mid, x = cnn.high) { dropout = 0.3 } }\n loss = 0.5 * loss.mse(a, b) + loss.ce(c, d) {}\n}");
+        match &f.blocks[0].body[1] {
+            Stmt::Assign { value, .. } => match &value.kind {
+                ExprKind::Sum(t) => {
+                    assert_eq!(t.len(), 2);
+                    assert_eq!(t[0].weight.map(|w| w.0), Some(0.5));
+                }
+                k => panic!("{k:?}"),
+            },
+            s => panic!("{s:?}"),
+        }
+    }
+
+    #[test]
+    fn keyword_boundaries() {
+        let f = ok("mer 0.1 experiment a { dataset = 1, data d = x.y {} }");
+        assert!(matches!(f.blocks[0].body[0], Stmt::Assign { .. }));
+        assert!(matches!(f.blocks[0].body[1], Stmt::Data { .. }));
+    }
+
+    #[test]
+    fn collects_several_syntax_errors() {
+        let src = "mer 0.1\nexperiment a {\n  x = = 1\n  y = 2\n  z: 3\n}\n";
+        let e = parse_file(FileId(0), src).unwrap_err();
+        assert_eq!(e.len(), 2, "{e:?}");
+    }
+
+    #[test]
+    fn override_grammar() {
+        assert!(matches!(
+            parse_override(FileId(0), "train.epochs=5").unwrap(),
+            Stmt::Assign { .. }
+        ));
+        assert!(matches!(
+            parse_override(FileId(0), "~optimizer.groups").unwrap(),
+            Stmt::Delete { .. }
+        ));
+        assert!(parse_override(FileId(0), "train.epochs=").is_err());
+    }
+}

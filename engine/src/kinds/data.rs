@@ -1,0 +1,156 @@
+//! Dataset kinds. Each names the on-disk layout it reads (as distributed)
+//! and the ports it provides. `synth.*` generate data in memory from a seed.
+
+use mer_registry::{KindBuilder, KindSchema, Role};
+
+const ME_AUS: &[i64] = &[1, 2, 4, 5, 6, 7, 9, 10, 12, 14, 15, 17, 20, 23, 24, 25, 26];
+
+/// Ports and parameters shared by clip datasets.
+fn clip(name: &str, doc: &str, frames: i64, size: i64, color: bool) -> KindBuilder {
+    KindBuilder::new(name, Role::Data)
+        .doc(doc)
+        .output("video", "clip frames [B, C, T, H, W], f32 in [0, 1]")
+        .output("emotion", "class index [B]")
+        .output("landmarks", "68-point landmarks per frame [B, T, 68, 2], normalised to [0, 1]")
+        .output("box", "face box per frame [B, T, 4] (x, y, w, h), normalised")
+        .output("subject", "subject id [B] (the LOSO group key)")
+        .int("frames", Some(frames), Some(1), "Frames sampled per clip.")
+        .ints("size", Some(&[size, size]), Some(8), "Frame size [H, W] after resizing.")
+        .bool("color", color, "Keep RGB; false converts to grayscale.")
+        .choice(
+            "sampling",
+            &["uniform", "noisy_uniform", "onset_apex", "onset_apex_offset"],
+            Some("uniform"),
+            "Temporal sampling; training may use noisy_uniform while evaluation always uses uniform.",
+        )
+}
+
+/// Still-image expression datasets.
+fn still(name: &str, doc: &str) -> KindBuilder {
+    KindBuilder::new(name, Role::Data)
+        .doc(doc)
+        .output("image", "face [B, C, H, W], f32 in [0, 1]")
+        .output("emotion", "class index [B]")
+        .output("landmarks", "68-point landmarks [B, 68, 2], normalised")
+        .path("root", None, "Dataset folder as distributed.")
+        .ints("size", Some(&[224, 224]), Some(8), "Image size [H, W].")
+        .bool(
+            "augment",
+            true,
+            "Random crop + erasing during training (never at evaluation).",
+        )
+}
+
+fn me(
+    name: &str,
+    doc: &str,
+    root_env: &str,
+    aus: &[i64],
+    classes: &[&str],
+    default_classes: &str,
+) -> KindSchema {
+    clip(name, doc, 6, 64, false)
+        .output("aus", "multi-label AU targets [B, n_aus] in {0, 1}")
+        .output("flow", "onset→apex optical flow [B, 2, H, W]")
+        .path(
+            "root",
+            None,
+            &format!("Dataset folder as distributed (e.g. env(\"{root_env}\"))."),
+        )
+        .ints(
+            "aus",
+            Some(aus),
+            Some(1),
+            "AUs used as multi-label targets, in order.",
+        )
+        .choice(
+            "classes",
+            classes,
+            Some(default_classes),
+            "Emotion label set.",
+        )
+        .bool(
+            "cropped",
+            true,
+            "Read the cropped-face release where one exists.",
+        )
+        .build()
+}
+
+fn dfer(name: &str, doc: &str, folds_doc: &str) -> KindSchema {
+    clip(name, doc, 16, 224, true)
+        .path(
+            "root",
+            None,
+            &format!("Dataset folder as distributed. {folds_doc}"),
+        )
+        .int(
+            "sampling_rate",
+            Some(3),
+            Some(1),
+            "Take every N-th frame before uniform subsampling.",
+        )
+        .build()
+}
+
+fn au(name: &str, doc: &str, aus: &[i64]) -> KindSchema {
+    KindBuilder::new(name, Role::Data)
+        .doc(doc)
+        .output("image", "frame [B, C, H, W]")
+        .output("aus", "AU occurrence [B, n_aus]")
+        .output("landmarks", "68-point landmarks [B, 68, 2]")
+        .output("subject", "subject id [B]")
+        .path("root", None, "Dataset folder as distributed.")
+        .ints("aus", Some(aus), Some(1), "AUs used as targets.")
+        .ints("size", Some(&[224, 224]), Some(8), "Image size [H, W].")
+        .float(
+            "intensity_threshold",
+            Some(2.0),
+            Some(0.0),
+            Some(5.0),
+            "AU intensity at or above which an AU counts as present.",
+        )
+        .build()
+}
+
+pub fn kinds() -> Vec<KindSchema> {
+    let me5 = &["5class", "3class_megc", "7class"];
+    vec![
+        clip("synth.me", "Generated micro-expression clips: subjects with distinct identities, FACS-region motions at micro intensity with onset–apex–offset timing, head motion and sensor noise. Deterministic from `seed`.", 8, 64, false)
+            .output("aus", "multi-label AU targets [B, n_aus]")
+            .output("flow", "onset→apex optical flow [B, 2, H, W]")
+            .int("subjects", Some(12), Some(2), "Number of synthetic subjects.")
+            .int("clips_per_subject", Some(10), Some(1), "Clips generated per subject.")
+            .ints("aus", Some(&[1, 2, 4, 7, 12, 14, 15, 17]), Some(1), "AUs used as multi-label targets.")
+            .choice("classes", me5, Some("5class"), "Emotion label set (CASME II-style classes by AU rules).")
+            .float("intensity", Some(0.15), Some(0.0), Some(1.0), "Peak motion amplitude relative to a macro-expression.")
+            .float("noise", Some(0.02), Some(0.0), Some(1.0), "Sensor noise standard deviation.")
+            .int("seed", Some(0), Some(0), "Generator seed (independent of the training seed).")
+            .build(),
+        clip("synth.dfer", "Generated dynamic facial-expression clips with per-frame face boxes and landmarks, for multi-task recipes.", 16, 64, true)
+            .int("subjects", Some(10), Some(2), "Number of synthetic actors.")
+            .int("clips_per_subject", Some(14), Some(1), "Clips generated per actor.")
+            .int("classes", Some(7), Some(2), "Number of expression classes.")
+            .float("intensity", Some(0.6), Some(0.0), Some(1.0), "Peak expression amplitude.")
+            .float("noise", Some(0.02), Some(0.0), Some(1.0), "Sensor noise standard deviation.")
+            .int("seed", Some(0), Some(0), "Generator seed.")
+            .build(),
+        me("me.casme2", "CASME II (26 subjects, 200 fps): CASME2-coding xlsx + sub*/EP*/img*.jpg, with the documented label corrections.", "CASME2_ROOT", &[1, 2, 4, 7, 12, 14, 15, 17], me5, "5class"),
+        me("me.samm", "SAMM (32 subjects, 200 fps, gray): SAMM_Micro_FACS_Codes xlsx + subject/clip/*.jpg.", "SAMM_ROOT", &[2, 4, 7, 12], &["5class", "3class_megc", "8class"], "5class"),
+        me("me.smic", "SMIC-HS (16 subjects with MEs, 100 fps): pos/neg/sur folders.", "SMIC_ROOT", ME_AUS, &["3class"], "3class"),
+        me("me.casme3", "CAS(ME)^3 part A (30 fps): annotation xlsx + frame folders.", "CASME3_ROOT", ME_AUS, &["7class", "4class", "3class_megc"], "7class"),
+        me("me.mmew", "MMEW (36 subjects, 90 fps): MMEW_Micro_Exp.xlsx + frame folders.", "MMEW_ROOT", ME_AUS, &["6class", "3class_megc"], "6class"),
+        me("me.dfme", "DFME (CCAC 2024 challenge): train / TestA / TestB partitions, 7 classes.", "DFME_ROOT", ME_AUS, &["7class"], "7class"),
+        still("fer.rafdb", "RAF-DB basic: list_patition_label.txt + aligned images (7 classes), official train/test split.").build(),
+        still("fer.affectnet", "AffectNet: training.csv / validation.csv (7 or 8 classes).")
+            .choice("classes", &["7class", "8class"], Some("7class"), "Label set (8 adds contempt).")
+            .build(),
+        dfer("dfer.dfew", "DFEW: clip frames + 5 official fold sets (set_1..set_5).", "Folds come from its official set files."),
+        dfer("dfer.ferv39k", "FERV39k: official train/test lists.", "Official split."),
+        dfer("dfer.ravdess", "RAVDESS video (Actor_01..24), filename-coded labels.", "Actor-block folds."),
+        dfer("dfer.crema_d", "CREMA-D video (91 actors), filename-coded labels.", "Actor-block folds (MAE-DFER's 5 blocks)."),
+        dfer("dfer.mead", "MEAD (front view), per-actor folders.", "Actor folds."),
+        au("au.disfa", "DISFA (27 subjects, 20 fps): per-AU intensity txt files.", &[1, 2, 4, 6, 9, 12, 25, 26]),
+        au("au.bp4d", "BP4D (41 subjects, 25 fps): per-task occurrence csv files.", &[1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24]),
+    ]
+}

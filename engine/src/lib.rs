@@ -1,0 +1,91 @@
+//! `mer-engine`: mer's builtin kinds.
+//!
+//! This crate declares the schemas of every builtin dataset, component,
+//! loss, metric, optimiser, scheduler and protocol, so that `mer check`
+//! validates recipes against them. The candle implementations behind these
+//! schemas (executor, training loop, data loaders) are added kind by kind;
+//! each keeps the schema declared here as its single source of truth.
+
+pub mod kinds;
+
+use mer_registry::Registry;
+
+/// A registry holding every builtin kind.
+pub fn builtin_registry() -> Registry {
+    let mut r = Registry::new();
+    for k in kinds::all() {
+        // Builtin names are fixed at compile time; a duplicate is a bug in
+        // this crate, caught by `builtin_kinds_are_unique` below.
+        if let Err(e) = r.add_builtin(k) {
+            panic!("builtin kind table is inconsistent: {e}");
+        }
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mer_registry::{Catalog, ParamType, Role};
+
+    #[test]
+    fn builtin_kinds_are_unique() {
+        let mut seen = std::collections::BTreeSet::new();
+        for k in kinds::all() {
+            assert!(seen.insert(k.name.clone()), "duplicate {}", k.name);
+        }
+        assert!(seen.len() > 60, "{}", seen.len());
+    }
+
+    #[test]
+    fn defaults_satisfy_their_own_types() {
+        fn fits(ty: &ParamType, v: &mer_registry::Value) -> bool {
+            use mer_registry::Value as V;
+            match (ty, v) {
+                (ParamType::Optional(_), V::None) => true,
+                (ParamType::Optional(t), v) => fits(t, v),
+                (ParamType::Any, _) => true,
+                (ParamType::Bool, V::Bool(_)) => true,
+                (ParamType::Int { min, max }, V::Int(i)) => {
+                    min.is_none_or(|m| *i >= m) && max.is_none_or(|m| *i <= m)
+                }
+                (ParamType::Float { min, max }, V::Float(x)) => {
+                    min.is_none_or(|m| *x >= m) && max.is_none_or(|m| *x <= m)
+                }
+                (ParamType::Str { choices }, V::Str(s)) => {
+                    choices.is_empty() || choices.contains(s)
+                }
+                (ParamType::Path, V::Str(_)) => true,
+                (ParamType::List(t), V::List(l)) => l.iter().all(|x| fits(t, x)),
+                (ParamType::MapOf(t), V::Map(m)) => m.values().all(|x| fits(t, x)),
+                (ParamType::Record(_), V::Map(_)) => true,
+                _ => false,
+            }
+        }
+        for k in kinds::all() {
+            for p in &k.params {
+                if let Some(d) = &p.default {
+                    assert!(
+                        fits(&p.ty, d),
+                        "{}.{}: default {d} is not {}",
+                        k.name,
+                        p.name,
+                        p.ty.describe()
+                    );
+                }
+            }
+            if k.role == Role::Component || k.role == Role::Data {
+                assert!(!k.outputs.is_empty(), "{} has no output port", k.name);
+            }
+        }
+    }
+
+    #[test]
+    fn protocols_declare_folds() {
+        let r = builtin_registry();
+        for k in r.kinds().filter(|k| k.role == Role::Protocol) {
+            assert!(k.folds.is_some(), "{}", k.name);
+        }
+        assert!(r.kind("nn.linear").is_some());
+    }
+}

@@ -1,0 +1,181 @@
+//! A builder so that declaring a kind reads like its documentation.
+
+use crate::{FoldRule, InputSpec, KindSchema, ParamSpec, ParamType, PortSpec, Role, Value};
+
+/// Builds a [`KindSchema`]. Parameter helpers take `None` as the default to
+/// mean "required".
+#[derive(Debug, Clone)]
+pub struct KindBuilder {
+    schema: KindSchema,
+}
+
+impl KindBuilder {
+    /// Starts a kind with its full name (`namespace.name`) and role.
+    pub fn new(name: &str, role: Role) -> Self {
+        KindBuilder {
+            schema: KindSchema {
+                name: name.to_string(),
+                role,
+                doc: String::new(),
+                inputs: Vec::new(),
+                outputs: Vec::new(),
+                params: Vec::new(),
+                folds: None,
+            },
+        }
+    }
+
+    /// One-paragraph description shown by `mer plugins describe`.
+    pub fn doc(mut self, doc: &str) -> Self {
+        self.schema.doc = doc.to_string();
+        self
+    }
+
+    /// A required input slot.
+    pub fn input(mut self, name: &str, doc: &str) -> Self {
+        self.schema.inputs.push(InputSpec {
+            name: name.into(),
+            variadic: false,
+            optional: false,
+            doc: doc.into(),
+        });
+        self
+    }
+
+    /// An input slot that may be left unconnected.
+    pub fn optional_input(mut self, name: &str, doc: &str) -> Self {
+        self.schema.inputs.push(InputSpec {
+            name: name.into(),
+            variadic: false,
+            optional: true,
+            doc: doc.into(),
+        });
+        self
+    }
+
+    /// A slot taking one or more inputs (`concat(a, b, c)`).
+    pub fn variadic_input(mut self, name: &str, doc: &str) -> Self {
+        self.schema.inputs.push(InputSpec {
+            name: name.into(),
+            variadic: true,
+            optional: false,
+            doc: doc.into(),
+        });
+        self
+    }
+
+    /// An output port. The first one declared is the default port.
+    pub fn output(mut self, name: &str, doc: &str) -> Self {
+        self.schema.outputs.push(PortSpec {
+            name: name.into(),
+            doc: doc.into(),
+        });
+        self
+    }
+
+    /// A parameter of any type.
+    pub fn param(mut self, name: &str, ty: ParamType, default: Option<Value>, doc: &str) -> Self {
+        self.schema.params.push(ParamSpec {
+            name: name.into(),
+            ty,
+            default,
+            doc: doc.into(),
+        });
+        self
+    }
+
+    /// An integer parameter with an optional lower bound.
+    pub fn int(self, name: &str, default: Option<i64>, min: Option<i64>, doc: &str) -> Self {
+        self.param(
+            name,
+            ParamType::Int { min, max: None },
+            default.map(Value::Int),
+            doc,
+        )
+    }
+
+    /// A real parameter within `[min, max]` (either bound optional).
+    pub fn float(
+        self,
+        name: &str,
+        default: Option<f64>,
+        min: Option<f64>,
+        max: Option<f64>,
+        doc: &str,
+    ) -> Self {
+        self.param(
+            name,
+            ParamType::Float { min, max },
+            default.map(Value::Float),
+            doc,
+        )
+    }
+
+    /// A boolean flag.
+    pub fn bool(self, name: &str, default: bool, doc: &str) -> Self {
+        self.param(name, ParamType::Bool, Some(Value::Bool(default)), doc)
+    }
+
+    /// A free string.
+    pub fn string(self, name: &str, default: Option<&str>, doc: &str) -> Self {
+        self.param(
+            name,
+            ParamType::Str { choices: vec![] },
+            default.map(|s| Value::Str(s.into())),
+            doc,
+        )
+    }
+
+    /// A string restricted to `choices`.
+    pub fn choice(self, name: &str, choices: &[&str], default: Option<&str>, doc: &str) -> Self {
+        self.param(
+            name,
+            ParamType::Str {
+                choices: choices.iter().map(|c| c.to_string()).collect(),
+            },
+            default.map(|s| Value::Str(s.into())),
+            doc,
+        )
+    }
+
+    /// A filesystem path (checked for existence at run time, not by `check`).
+    pub fn path(self, name: &str, default: Option<&str>, doc: &str) -> Self {
+        self.param(
+            name,
+            ParamType::Path,
+            default.map(|s| Value::Str(s.into())),
+            doc,
+        )
+    }
+
+    /// A list of integers.
+    pub fn ints(self, name: &str, default: Option<&[i64]>, min: Option<i64>, doc: &str) -> Self {
+        self.param(
+            name,
+            ParamType::List(Box::new(ParamType::Int { min, max: None })),
+            default.map(|d| Value::List(d.iter().map(|i| Value::Int(*i)).collect())),
+            doc,
+        )
+    }
+
+    /// A list of strings.
+    pub fn strings(self, name: &str, default: Option<&[&str]>, doc: &str) -> Self {
+        self.param(
+            name,
+            ParamType::List(Box::new(ParamType::Str { choices: vec![] })),
+            default.map(|d| Value::List(d.iter().map(|s| Value::Str(s.to_string())).collect())),
+            doc,
+        )
+    }
+
+    /// How a protocol forms folds (protocols only).
+    pub fn folds(mut self, rule: FoldRule) -> Self {
+        self.schema.folds = Some(rule);
+        self
+    }
+
+    /// The finished schema.
+    pub fn build(self) -> KindSchema {
+        self.schema
+    }
+}
