@@ -606,10 +606,16 @@ impl<'a> Checker<'a> {
         default_via: &str,
     ) {
         let keys: Vec<String> = m.keys().cloned().collect();
+        // A misspelt key that suggests a missing required one is a single
+        // mistake: report the typo, not also the absence.
+        let mut suggested: Vec<String> = Vec::new();
         for k in keys {
             if !specs.iter().any(|s| s.name == k) {
                 let sp = m[&k].key_span();
                 let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+                if let Some(s) = did_you_mean(&k, names.iter().copied()) {
+                    suggested.push(s);
+                }
                 let mut d = Diagnostic::error(
                     "mer::unknown-key",
                     format!("`{owner}` has no parameter `{k}`"),
@@ -647,6 +653,7 @@ impl<'a> Checker<'a> {
                             ),
                         );
                     }
+                    None if suggested.contains(&s.name) => {}
                     None => self.err(
                         Diagnostic::error(
                             "mer::missing-param",
@@ -736,6 +743,10 @@ impl<'a> Checker<'a> {
             }
             _ => {
                 let hint = match (&n.val, ty) {
+                    (Val::Ref(r), ParamType::Float { .. } | ParamType::Int { .. } | ParamType::Bool) => Some(format!(
+                        "`{r}` is read as a name; write a {}",
+                        if matches!(ty, ParamType::Bool) { "bool: true or false" } else { "number" }
+                    )),
                     (Val::Str(s), ParamType::Float { .. } | ParamType::Int { .. }) if s.parse::<f64>().is_ok() => Some(format!("write the number without quotes: {s}")),
                     (Val::Float(f), ParamType::Int { .. }) if f.fract() == 0.0 => Some(format!("write an integer: {}", *f as i64)),
                     (Val::Ref(r), ParamType::Str { .. } | ParamType::Path) => Some(format!("strings need quotes: \"{r}\"")),

@@ -300,7 +300,11 @@ pub fn lower(session: &mut Session, catalog: &dyn Catalog, tree: &Tree) -> Optio
     }
 
     report_cycles(session, &g);
-    report_unused(session, &g);
+    // Unused nodes are usually the echo of an error above; report them only
+    // on an otherwise clean graph.
+    if !session.has_errors() {
+        report_unused(session, &g);
+    }
     let errors_now = session.diags.iter().filter(|d| d.is_error()).count();
     (errors_now == errors_before).then_some(g)
 }
@@ -319,6 +323,7 @@ fn assign_slots(
             .collect();
     };
     let mut out = Vec::new();
+    let mut suggested: Vec<String> = Vec::new();
     let mut filled: Vec<usize> = vec![0; schema.inputs.len()];
     let mut next_positional = 0usize;
     for inp in &p.inputs {
@@ -341,6 +346,9 @@ fn assign_slots(
                 }
                 None => {
                     let names: Vec<&str> = schema.inputs.iter().map(|s| s.name.as_str()).collect();
+                    if let Some(s) = crate::diag::did_you_mean(&n.name, names.iter().copied()) {
+                        suggested.push(s);
+                    }
                     let d = Diagnostic::error(
                         "mer::bad-input",
                         format!("`{}` has no input `{}`", schema.name, n.name),
@@ -397,7 +405,7 @@ fn assign_slots(
         }
     }
     for (i, s) in schema.inputs.iter().enumerate() {
-        if filled[i] == 0 && !s.optional {
+        if filled[i] == 0 && !s.optional && !suggested.contains(&s.name) {
             session.diags.push(
                 Diagnostic::error(
                     "mer::missing-input",

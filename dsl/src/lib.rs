@@ -117,11 +117,13 @@ pub fn check_loaded(
                 let mut c = Checker::new(session, catalog, &bt.uses);
                 c.check(&mut v, &name, name_span, complete)
             };
-            let Some(recipe) = recipe else { continue };
             if !complete {
                 continue;
             }
-            let Some(graph) = graph::lower(session, catalog, &v.tree) else {
+            // Lower even when the checker found errors: dangling references
+            // and cycles are independent mistakes and belong in the same pass.
+            let graph = graph::lower(session, catalog, &v.tree);
+            let (Some(recipe), Some(graph)) = (recipe, graph) else {
                 continue;
             };
             let shape_diags = catalog.check_shapes(&graph, &session.sources);

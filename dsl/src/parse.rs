@@ -21,6 +21,8 @@ const MAX_SYNTAX_ERRORS: usize = 20;
 
 /// Parses a whole recipe file. On syntax errors returns all it could find.
 pub fn parse_file(file: FileId, text: &str) -> Result<File, Vec<Diagnostic>> {
+    // Track literal tokens (`=`, `}`) in errors, not only rule names.
+    pest::set_error_detail(true);
     let mut work = text.to_string();
     let mut errors: Vec<Diagnostic> = Vec::new();
     let mut last_line_start: Option<usize> = None;
@@ -117,11 +119,61 @@ fn rule_name(r: &Rule) -> &'static str {
     }
 }
 
+/// Punctuation tokens worth naming in "expected ..." (pest reports them
+/// only through `Display`; its token type is not exported).
+fn token_name(t: String) -> Option<String> {
+    (!t.is_empty() && t.chars().all(|c| "={}()[],:*+~".contains(c))).then(|| format!("`{t}`"))
+}
+
+/// The last `{` `[` `(` that is never closed, for end-of-file errors.
+fn unclosed_bracket(text: &str) -> Option<(usize, char)> {
+    let mut stack = Vec::new();
+    let mut in_str = false;
+    let mut in_comment = false;
+    let mut prev = ' ';
+    for (i, c) in text.char_indices() {
+        if in_comment {
+            if c == '\n' {
+                in_comment = false;
+            }
+        } else if in_str {
+            if (c == '"' && prev != '\\') || c == '\n' {
+                in_str = false;
+            }
+        } else {
+            match c {
+                '"' => in_str = true,
+                '/' if prev == '/' => in_comment = true,
+                '{' | '[' | '(' => stack.push((i, c)),
+                '}' | ']' | ')' => {
+                    stack.pop();
+                }
+                _ => {}
+            }
+        }
+        prev = if prev == '\\' && c == '\\' { ' ' } else { c };
+    }
+    stack.pop()
+}
+
 fn syntax_diag(file: FileId, text: &str, e: &pest::error::Error<Rule>, pos: usize) -> Diagnostic {
-    let mut expected: Vec<&'static str> = match &e.variant {
-        ErrorVariant::ParsingError { positives, .. } => positives.iter().map(rule_name).collect(),
+    let mut expected: Vec<String> = match &e.variant {
+        ErrorVariant::ParsingError { positives, .. } => {
+            positives.iter().map(|r| rule_name(r).to_string()).collect()
+        }
         ErrorVariant::CustomError { .. } => Vec::new(),
     };
+    if let Some(attempts) = e.parse_attempts() {
+        if attempts.max_position == pos {
+            expected.extend(
+                attempts
+                    .expected_tokens()
+                    .iter()
+                    .filter_map(|t| token_name(t.to_string())),
+            );
+        }
+    }
+    expected.retain(|x| x != "a token");
     expected.sort();
     expected.dedup();
     let found_end = text[pos..]
@@ -130,6 +182,23 @@ fn syntax_diag(file: FileId, text: &str, e: &pest::error::Error<Rule>, pos: usiz
         .map(|(i, _)| pos + i.max(1))
         .unwrap_or(text.len());
     let found = &text[pos..found_end.min(text.len())];
+    if found.is_empty() {
+        if let Some((open, c)) = unclosed_bracket(text) {
+            let close = match c {
+                '{' => '}',
+                '[' => ']',
+                _ => ')',
+            };
+            return Diagnostic::error(
+                "mer::syntax",
+                format!("end of file inside `{c}`: it is never closed"),
+            )
+            .at(
+                Span::new(file, open, open + 1),
+                format!("opened here; add a matching `{close}`"),
+            );
+        }
+    }
     let found_desc = if found.is_empty() {
         "end of file".to_string()
     } else {
@@ -138,7 +207,7 @@ fn syntax_diag(file: FileId, text: &str, e: &pest::error::Error<Rule>, pos: usiz
     };
     let wanted = match expected.len() {
         0 => "something else".to_string(),
-        1 => expected[0].to_string(),
+        1 => expected[0].clone(),
         _ => {
             let (last, rest) = expected.split_last().expect("len>1");
             format!("{} or {}", rest.join(", "), last)
@@ -157,12 +226,21 @@ fn syntax_diag(file: FileId, text: &str, e: &pest::error::Error<Rule>, pos: usiz
         Span::new(file, pos, end.max(pos)),
         format!("expected {wanted} here"),
     );
-    if found.starts_with(':') {
+    if found.starts_with(':') && !found.starts_with("::") {
         d = d.help("recipes use `key = value`, not `key: value`");
     } else if found.starts_with('\'') {
         d = d.help("strings use double quotes: \"...\"");
-    } else if found.starts_with("==") {
+    } else if found.starts_with('=') && text[..pos].trim_end().ends_with('=') {
         d = d.help("assignment is a single `=`");
+    } else if found.starts_with('"')
+        && !found[1..].contains('"')
+        && !text[pos + 1..]
+            .split('\n')
+            .next()
+            .unwrap_or("")
+            .contains('"')
+    {
+        d = d.help("this string is not closed on its line");
     }
     d
 }

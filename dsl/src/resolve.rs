@@ -250,6 +250,7 @@ pub struct Session {
     env: EnvFn,
     via: Via,
     stack: Vec<(FileId, String)>,
+    reported_cycles: std::collections::HashSet<Vec<(FileId, String)>>,
     override_count: usize,
 }
 
@@ -274,6 +275,7 @@ impl Session {
             env,
             via: Via::Recipe,
             stack: Vec::new(),
+            reported_cycles: Default::default(),
             override_count: 0,
         }
     }
@@ -365,6 +367,12 @@ impl Session {
         if let Some(pos) = self.stack.iter().position(|(f, n)| *f == file && n == name) {
             let mut chain: Vec<String> = self.stack[pos..].iter().map(|(_, n)| n.clone()).collect();
             chain.push(name.to_string());
+            // The same cycle is met again from each of its members.
+            let mut members: Vec<(FileId, String)> = self.stack[pos..].to_vec();
+            members.sort();
+            if !self.reported_cycles.insert(members) {
+                return None;
+            }
             self.diags.push(
                 Diagnostic::error(
                     "mer::extends-cycle",
@@ -898,7 +906,9 @@ impl Session {
                             .at(e.span, "needs a value")
                             .help(format!("set {var}, or give a default: env(\"{var}\", \"...\")")),
                         );
-                            Val::None
+                            // An empty string keeps later checks quiet: the
+                            // unset variable is the one thing to fix.
+                            Val::Str(String::new())
                         }
                     },
                 }
