@@ -381,6 +381,8 @@ impl<'a> Checker<'a> {
             }
         }
 
+        self.check_metric_tuning(&variant.tree);
+
         let errors_now = self.session.diags.iter().filter(|d| d.is_error()).count();
         if errors_now > self.errors_before {
             return None;
@@ -450,6 +452,36 @@ impl<'a> Checker<'a> {
                     .at(n.span(), "selects the epoch on test data")
                     .help("use select = \"inner_val\" (a validation split of the training subjects) for honest numbers"),
                 );
+            }
+        }
+    }
+
+    /// Thresholds tuned on test data are allowed only by name and flagged.
+    fn check_metric_tuning(&mut self, tree: &Tree) {
+        let Some(Node {
+            val: Val::List(ms), ..
+        }) = tree.get("metrics")
+        else {
+            return;
+        };
+        for m in ms {
+            let Val::Call(c) = &m.val else { continue };
+            if let Some(
+                n @ Node {
+                    val: Val::Str(s), ..
+                },
+            ) = c.params.get("threshold_from")
+            {
+                if s == "test_tuned" {
+                    self.session.diags.push(
+                        Diagnostic::warning(
+                            "mer::test-tuned",
+                            format!("`{}` tunes its threshold on the test fold: reported as test-tuned", c.kind),
+                        )
+                        .at(n.span(), "threshold chosen on test data")
+                        .help("threshold_from = \"inner_val\" picks it on training subjects only"),
+                    );
+                }
             }
         }
     }

@@ -19,8 +19,77 @@ struct MerParser;
 /// Upper bound on syntax errors collected from one file.
 const MAX_SYNTAX_ERRORS: usize = 20;
 
+/// Deepest bracket nesting accepted. Parsing, resolution and checking are
+/// recursive; bounding the depth up front keeps hostile input from
+/// overflowing the stack. Real recipes nest a handful of levels.
+pub const MAX_DEPTH: usize = 64;
+
+/// Visits each bracket outside strings and comments with its byte offset.
+fn scan_brackets(text: &str, mut f: impl FnMut(usize, char) -> bool) {
+    let mut in_str = false;
+    let mut line_comment = false;
+    let mut block_comment = false;
+    let mut escaped = false;
+    let bytes = text.as_bytes();
+    for (i, c) in text.char_indices() {
+        let next = bytes.get(i + 1).copied().unwrap_or(0) as char;
+        if line_comment {
+            line_comment = c != '\n';
+        } else if block_comment {
+            if c == '/' && i > 0 && bytes[i - 1] == b'*' {
+                block_comment = false;
+            }
+        } else if in_str {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' || c == '\n' {
+                in_str = false;
+            }
+        } else {
+            match c {
+                '"' => in_str = true,
+                '/' if next == '/' => line_comment = true,
+                '/' if next == '*' => block_comment = true,
+                '{' | '[' | '(' | '}' | ']' | ')' => {
+                    if !f(i, c) {
+                        return;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn too_deep(file: FileId, text: &str) -> Option<Diagnostic> {
+    let mut depth = 0usize;
+    let mut at = None;
+    scan_brackets(text, |i, c| {
+        if matches!(c, '{' | '[' | '(') {
+            depth += 1;
+            if depth > MAX_DEPTH {
+                at = Some(i);
+                return false;
+            }
+        } else {
+            depth = depth.saturating_sub(1);
+        }
+        true
+    });
+    at.map(|i| {
+        Diagnostic::error("mer::too-deep", format!("brackets nest more than {MAX_DEPTH} levels deep"))
+            .at(Span::new(file, i, i + 1), format!("level {}", MAX_DEPTH + 1))
+            .help("flatten the value: no recipe needs this much nesting")
+    })
+}
+
 /// Parses a whole recipe file. On syntax errors returns all it could find.
 pub fn parse_file(file: FileId, text: &str) -> Result<File, Vec<Diagnostic>> {
+    if let Some(d) = too_deep(file, text) {
+        return Err(vec![d]);
+    }
     // Track literal tokens (`=`, `}`) in errors, not only rule names.
     pest::set_error_detail(true);
     let mut work = text.to_string();
@@ -128,31 +197,14 @@ fn token_name(t: String) -> Option<String> {
 /// The last `{` `[` `(` that is never closed, for end-of-file errors.
 fn unclosed_bracket(text: &str) -> Option<(usize, char)> {
     let mut stack = Vec::new();
-    let mut in_str = false;
-    let mut in_comment = false;
-    let mut prev = ' ';
-    for (i, c) in text.char_indices() {
-        if in_comment {
-            if c == '\n' {
-                in_comment = false;
-            }
-        } else if in_str {
-            if (c == '"' && prev != '\\') || c == '\n' {
-                in_str = false;
-            }
+    scan_brackets(text, |i, c| {
+        if matches!(c, '{' | '[' | '(') {
+            stack.push((i, c));
         } else {
-            match c {
-                '"' => in_str = true,
-                '/' if prev == '/' => in_comment = true,
-                '{' | '[' | '(' => stack.push((i, c)),
-                '}' | ']' | ')' => {
-                    stack.pop();
-                }
-                _ => {}
-            }
+            stack.pop();
         }
-        prev = if prev == '\\' && c == '\\' { ' ' } else { c };
-    }
+        true
+    });
     stack.pop()
 }
 
@@ -206,7 +258,7 @@ fn syntax_diag(file: FileId, text: &str, e: &pest::error::Error<Rule>, pos: usiz
         format!("`{shown}`")
     };
     let wanted = match expected.len() {
-        0 => "something else".to_string(),
+        0 => "a complete statement".to_string(),
         1 => expected[0].clone(),
         _ => {
             let (last, rest) = expected.split_last().expect("len>1");
@@ -247,6 +299,9 @@ fn syntax_diag(file: FileId, text: &str, e: &pest::error::Error<Rule>, pos: usiz
 
 /// Parses a `--set` override (`key=value` or `~key`) with the recipe grammar.
 pub fn parse_override(file: FileId, text: &str) -> Result<Stmt, Diagnostic> {
+    if let Some(d) = too_deep(file, text) {
+        return Err(d);
+    }
     match MerParser::parse(Rule::override_stmt, text) {
         Ok(mut pairs) => {
             let p = pairs.next().expect("grammar: override yields one pair");

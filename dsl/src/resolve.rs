@@ -1122,3 +1122,128 @@ pub fn lookup<'t>(tree: &'t Tree, path: &str) -> Option<&'t Node> {
     }
     Some(cur)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn variants(src: &str, sets: &[&str]) -> (Session, Vec<Variant>) {
+        let mut s = Session::with_env(Box::new(|k| (k == "HOME_DATA").then(|| "/data".to_string())));
+        let f = s.load_text("t.mer".into(), None, src.to_string());
+        let name = s.blocks(f).last().expect("a block").0.clone();
+        let bt = s.resolve_block(f, &name).expect("resolves");
+        let sets: Vec<String> = sets.iter().map(|x| x.to_string()).collect();
+        let ov = s.parse_overrides(&sets);
+        let v = s.variants(&bt, &ov);
+        (s, v)
+    }
+
+    fn get(v: &Variant, path: &str) -> Option<Value> {
+        lookup(&v.tree, path).map(Node::to_value)
+    }
+
+    const BASE: &str = r#"mer 0.1
+fragment base {
+  train { epochs = 10, batch = 4 }
+  tags = { a = "1", b = "2" }
+  sizes = [1, 2, 3]
+  model {
+    enc  = nn.linear(x) { out = 8, bias = false }
+    head = nn.linear(enc) { out = 2 }
+  }
+}
+"#;
+
+    #[test]
+    fn maps_merge_lists_replace() {
+        let src = format!("{BASE}experiment e extends base {{ train {{ epochs = 3 }}\n tags = {{ b = \"3\" }}\n sizes = [9] }}");
+        let (s, v) = variants(&src, &[]);
+        assert!(s.diags.is_empty(), "{:?}", s.diags);
+        assert_eq!(get(&v[0], "train.epochs"), Some(Value::Int(3)));
+        assert_eq!(get(&v[0], "train.batch"), Some(Value::Int(4)));
+        assert_eq!(get(&v[0], "tags.a"), Some(Value::Str("1".into())));
+        assert_eq!(get(&v[0], "tags.b"), Some(Value::Str("3".into())));
+        assert_eq!(get(&v[0], "sizes"), Some(Value::List(vec![Value::Int(9)])));
+    }
+
+    #[test]
+    fn same_kind_merges_params_other_kind_resets() {
+        let src = format!(
+            "{BASE}experiment e extends base {{\n model.enc = nn.linear {{ out = 16 }}\n model.head = nn.mlp(enc) {{ out = 2 }} }}"
+        );
+        let (_, v) = variants(&src, &[]);
+        // Same kind, no inputs written: inputs kept, params merged.
+        match get(&v[0], "model.enc") {
+            Some(Value::Call(c)) => {
+                assert_eq!(c.params.get("out"), Some(&Value::Int(16)));
+                assert_eq!(c.params.get("bias"), Some(&Value::Bool(false)));
+                assert_eq!(c.inputs.len(), 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Different kind: nothing of nn.linear survives.
+        match get(&v[0], "model.head") {
+            Some(Value::Call(c)) => {
+                assert_eq!(c.kind, "nn.mlp");
+                assert_eq!(c.params.len(), 1);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn delete_and_delete_missing() {
+        let src = format!("{BASE}experiment e extends base {{ ~tags.a\n ~train.nope }}");
+        let (s, v) = variants(&src, &[]);
+        assert_eq!(get(&v[0], "tags.a"), None);
+        assert_eq!(s.diags.len(), 1);
+        assert_eq!(s.diags[0].code, "mer::delete-missing");
+    }
+
+    #[test]
+    fn ablations_see_the_final_base_and_overrides_win() {
+        let src = format!(
+            "{BASE}experiment e extends base {{\n train.epochs = 5\n ablation \"small\" {{ enc.out = 4 }}\n}}"
+        );
+        let (s, v) = variants(&src, &["train.epochs=7", "head.out=3"]);
+        assert!(s.diags.is_empty(), "{:?}", s.diags);
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[1].name, "small");
+        for x in &v {
+            assert_eq!(get(x, "train.epochs"), Some(Value::Int(7)));
+            assert_eq!(get(x, "model.head.out"), Some(Value::Int(3)));
+        }
+        assert_eq!(get(&v[0], "model.enc.out"), Some(Value::Int(8)));
+        assert_eq!(get(&v[1], "model.enc.out"), Some(Value::Int(4)));
+        // Provenance: the override replaced the body, which replaced the base.
+        let n = lookup(&v[0].tree, "train.epochs").expect("set");
+        assert_eq!(n.origin.via, Via::Override);
+        assert_eq!(n.history.len(), 2);
+    }
+
+    #[test]
+    fn sweep_is_a_grid() {
+        let src = format!("{BASE}experiment e extends base {{ sweep {{ train.batch = [1, 2]\n enc.out = [4, 8, 16] }} }}");
+        let (s, v) = variants(&src, &[]);
+        assert!(s.diags.is_empty(), "{:?}", s.diags);
+        assert_eq!(v.len(), 6);
+        assert_eq!(v[0].name, "base/train.batch=1,enc.out=4");
+        assert_eq!(get(&v[5], "model.enc.out"), Some(Value::Int(16)));
+    }
+
+    #[test]
+    fn env_with_default_and_provenance() {
+        let src = "mer 0.1\nexperiment e { root = env(\"HOME_DATA\")\n other = env(\"NOPE_X\", \"d\") }";
+        let (s, v) = variants(src, &[]);
+        assert!(s.diags.is_empty());
+        assert_eq!(get(&v[0], "root"), Some(Value::Str("/data".into())));
+        assert_eq!(lookup(&v[0].tree, "root").map(|n| n.origin.via.clone()), Some(Via::Env("HOME_DATA".into())));
+        assert_eq!(get(&v[0], "other"), Some(Value::Str("d".into())));
+    }
+
+    #[test]
+    fn conflicting_overrides() {
+        let (s, _) = variants(BASE.replace("fragment", "experiment").as_str(), &["train.epochs=1", "train.epochs=2"]);
+        assert!(s.diags.iter().any(|d| d.code == "mer::conflicting-override"));
+    }
+}

@@ -1,0 +1,177 @@
+//! End-to-end tests of the `mer` binary on the shipped recipes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn mer(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mer"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("mer runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn recipes() -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).expect("recipes dir") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "mer") {
+                out.push(p);
+            }
+        }
+    }
+    let mut v = Vec::new();
+    walk(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/recipes")), &mut v);
+    v.sort();
+    v.into_iter()
+        .map(|p| p.strip_prefix(env!("CARGO_MANIFEST_DIR")).expect("inside").to_path_buf())
+        .collect()
+}
+
+/// Recipes whose components are all available today must check cleanly;
+/// the others may fail only because their paper's plugin is not built yet.
+#[test]
+fn every_shipped_recipe_checks() {
+    let all = recipes();
+    assert!(all.len() >= 15, "{all:?}");
+    let mut clean = Vec::new();
+    for r in &all {
+        let o = mer(&["check", "--format", "short", r.to_str().expect("utf8")]);
+        let err = stderr(&o);
+        assert!(!err.contains("panicked"), "{}: {err}", r.display());
+        if o.status.code() == Some(0) {
+            clean.push(r.display().to_string());
+            continue;
+        }
+        assert_eq!(o.status.code(), Some(1), "{}: {err}", r.display());
+        for line in err.lines().filter(|l| l.contains(": error[")) {
+            assert!(
+                line.contains("error[mer::unknown-plugin]"),
+                "{}: only the missing plugin may fail, got: {line}",
+                r.display()
+            );
+        }
+    }
+    for must in ["recipes/demo/synth_me_au.mer", "recipes/demo/synth_me_sweep.mer", "recipes/common/casme2.mer", "recipes/common/samm.mer"] {
+        assert!(clean.contains(&must.to_string()), "{must} must check cleanly; clean: {clean:?}");
+    }
+}
+
+#[test]
+fn render_is_canonical_and_deterministic() {
+    let a = mer(&["render", "recipes/demo/synth_me_au.mer"]);
+    let b = mer(&["render", "recipes/demo/synth_me_au.mer"]);
+    assert_eq!(a.status.code(), Some(0), "{}", stderr(&a));
+    assert_eq!(stdout(&a), stdout(&b));
+    insta::assert_snapshot!("render_demo", stdout(&a));
+}
+
+#[test]
+fn overrides_change_identity_and_kind_change_resets_params() {
+    let base = stdout(&mer(&["render", "recipes/demo/synth_me_au.mer"]));
+    let o = mer(&["render", "recipes/demo/synth_me_au.mer", "--set", "train.epochs=3"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let changed = stdout(&o);
+    let hash = |s: &str| s.lines().nth(1).map(str::to_string).unwrap_or_default();
+    assert_ne!(hash(&base), hash(&changed));
+    assert!(changed.contains("\"epochs\": Int(3)"));
+
+    // Same kind: parameters merge. Different kind: they start over.
+    let same = stdout(&mer(&["explain", "recipes/demo/synth_me_au.mer", "model.aus", "--set", "model.aus=nn.linear(drop) { bias = false }"]));
+    assert!(same.contains("model.aus.out = 4"), "{same}");
+    assert!(same.contains("model.aus.bias = false"), "{same}");
+    let swapped = mer(&["explain", "recipes/demo/synth_me_au.mer", "model.aus", "--set", "model.aus=nn.mlp(drop) { out = 4, hidden = [8] }"]);
+    let swapped = stdout(&swapped);
+    assert!(!swapped.contains("bias"), "stale parameter survived a kind change: {swapped}");
+    assert!(swapped.contains("model.aus.activation = \"gelu\""), "{swapped}");
+}
+
+#[test]
+fn explain_names_every_source() {
+    let o = mer(&[
+        "explain",
+        "recipes/demo/synth_me_sweep.mer",
+        "model.drop.p",
+        "--variant",
+        "no-dropout/optimizer.lr=0.0003,drop.p=0.1",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    insta::assert_snapshot!("explain_sweep_drop", stdout(&o));
+    let o = mer(&["explain", "recipes/demo/synth_me_au.mer", "train", "--set", "train.batch=8"]);
+    insta::assert_snapshot!("explain_train_with_override", stdout(&o));
+}
+
+#[test]
+fn graph_dot_and_ron() {
+    let dot = mer(&["graph", "recipes/demo/synth_me_au.mer", "--format", "dot"]);
+    assert_eq!(dot.status.code(), Some(0));
+    insta::assert_snapshot!("graph_demo_dot", stdout(&dot));
+    let ron = mer(&["graph", "recipes/demo/synth_me_au.mer", "--format", "ron", "--variant", "bce"]);
+    assert_eq!(ron.status.code(), Some(0));
+    let text = stdout(&ron);
+    let g = mer_dsl::graph::GraphIr::from_ron(&text).expect("graph RON parses back");
+    assert_eq!(g.to_ron().trim(), text.trim(), "RON round trip");
+    assert_eq!(g.graph.node_count(), 13);
+    assert!(g.topo_order().len() == 13, "acyclic");
+}
+
+#[test]
+fn plan_lists_every_run() {
+    let o = mer(&["plan", "recipes/demo/synth_me_sweep.mer"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = stdout(&o);
+    // 3 variants (base + 2 ablations) × 4 sweep points × 3 seeds × LOSO.
+    assert!(text.contains("36 run(s)"), "{text}");
+    insta::assert_snapshot!("plan_sweep", text);
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(mer(&[]).status.code(), Some(2));
+    assert_eq!(mer(&["check"]).status.code(), Some(2));
+    assert_eq!(mer(&["frobnicate"]).status.code(), Some(2));
+    let o = mer(&["render", "recipes/demo/synth_me_au.mer", "--variant", "no-dropuot"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("did you mean `no-dropout`?"), "{}", stderr(&o));
+    let o = mer(&["explain", "recipes/demo/synth_me_au.mer", "train.epoch"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("did you mean `epochs`?"), "{}", stderr(&o));
+    let o = mer(&["plugins", "describe", "nn.linaer"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("did you mean `nn.linear`?"));
+}
+
+#[test]
+fn missing_file_is_a_recipe_error() {
+    let o = mer(&["check", "recipes/nope.mer"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("cannot read `recipes/nope.mer`"), "{}", stderr(&o));
+}
+
+#[test]
+fn test_tuned_selection_is_flagged() {
+    let o = mer(&["check", "recipes/demo/synth_me_au.mer", "--set", "train.select=\"test_best_epoch\""]);
+    assert_eq!(o.status.code(), Some(0), "a warning, not an error");
+    assert!(stderr(&o).contains("mer::test-tuned"), "{}", stderr(&o));
+    let o = mer(&["check", "--deny-warnings", "recipes/demo/synth_me_au.mer", "--set", "train.select=\"test_best_epoch\""]);
+    assert_eq!(o.status.code(), Some(1));
+}
+
+#[test]
+fn plugins_describe() {
+    let o = mer(&["plugins", "describe", "nn.linear"]);
+    assert_eq!(o.status.code(), Some(0));
+    insta::assert_snapshot!("describe_linear", stdout(&o));
+    let o = mer(&["plugins", "list"]);
+    assert!(stdout(&o).contains("protocol.loso"));
+}
