@@ -228,10 +228,13 @@ fn syntax_diag(file: FileId, text: &str, e: &pest::error::Error<Rule>, pos: usiz
     expected.retain(|x| x != "a token");
     expected.sort();
     expected.dedup();
-    let found_end = text[pos..]
+    // The offending token: at least its first character (whatever its
+    // width), then up to the next whitespace.
+    let first_len = text[pos..].chars().next().map_or(0, char::len_utf8);
+    let found_end = text[pos + first_len..]
         .char_indices()
         .find(|(_, c)| c.is_whitespace())
-        .map(|(i, _)| pos + i.max(1))
+        .map(|(i, _)| pos + first_len + i)
         .unwrap_or(text.len());
     let found = &text[pos..found_end.min(text.len())];
     if found.is_empty() {
@@ -710,5 +713,30 @@ mod tests {
             Stmt::Delete { .. }
         ));
         assert!(parse_override(FileId(0), "train.epochs=").is_err());
+    }
+}
+
+#[cfg(test)]
+mod regressions {
+    use super::*;
+
+    /// Found by fuzz_recipes: a multi-byte character at the error position
+    /// was sliced at byte 1.
+    #[test]
+    fn multibyte_char_at_error_position() {
+        let e = parse_file(FileId(0), "mer 0.1\u{a0}x").unwrap_err();
+        assert_eq!(e[0].code, "mer::syntax");
+        let e = parse_file(FileId(0), "mer 0.1\nexperiment e { x = é }").unwrap_err();
+        assert!(e[0].message.contains("`é"), "{}", e[0].message);
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let deep = format!("mer 0.1\nexperiment e {{ x = {}{} }}", "[".repeat(5000), "]".repeat(5000));
+        let e = parse_file(FileId(0), &deep).unwrap_err();
+        assert_eq!(e[0].code, "mer::too-deep");
+        // Brackets in strings and comments do not count.
+        let ok = format!("mer 0.1\n// {}\nexperiment e {{ x = \"{}\" }}", "{".repeat(100), "[".repeat(100));
+        assert!(parse_file(FileId(0), &ok).is_ok());
     }
 }
