@@ -30,10 +30,51 @@ impl Rng {
 }
 
 const TOKENS: &[&str] = &[
-    "{", "}", "[", "]", "(", ")", "=", ",", ";", "~", ".", "::", "\"", "*", "+", "-", "1e-", "1e400", "-0.0",
-    "99999999999999999999", "\n", "//", "/*", "*/", "extends", "extends \"../common/casme2.mer\"", "ablation \"a\" {",
-    "sweep {", "data d = ", "env(\"X\")", "env(\"X\", 1)", "nn.linear(", "nn.concat(", "model.", "~model.", "none",
-    "true", "fragment f {", "experiment e {", "use au_llm\n", "é", "\\", "\t", "loss.mse(a, b)", "0.5 *",
+    "{",
+    "}",
+    "[",
+    "]",
+    "(",
+    ")",
+    "=",
+    ",",
+    ";",
+    "~",
+    ".",
+    "::",
+    "\"",
+    "*",
+    "+",
+    "-",
+    "1e-",
+    "1e400",
+    "-0.0",
+    "99999999999999999999",
+    "\n",
+    "//",
+    "/*",
+    "*/",
+    "extends",
+    "extends \"../common/casme2.mer\"",
+    "ablation \"a\" {",
+    "sweep {",
+    "data d = ",
+    "env(\"X\")",
+    "env(\"X\", 1)",
+    "nn.linear(",
+    "nn.concat(",
+    "model.",
+    "~model.",
+    "none",
+    "true",
+    "fragment f {",
+    "experiment e {",
+    "use au_llm\n",
+    "é",
+    "\\",
+    "\t",
+    "loss.mse(a, b)",
+    "0.5 *",
 ];
 
 fn corpus(root: &Path) -> Vec<(PathBuf, String)> {
@@ -113,7 +154,11 @@ fn mutate(rng: &mut Rng, text: &str, others: &[(PathBuf, String)]) -> String {
 
 fn exec(reg: &mer_registry::Registry, path: &Path, text: &str, sets: &[String]) {
     let mut s = Session::with_env(Box::new(|_| None));
-    let f = s.load_text(path.display().to_string(), Some(path.to_path_buf()), text.to_string());
+    let f = s.load_text(
+        path.display().to_string(),
+        Some(path.to_path_buf()),
+        text.to_string(),
+    );
     let fc = mer_dsl::check_loaded(&mut s, reg, f, sets, None);
     let _ = render(&s.diags, &s.sources, false);
     for e in &fc.experiments {
@@ -122,7 +167,10 @@ fn exec(reg: &mer_registry::Registry, path: &Path, text: &str, sets: &[String]) 
             let _ = v.recipe.to_ron();
             let _ = v.graph.to_dot();
             let ron = v.graph.to_ron();
-            assert!(mer_dsl::graph::GraphIr::from_ron(&ron).is_ok(), "graph RON must parse back");
+            assert!(
+                mer_dsl::graph::GraphIr::from_ron(&ron).is_ok(),
+                "graph RON must parse back"
+            );
         }
     }
 }
@@ -141,11 +189,22 @@ fn main() {
     let mut execs: u64 = 0;
     let mut crashes = 0;
     let mut last = Instant::now();
-    const SETS: &[&str] = &["train.epochs=2", "~model", "model.x=nn.relu(x)", "seed=-1", "train=[", "a.b.c=1"];
+    const SETS: &[&str] = &[
+        "train.epochs=2",
+        "~model",
+        "model.x=nn.relu(x)",
+        "seed=-1",
+        "train=[",
+        "a.b.c=1",
+    ];
     while t0.elapsed() < Duration::from_secs(secs) {
         let (path, text) = &corpus[rng.below(corpus.len())];
         let input = mutate(&mut rng, text, &corpus);
-        let sets: Vec<String> = if rng.below(4) == 0 { vec![SETS[rng.below(SETS.len())].to_string()] } else { Vec::new() };
+        let sets: Vec<String> = if rng.below(4) == 0 {
+            vec![SETS[rng.below(SETS.len())].to_string()]
+        } else {
+            Vec::new()
+        };
         let ok = catch_unwind(AssertUnwindSafe(|| exec(&reg, path, &input, &sets))).is_ok();
         execs += 1;
         if !ok {
@@ -153,10 +212,16 @@ fn main() {
             let _ = std::fs::create_dir_all(&crash_dir);
             let out = crash_dir.join(format!("crash-{seed}-{execs}.mer"));
             let _ = std::fs::write(&out, &input);
-            eprintln!("CRASH #{crashes}: input saved to {} (sets {sets:?})", out.display());
+            eprintln!(
+                "CRASH #{crashes}: input saved to {} (sets {sets:?})",
+                out.display()
+            );
         }
         if last.elapsed() > Duration::from_secs(30) {
-            eprintln!("{:>5.0}s  {execs} execs  {crashes} crashes", t0.elapsed().as_secs_f64());
+            eprintln!(
+                "{:>5.0}s  {execs} execs  {crashes} crashes",
+                t0.elapsed().as_secs_f64()
+            );
             last = Instant::now();
         }
     }

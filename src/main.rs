@@ -312,7 +312,9 @@ fn describe_origin(o: &Origin, sources: &mer_dsl::source::SourceMap) -> String {
     match &o.via {
         Via::Recipe => format!("set at {loc}"),
         Via::Override => format!("set by {}", sources.get(o.value.file).text.trim()),
-        Via::Default(kind) if kind.contains('.') => format!("default of `{kind}` (see `mer plugins describe {kind}`)"),
+        Via::Default(kind) if kind.contains('.') => {
+            format!("default of `{kind}` (see `mer plugins describe {kind}`)")
+        }
         Via::Default(block) => format!("mer default of the `{block}` block"),
         Via::Env(var) => format!("from environment variable {var} ({loc})"),
         Via::FrameworkDefault => "mer default".to_string(),

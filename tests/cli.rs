@@ -31,10 +31,17 @@ fn recipes() -> Vec<PathBuf> {
         }
     }
     let mut v = Vec::new();
-    walk(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/recipes")), &mut v);
+    walk(
+        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/recipes")),
+        &mut v,
+    );
     v.sort();
     v.into_iter()
-        .map(|p| p.strip_prefix(env!("CARGO_MANIFEST_DIR")).expect("inside").to_path_buf())
+        .map(|p| {
+            p.strip_prefix(env!("CARGO_MANIFEST_DIR"))
+                .expect("inside")
+                .to_path_buf()
+        })
         .collect()
 }
 
@@ -62,8 +69,16 @@ fn every_shipped_recipe_checks() {
             );
         }
     }
-    for must in ["recipes/demo/synth_me_au.mer", "recipes/demo/synth_me_sweep.mer", "recipes/common/casme2.mer", "recipes/common/samm.mer"] {
-        assert!(clean.contains(&must.to_string()), "{must} must check cleanly; clean: {clean:?}");
+    for must in [
+        "recipes/demo/synth_me_au.mer",
+        "recipes/demo/synth_me_sweep.mer",
+        "recipes/common/casme2.mer",
+        "recipes/common/samm.mer",
+    ] {
+        assert!(
+            clean.contains(&must.to_string()),
+            "{must} must check cleanly; clean: {clean:?}"
+        );
     }
 }
 
@@ -79,7 +94,12 @@ fn render_is_canonical_and_deterministic() {
 #[test]
 fn overrides_change_identity_and_kind_change_resets_params() {
     let base = stdout(&mer(&["render", "recipes/demo/synth_me_au.mer"]));
-    let o = mer(&["render", "recipes/demo/synth_me_au.mer", "--set", "train.epochs=3"]);
+    let o = mer(&[
+        "render",
+        "recipes/demo/synth_me_au.mer",
+        "--set",
+        "train.epochs=3",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let changed = stdout(&o);
     let hash = |s: &str| s.lines().nth(1).map(str::to_string).unwrap_or_default();
@@ -87,13 +107,31 @@ fn overrides_change_identity_and_kind_change_resets_params() {
     assert!(changed.contains("\"epochs\": Int(3)"));
 
     // Same kind: parameters merge. Different kind: they start over.
-    let same = stdout(&mer(&["explain", "recipes/demo/synth_me_au.mer", "model.aus", "--set", "model.aus=nn.linear(drop) { bias = false }"]));
+    let same = stdout(&mer(&[
+        "explain",
+        "recipes/demo/synth_me_au.mer",
+        "model.aus",
+        "--set",
+        "model.aus=nn.linear(drop) { bias = false }",
+    ]));
     assert!(same.contains("model.aus.out = 4"), "{same}");
     assert!(same.contains("model.aus.bias = false"), "{same}");
-    let swapped = mer(&["explain", "recipes/demo/synth_me_au.mer", "model.aus", "--set", "model.aus=nn.mlp(drop) { out = 4, hidden = [8] }"]);
+    let swapped = mer(&[
+        "explain",
+        "recipes/demo/synth_me_au.mer",
+        "model.aus",
+        "--set",
+        "model.aus=nn.mlp(drop) { out = 4, hidden = [8] }",
+    ]);
     let swapped = stdout(&swapped);
-    assert!(!swapped.contains("bias"), "stale parameter survived a kind change: {swapped}");
-    assert!(swapped.contains("model.aus.activation = \"gelu\""), "{swapped}");
+    assert!(
+        !swapped.contains("bias"),
+        "stale parameter survived a kind change: {swapped}"
+    );
+    assert!(
+        swapped.contains("model.aus.activation = \"gelu\""),
+        "{swapped}"
+    );
 }
 
 #[test]
@@ -107,7 +145,13 @@ fn explain_names_every_source() {
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     insta::assert_snapshot!("explain_sweep_drop", stdout(&o));
-    let o = mer(&["explain", "recipes/demo/synth_me_au.mer", "train", "--set", "train.batch=8"]);
+    let o = mer(&[
+        "explain",
+        "recipes/demo/synth_me_au.mer",
+        "train",
+        "--set",
+        "train.batch=8",
+    ]);
     insta::assert_snapshot!("explain_train_with_override", stdout(&o));
 }
 
@@ -116,7 +160,14 @@ fn graph_dot_and_ron() {
     let dot = mer(&["graph", "recipes/demo/synth_me_au.mer", "--format", "dot"]);
     assert_eq!(dot.status.code(), Some(0));
     insta::assert_snapshot!("graph_demo_dot", stdout(&dot));
-    let ron = mer(&["graph", "recipes/demo/synth_me_au.mer", "--format", "ron", "--variant", "bce"]);
+    let ron = mer(&[
+        "graph",
+        "recipes/demo/synth_me_au.mer",
+        "--format",
+        "ron",
+        "--variant",
+        "bce",
+    ]);
     assert_eq!(ron.status.code(), Some(0));
     let text = stdout(&ron);
     let g = mer_dsl::graph::GraphIr::from_ron(&text).expect("graph RON parses back");
@@ -140,12 +191,25 @@ fn usage_errors_exit_2() {
     assert_eq!(mer(&[]).status.code(), Some(2));
     assert_eq!(mer(&["check"]).status.code(), Some(2));
     assert_eq!(mer(&["frobnicate"]).status.code(), Some(2));
-    let o = mer(&["render", "recipes/demo/synth_me_au.mer", "--variant", "no-dropuot"]);
+    let o = mer(&[
+        "render",
+        "recipes/demo/synth_me_au.mer",
+        "--variant",
+        "no-dropuot",
+    ]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("did you mean `no-dropout`?"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("did you mean `no-dropout`?"),
+        "{}",
+        stderr(&o)
+    );
     let o = mer(&["explain", "recipes/demo/synth_me_au.mer", "train.epoch"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("did you mean `epochs`?"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("did you mean `epochs`?"),
+        "{}",
+        stderr(&o)
+    );
     let o = mer(&["plugins", "describe", "nn.linaer"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("did you mean `nn.linear`?"));
@@ -155,15 +219,30 @@ fn usage_errors_exit_2() {
 fn missing_file_is_a_recipe_error() {
     let o = mer(&["check", "recipes/nope.mer"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("cannot read `recipes/nope.mer`"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot read `recipes/nope.mer`"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
 fn test_tuned_selection_is_flagged() {
-    let o = mer(&["check", "recipes/demo/synth_me_au.mer", "--set", "train.select=\"test_best_epoch\""]);
+    let o = mer(&[
+        "check",
+        "recipes/demo/synth_me_au.mer",
+        "--set",
+        "train.select=\"test_best_epoch\"",
+    ]);
     assert_eq!(o.status.code(), Some(0), "a warning, not an error");
     assert!(stderr(&o).contains("mer::test-tuned"), "{}", stderr(&o));
-    let o = mer(&["check", "--deny-warnings", "recipes/demo/synth_me_au.mer", "--set", "train.select=\"test_best_epoch\""]);
+    let o = mer(&[
+        "check",
+        "--deny-warnings",
+        "recipes/demo/synth_me_au.mer",
+        "--set",
+        "train.select=\"test_best_epoch\"",
+    ]);
     assert_eq!(o.status.code(), Some(1));
 }
 

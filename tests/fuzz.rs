@@ -9,7 +9,10 @@ use proptest::prelude::*;
 fn run(text: &str, sets: &[String]) {
     let reg = mer_engine::builtin_registry();
     let mut s = Session::with_env(Box::new(|_| None));
-    let path = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/recipes/demo/fuzzed.mer"));
+    let path = std::path::PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/recipes/demo/fuzzed.mer"
+    ));
     let f = s.load_text("fuzzed.mer".into(), Some(path), text.to_string());
     let fc = mer_dsl::check_loaded(&mut s, &reg, f, sets, None);
     let _ = render(&s.diags, &s.sources, false);
@@ -24,8 +27,37 @@ fn run(text: &str, sets: &[String]) {
 
 const DEMO: &str = include_str!("../recipes/demo/synth_me_au.mer");
 const TOKENS: &[&str] = &[
-    "{", "}", "[", "]", "(", ")", "=", ",", "~", ".", "::", "\"", "*", "+", "-", "1e-", "0.5", "\n", "//", "/*",
-    "extends", "ablation \"x\" {", "sweep {", "data d = ", "env(\"X\")", "nn.linear(", "model.", "none", "true", "é", "\\",
+    "{",
+    "}",
+    "[",
+    "]",
+    "(",
+    ")",
+    "=",
+    ",",
+    "~",
+    ".",
+    "::",
+    "\"",
+    "*",
+    "+",
+    "-",
+    "1e-",
+    "0.5",
+    "\n",
+    "//",
+    "/*",
+    "extends",
+    "ablation \"x\" {",
+    "sweep {",
+    "data d = ",
+    "env(\"X\")",
+    "nn.linear(",
+    "model.",
+    "none",
+    "true",
+    "é",
+    "\\",
 ];
 
 proptest! {

@@ -476,7 +476,10 @@ impl<'a> Checker<'a> {
                     self.session.diags.push(
                         Diagnostic::warning(
                             "mer::test-tuned",
-                            format!("`{}` tunes its threshold on the test fold: reported as test-tuned", c.kind),
+                            format!(
+                                "`{}` tunes its threshold on the test fold: reported as test-tuned",
+                                c.kind
+                            ),
                         )
                         .at(n.span(), "threshold chosen on test data")
                         .help("threshold_from = \"inner_val\" picks it on training subjects only"),

@@ -52,11 +52,7 @@ fn scan_brackets(text: &str, mut f: impl FnMut(usize, char) -> bool) {
                 '"' => in_str = true,
                 '/' if next == '/' => line_comment = true,
                 '/' if next == '*' => block_comment = true,
-                '{' | '[' | '(' | '}' | ']' | ')' => {
-                    if !f(i, c) {
-                        return;
-                    }
-                }
+                '{' | '[' | '(' | '}' | ']' | ')' if !f(i, c) => return,
                 _ => {}
             }
         }
@@ -79,9 +75,15 @@ fn too_deep(file: FileId, text: &str) -> Option<Diagnostic> {
         true
     });
     at.map(|i| {
-        Diagnostic::error("mer::too-deep", format!("brackets nest more than {MAX_DEPTH} levels deep"))
-            .at(Span::new(file, i, i + 1), format!("level {}", MAX_DEPTH + 1))
-            .help("flatten the value: no recipe needs this much nesting")
+        Diagnostic::error(
+            "mer::too-deep",
+            format!("brackets nest more than {MAX_DEPTH} levels deep"),
+        )
+        .at(
+            Span::new(file, i, i + 1),
+            format!("level {}", MAX_DEPTH + 1),
+        )
+        .help("flatten the value: no recipe needs this much nesting")
     })
 }
 
@@ -732,11 +734,19 @@ mod regressions {
 
     #[test]
     fn nesting_is_bounded() {
-        let deep = format!("mer 0.1\nexperiment e {{ x = {}{} }}", "[".repeat(5000), "]".repeat(5000));
+        let deep = format!(
+            "mer 0.1\nexperiment e {{ x = {}{} }}",
+            "[".repeat(5000),
+            "]".repeat(5000)
+        );
         let e = parse_file(FileId(0), &deep).unwrap_err();
         assert_eq!(e[0].code, "mer::too-deep");
         // Brackets in strings and comments do not count.
-        let ok = format!("mer 0.1\n// {}\nexperiment e {{ x = \"{}\" }}", "{".repeat(100), "[".repeat(100));
+        let ok = format!(
+            "mer 0.1\n// {}\nexperiment e {{ x = \"{}\" }}",
+            "{".repeat(100),
+            "[".repeat(100)
+        );
         assert!(parse_file(FileId(0), &ok).is_ok());
     }
 }

@@ -1128,7 +1128,9 @@ mod tests {
     use super::*;
 
     fn variants(src: &str, sets: &[&str]) -> (Session, Vec<Variant>) {
-        let mut s = Session::with_env(Box::new(|k| (k == "HOME_DATA").then(|| "/data".to_string())));
+        let mut s = Session::with_env(Box::new(|k| {
+            (k == "HOME_DATA").then(|| "/data".to_string())
+        }));
         let f = s.load_text("t.mer".into(), None, src.to_string());
         let name = s.blocks(f).last().expect("a block").0.clone();
         let bt = s.resolve_block(f, &name).expect("resolves");
@@ -1233,17 +1235,27 @@ fragment base {
 
     #[test]
     fn env_with_default_and_provenance() {
-        let src = "mer 0.1\nexperiment e { root = env(\"HOME_DATA\")\n other = env(\"NOPE_X\", \"d\") }";
+        let src =
+            "mer 0.1\nexperiment e { root = env(\"HOME_DATA\")\n other = env(\"NOPE_X\", \"d\") }";
         let (s, v) = variants(src, &[]);
         assert!(s.diags.is_empty());
         assert_eq!(get(&v[0], "root"), Some(Value::Str("/data".into())));
-        assert_eq!(lookup(&v[0].tree, "root").map(|n| n.origin.via.clone()), Some(Via::Env("HOME_DATA".into())));
+        assert_eq!(
+            lookup(&v[0].tree, "root").map(|n| n.origin.via.clone()),
+            Some(Via::Env("HOME_DATA".into()))
+        );
         assert_eq!(get(&v[0], "other"), Some(Value::Str("d".into())));
     }
 
     #[test]
     fn conflicting_overrides() {
-        let (s, _) = variants(BASE.replace("fragment", "experiment").as_str(), &["train.epochs=1", "train.epochs=2"]);
-        assert!(s.diags.iter().any(|d| d.code == "mer::conflicting-override"));
+        let (s, _) = variants(
+            BASE.replace("fragment", "experiment").as_str(),
+            &["train.epochs=1", "train.epochs=2"],
+        );
+        assert!(s
+            .diags
+            .iter()
+            .any(|d| d.code == "mer::conflicting-override"));
     }
 }
