@@ -95,10 +95,29 @@ enum Cmd {
         #[command(flatten)]
         select: Select,
     },
+    /// Create things: `mer new plugin NAME` writes a working plugin crate.
+    New {
+        #[command(subcommand)]
+        cmd: NewCmd,
+    },
     /// Inspect the kinds mer knows.
     Plugins {
         #[command(subcommand)]
         cmd: PluginsCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum NewCmd {
+    /// A plugin crate `plugins/NAME` (+ an example recipe) that builds, loads and passes its test.
+    Plugin {
+        name: String,
+        /// The workspace root to write into.
+        #[arg(long, default_value = ".")]
+        root: PathBuf,
+        /// Print the files instead of writing them.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -108,10 +127,42 @@ enum PluginsCmd {
     List,
     /// Show one kind's inputs, ports and parameters with defaults and docs.
     Describe { kind: String },
+    /// Build a kind on random inputs, run it, and compare analytic with
+    /// finite-difference gradients for every parameter and input.
+    Gradcheck {
+        kind: String,
+        /// Input dims, one flag per input, e.g. `--input 4x16`.
+        #[arg(long = "input", value_name = "DxDx..", required = true)]
+        inputs: Vec<String>,
+        /// Parameter values, e.g. `--set out=3` (recipe syntax).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 fn registry() -> Registry {
     mer_engine::builtin_registry()
+}
+
+/// The builtin registry plus every plugin the recipes (and the files they
+/// extend) `use`. A plugin that fails to load is remembered in the registry
+/// and reported at its `use` line by the checker.
+fn registry_for(files: &[&Path]) -> Registry {
+    let mut reg = registry();
+    let mut s = Session::new();
+    for f in files {
+        if let Some(id) = s.load(f, None) {
+            for (name, _, _) in s.blocks(id) {
+                let _ = s.resolve_block(id, &name);
+            }
+        }
+    }
+    for u in s.all_uses() {
+        let _ = reg.load_plugin(&u.name);
+    }
+    reg
 }
 
 fn color() -> bool {
@@ -144,7 +195,7 @@ fn main() -> ExitCode {
             format,
             deny_warnings,
         } => cmd_check(&files, &sets, format, deny_warnings),
-        Cmd::Render { file, select } => with_variant(&file, &select, |_, v| {
+        Cmd::Render { file, select } => with_variant(&file, &select, |_, _, v| {
             println!(
                 "// mer render {} --variant {}",
                 file.display(),
@@ -158,9 +209,16 @@ fn main() -> ExitCode {
             file,
             format,
             select,
-        } => with_variant(&file, &select, |_, v| {
+        } => with_variant(&file, &select, |reg, _, v| {
             match format {
-                GraphFormat::Dot => println!("{}", v.graph.to_dot()),
+                GraphFormat::Dot => {
+                    let types = reg
+                        .infer_types(&v.graph)
+                        .into_iter()
+                        .map(|(node, port, t)| ((node, port), t.to_string()))
+                        .collect();
+                    println!("{}", v.graph.to_dot_with(&types))
+                }
                 GraphFormat::Ron => println!("{}", v.graph.to_ron()),
             }
             ExitCode::SUCCESS
@@ -181,9 +239,17 @@ fn main() -> ExitCode {
             })
         }
         Cmd::Explain { file, key, select } => {
-            with_variant(&file, &select, |s, v| explain(s, v, &key))
+            with_variant(&file, &select, |_, s, v| explain(s, v, &key))
         }
         Cmd::Plugins { cmd } => plugins(cmd),
+        Cmd::New {
+            cmd:
+                NewCmd::Plugin {
+                    name,
+                    root,
+                    dry_run,
+                },
+        } => new_plugin(&name, &root, dry_run),
     }
 }
 
@@ -193,7 +259,8 @@ fn cmd_check(
     format: DiagFormat,
     deny_warnings: bool,
 ) -> ExitCode {
-    let reg = registry();
+    let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let reg = registry_for(&paths);
     let mut failed = false;
     for f in files {
         let t0 = Instant::now();
@@ -232,7 +299,7 @@ fn with_experiment(
     select: &Select,
     f: impl FnOnce(&Registry, &Session, &CheckedExperiment) -> ExitCode,
 ) -> ExitCode {
-    let reg = registry();
+    let reg = registry_for(&[file]);
     let mut session = Session::new();
     let fc: FileCheck = check_file(
         &mut session,
@@ -285,12 +352,12 @@ fn with_experiment(
 fn with_variant(
     file: &Path,
     select: &Select,
-    f: impl FnOnce(&Session, &CheckedVariant) -> ExitCode,
+    f: impl FnOnce(&Registry, &Session, &CheckedVariant) -> ExitCode,
 ) -> ExitCode {
     let want = select.variant.clone();
-    with_experiment(file, select, |_, session, e| {
+    with_experiment(file, select, |reg, session, e| {
         match want.as_deref().map_or(e.variants.first(), |w| e.variant(w)) {
-            Some(v) => f(session, v),
+            Some(v) => f(reg, session, v),
             None => {
                 let want = want.unwrap_or_default();
                 let names: Vec<&str> = e.variants.iter().map(|v| v.variant.name.as_str()).collect();
@@ -385,9 +452,18 @@ fn explain_node(path: &str, n: &Node, sources: &mer_dsl::source::SourceMap, out:
 }
 
 fn plugins(cmd: PluginsCmd) -> ExitCode {
-    let reg = registry();
+    let mut reg = registry();
     match cmd {
         PluginsCmd::List => {
+            // Load every plugin library on the search path, so the list shows
+            // what `use` would find (and what it would refuse).
+            let dirs = mer_registry::loader::search_path();
+            let mut refused = Vec::new();
+            for name in mer_registry::loader::available(&dirs) {
+                if let Err(e) = reg.load_plugin(&name) {
+                    refused.push(format!("{name}: {e}"));
+                }
+            }
             let mut ns = String::new();
             for k in reg.kinds() {
                 let this = k.name.split('.').next().unwrap_or("").to_string();
@@ -420,21 +496,204 @@ fn plugins(cmd: PluginsCmd) -> ExitCode {
                     plugins.join(", ")
                 }
             );
+            for r in &refused {
+                println!("plugin refused: {r}");
+            }
+            println!(
+                "plugin search path (MER_PLUGIN_PATH, the executable's folder, ~/.mer/plugins): {}",
+                dirs.iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
             ExitCode::SUCCESS
         }
-        PluginsCmd::Describe { kind } => match reg.kind_schema(&kind) {
-            Some(k) => {
-                print!("{}", describe_kind(k));
-                ExitCode::SUCCESS
+        PluginsCmd::Describe { kind } => {
+            let ns = kind.split('.').next().unwrap_or("");
+            if reg.namespace(ns) == mer_registry::Namespace::Unknown {
+                if let Err(e) = reg.load_plugin(ns) {
+                    return usage(format!("unknown kind `{kind}`: {e}"));
+                }
             }
-            None => {
-                let hint = did_you_mean(&kind, reg.kind_names())
-                    .map(|s| format!(" (did you mean `{s}`?)"))
-                    .unwrap_or_default();
-                usage(format!(
-                    "unknown kind `{kind}`{hint}; `mer plugins list` shows all"
-                ))
-            }
-        },
+            describe(&reg, &kind)
+        }
+        PluginsCmd::Gradcheck {
+            kind,
+            inputs,
+            sets,
+            seed,
+        } => gradcheck(&mut reg, &kind, &inputs, &sets, seed),
     }
+}
+
+/// A literal recipe value (`3`, `0.5`, `"x"`, `[1, 2]`, `true`, `none`).
+fn literal(text: &str) -> Result<mer_registry::Value, String> {
+    use mer_dsl::ast::{ExprKind, Stmt};
+    use mer_registry::Value;
+    fn conv(e: &mer_dsl::ast::Expr) -> Result<Value, String> {
+        Ok(match &e.kind {
+            ExprKind::None => Value::None,
+            ExprKind::Bool(b) => Value::Bool(*b),
+            ExprKind::Int(i) => Value::Int(*i),
+            ExprKind::Float(f) => Value::Float(*f),
+            ExprKind::Str(s) => Value::Str(s.clone()),
+            ExprKind::List(l) => Value::List(l.iter().map(conv).collect::<Result<_, _>>()?),
+            _ => return Err("only literal values are allowed here".into()),
+        })
+    }
+    match mer_dsl::parse::parse_override(mer_dsl::source::FileId(0), &format!("x={text}")) {
+        Ok(Stmt::Assign { value, .. }) => conv(&value),
+        _ => Err(format!("`{text}` is not a value")),
+    }
+}
+
+fn gradcheck(
+    reg: &mut Registry,
+    kind: &str,
+    inputs: &[String],
+    sets: &[String],
+    seed: u64,
+) -> ExitCode {
+    let ns = kind.split('.').next().unwrap_or("");
+    if reg.namespace(ns) == mer_registry::Namespace::Unknown {
+        if let Err(e) = reg.load_plugin(ns) {
+            return usage(format!("unknown kind `{kind}`: {e}"));
+        }
+    }
+    let Some(k) = reg.get(kind).cloned() else {
+        return usage(format!("unknown kind `{kind}`"));
+    };
+    let mut params = std::collections::BTreeMap::new();
+    for s in sets {
+        let Some((key, val)) = s.split_once('=') else {
+            return usage(format!("`{s}` is not KEY=VALUE"));
+        };
+        if k.schema.param(key).is_none() {
+            let names: Vec<&str> = k.schema.params.iter().map(|p| p.name.as_str()).collect();
+            let hint = did_you_mean(key, names.iter().copied())
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            return usage(format!("`{kind}` has no parameter `{key}`{hint}"));
+        }
+        match literal(val) {
+            Ok(v) => {
+                params.insert(key.to_string(), v);
+            }
+            Err(e) => return usage(e),
+        }
+    }
+    for p in &k.schema.params {
+        if !params.contains_key(&p.name) {
+            match &p.default {
+                Some(d) => {
+                    params.insert(p.name.clone(), d.clone());
+                }
+                None => return usage(format!("`{kind}` needs `--set {}=...`", p.name)),
+            }
+        }
+    }
+    let mut dims = Vec::new();
+    for i in inputs {
+        match i
+            .split('x')
+            .map(|d| d.trim().parse::<usize>())
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(d) if !d.is_empty() && d.iter().all(|&x| x > 0) => dims.push(d),
+            _ => return usage(format!("`--input {i}` is not a shape like 4x16")),
+        }
+    }
+    match mer_registry::gradcheck::gradcheck(&k, &params, &dims, seed) {
+        Ok(report) => {
+            for d in &report.output_dims {
+                println!("output {d:?}");
+            }
+            for c in &report.checked {
+                let status = if !c.reached {
+                    "NO GRADIENT"
+                } else if c.max_error <= report.tolerance {
+                    "ok"
+                } else {
+                    "MISMATCH"
+                };
+                println!(
+                    "  {:<24} {:>3} entries  max rel. error {:.2e}  {status}",
+                    c.name, c.entries, c.max_error
+                );
+            }
+            if report.ok() {
+                println!("gradients ok (tolerance {:.0e})", report.tolerance);
+                ExitCode::SUCCESS
+            } else {
+                println!("gradient check FAILED");
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn describe(reg: &Registry, kind: &str) -> ExitCode {
+    match reg.kind_schema(kind) {
+        Some(k) => {
+            print!("{}", describe_kind(k));
+            ExitCode::SUCCESS
+        }
+        None => {
+            let hint = did_you_mean(kind, reg.kind_names())
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            usage(format!(
+                "unknown kind `{kind}`{hint}; `mer plugins list` shows all"
+            ))
+        }
+    }
+}
+
+fn new_plugin(name: &str, root: &Path, dry_run: bool) -> ExitCode {
+    let reg = registry();
+    let builtin: Vec<String> = reg
+        .kinds()
+        .filter_map(|k| k.name.split('.').next().map(str::to_string))
+        .collect();
+    if let Err(e) = mer_registry::scaffold::check_name(name, &builtin) {
+        return usage(e);
+    }
+    let files = mer_registry::scaffold::plugin_files(name);
+    if dry_run {
+        for (p, text) in &files {
+            println!("==> {} <==\n{text}", p.display());
+        }
+        return ExitCode::SUCCESS;
+    }
+    for (p, _) in &files {
+        if root.join(p).exists() {
+            return usage(format!(
+                "{} already exists; not overwriting",
+                root.join(p).display()
+            ));
+        }
+    }
+    for (p, text) in &files {
+        let full = root.join(p);
+        if let Some(dir) = full.parent() {
+            if let Err(e) = std::fs::create_dir_all(dir) {
+                eprintln!("error: cannot create {}: {e}", dir.display());
+                return ExitCode::from(1);
+            }
+        }
+        if let Err(e) = std::fs::write(&full, text) {
+            eprintln!("error: cannot write {}: {e}", full.display());
+            return ExitCode::from(1);
+        }
+        println!("wrote {}", full.display());
+    }
+    println!(
+        "\nnext: cargo build -p mer-plugin-{} && cargo run -- check recipes/{name}/example.mer",
+        name.replace('_', "-")
+    );
+    ExitCode::SUCCESS
 }

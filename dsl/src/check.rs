@@ -115,11 +115,23 @@ impl<'a> Checker<'a> {
             }
             if missing.insert(u.name.clone()) {
                 let avail = catalog.plugin_names();
-                let listed = if avail.is_empty() {
-                    "no plugins are loaded".to_string()
-                } else {
-                    format!("loaded plugins: {}", avail.join(", "))
-                };
+                // A library that exists but was refused (handshake, panic)
+                // is a different problem from a missing one.
+                let not_found = format!("plugin `{}` not found", u.name);
+                if let Some(problem) = catalog
+                    .plugin_problem(&u.name)
+                    .filter(|p| !p.starts_with(&not_found))
+                {
+                    session.diags.push(
+                        Diagnostic::error(
+                            "mer::plugin-refused",
+                            format!("plugin `{}` was refused", u.name),
+                        )
+                        .at(u.span, "its library did not pass the load checks")
+                        .help(problem),
+                    );
+                    continue;
+                }
                 let d = Diagnostic::error(
                     "mer::unknown-plugin",
                     format!("plugin `{}` is not available", u.name),
@@ -128,7 +140,7 @@ impl<'a> Checker<'a> {
                 .suggest(&u.name, avail.iter().map(String::as_str));
                 let d = if d.help.is_none() {
                     d.help(format!(
-                        "{listed}; build it with `cargo build -p mer-plugin-{}` or put its library on MER_PLUGIN_PATH",
+                        "build it with `cargo build -p mer-plugin-{}` or put its library on MER_PLUGIN_PATH; `mer plugins list` shows the plugins found",
                         u.name.replace('_', "-")
                     ))
                 } else {

@@ -47,6 +47,9 @@ pub struct GraphIr {
     /// inference). Not serialised: spans index the in-memory sources.
     #[serde(skip)]
     pub spans: HashMap<NodeIndex, Span>,
+    /// Recipe spans of the references behind edges (not serialised).
+    #[serde(skip)]
+    pub edge_spans: HashMap<petgraph::graph::EdgeIndex, Span>,
 }
 
 impl PartialEq for GraphIr {
@@ -79,29 +82,42 @@ impl GraphIr {
 
     /// Graphviz DOT; renders with `dot -Tsvg`.
     pub fn to_dot(&self) -> String {
+        self.to_dot_with(&std::collections::BTreeMap::new())
+    }
+
+    /// DOT with edges labelled by the inferred type of the port they carry
+    /// (`port_types[(node, port)]`, e.g. `[B, 8]`).
+    pub fn to_dot_with(&self, port_types: &BTreeMap<(String, String), String>) -> String {
         use petgraph::dot::{Config, Dot};
+        let edge_attrs = |_, e: petgraph::graph::EdgeReference<'_, IrEdge>| {
+            let w = e.weight();
+            let src = &self.graph[e.source()].name;
+            let ty = port_types
+                .get(&(src.clone(), w.port.clone()))
+                .map(|t| format!("\\n{}", esc(t)))
+                .unwrap_or_default();
+            format!("label = \"{} → {}{ty}\"", esc(&w.port), esc(&w.input))
+        };
+        let node_attrs = |_, (_, n): (NodeIndex, &IrNode)| {
+            let shape = match n.role {
+                Role::Data => "cylinder",
+                Role::Loss => "diamond",
+                Role::Metric => "note",
+                _ => "box",
+            };
+            let w = n.weight.map(|w| format!(" × {w}")).unwrap_or_default();
+            format!(
+                "label = \"{}\\n{}{}\", shape = {shape}",
+                esc(&n.name),
+                esc(&n.kind),
+                w
+            )
+        };
         let dot = Dot::with_attr_getters(
             &self.graph,
             &[Config::EdgeNoLabel, Config::NodeNoLabel],
-            &|_, e| {
-                let w = e.weight();
-                format!("label = \"{} → {}\"", esc(&w.port), esc(&w.input))
-            },
-            &|_, (_, n)| {
-                let shape = match n.role {
-                    Role::Data => "cylinder",
-                    Role::Loss => "diamond",
-                    Role::Metric => "note",
-                    _ => "box",
-                };
-                let w = n.weight.map(|w| format!(" × {w}")).unwrap_or_default();
-                format!(
-                    "label = \"{}\\n{}{}\", shape = {shape}",
-                    esc(&n.name),
-                    esc(&n.kind),
-                    w
-                )
-            },
+            &edge_attrs,
+            &node_attrs,
         );
         format!("{dot:?}").replacen("digraph {", "digraph mer {\n    rankdir = LR", 1)
     }
@@ -129,6 +145,7 @@ pub fn lower(session: &mut Session, catalog: &dyn Catalog, tree: &Tree) -> Optio
     let mut g = GraphIr {
         graph: DiGraph::new(),
         spans: HashMap::new(),
+        edge_spans: HashMap::new(),
     };
     let mut names: BTreeMap<String, (NodeIndex, Span)> = BTreeMap::new();
     let mut pending: Vec<Pending> = Vec::new();
@@ -256,7 +273,7 @@ pub fn lower(session: &mut Session, catalog: &dyn Catalog, tree: &Tree) -> Optio
                     if let Some((src, port)) =
                         resolve_ref(session, catalog, &g, &names, r, inp.value.span())
                     {
-                        g.graph.add_edge(
+                        let e = g.graph.add_edge(
                             src,
                             p.idx,
                             IrEdge {
@@ -265,6 +282,7 @@ pub fn lower(session: &mut Session, catalog: &dyn Catalog, tree: &Tree) -> Optio
                                 position: pos,
                             },
                         );
+                        g.edge_spans.insert(e, inp.value.span());
                     }
                 }
                 Val::Call(c) => {
@@ -278,7 +296,7 @@ pub fn lower(session: &mut Session, catalog: &dyn Catalog, tree: &Tree) -> Optio
                         .kind(&c.kind)
                         .and_then(|s| s.default_port().map(str::to_string))
                         .unwrap_or_else(|| "out".into());
-                    g.graph.add_edge(
+                    let e = g.graph.add_edge(
                         idx,
                         p.idx,
                         IrEdge {
@@ -287,6 +305,7 @@ pub fn lower(session: &mut Session, catalog: &dyn Catalog, tree: &Tree) -> Optio
                             position: pos,
                         },
                     );
+                    g.edge_spans.insert(e, span);
                     pending.push(Pending {
                         idx,
                         kind: c.kind.clone(),

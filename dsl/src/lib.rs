@@ -112,33 +112,57 @@ pub fn check_loaded(
             }]
         };
         let mut checked = Vec::new();
+        // Diagnostics of the first variant (the base); a later variant
+        // reports only what is new to it, tagged with its name.
+        let mut base_keys: Option<HashSet<DiagKey>> = None;
         for mut v in variants {
-            let recipe = {
-                let mut c = Checker::new(session, catalog, &bt.uses);
-                c.check(&mut v, &name, name_span, complete)
-            };
-            if !complete {
-                continue;
+            let start = session.diags.len();
+            let label = v.ablation.clone().unwrap_or_else(|| v.name.clone());
+            'variant: {
+                let recipe = {
+                    let mut c = Checker::new(session, catalog, &bt.uses);
+                    c.check(&mut v, &name, name_span, complete)
+                };
+                if !complete {
+                    break 'variant;
+                }
+                // Lower even when the checker found errors: dangling
+                // references and cycles are independent mistakes and belong
+                // in the same pass.
+                let graph = graph::lower(session, catalog, &v.tree);
+                let (Some(recipe), Some(graph)) = (recipe, graph) else {
+                    break 'variant;
+                };
+                let shape_diags = catalog.check_shapes(&graph, &session.sources);
+                let shape_errors = shape_diags.iter().any(|d| d.is_error());
+                session.diags.extend(shape_diags);
+                if shape_errors {
+                    break 'variant;
+                }
+                let hash = recipe.hash();
+                checked.push(CheckedVariant {
+                    variant: v,
+                    recipe,
+                    hash,
+                    graph,
+                });
             }
-            // Lower even when the checker found errors: dangling references
-            // and cycles are independent mistakes and belong in the same pass.
-            let graph = graph::lower(session, catalog, &v.tree);
-            let (Some(recipe), Some(graph)) = (recipe, graph) else {
-                continue;
-            };
-            let shape_diags = catalog.check_shapes(&graph, &session.sources);
-            let shape_errors = shape_diags.iter().any(|d| d.is_error());
-            session.diags.extend(shape_diags);
-            if shape_errors {
-                continue;
+            let new: Vec<diag::Diagnostic> = session.diags.drain(start..).collect();
+            match &base_keys {
+                None => {
+                    base_keys = Some(new.iter().map(key).collect());
+                    session.diags.extend(new);
+                }
+                Some(base) => {
+                    for mut d in new {
+                        if base.contains(&key(&d)) {
+                            continue;
+                        }
+                        d.message = format!("{} (in variant `{label}`)", d.message);
+                        session.diags.push(d);
+                    }
+                }
             }
-            let hash = recipe.hash();
-            checked.push(CheckedVariant {
-                variant: v,
-                recipe,
-                hash,
-                graph,
-            });
         }
         let mut h = blake3::Hasher::new();
         for v in &checked {
@@ -159,17 +183,20 @@ pub fn check_loaded(
     out
 }
 
-/// Removes repeats (the same base error seen through every variant).
+type DiagKey = (&'static str, String, Option<(FileId, usize, usize)>);
+
+fn key(d: &diag::Diagnostic) -> DiagKey {
+    (
+        d.code,
+        d.message.clone(),
+        d.primary
+            .as_ref()
+            .map(|p| (p.span.file, p.span.start, p.span.end)),
+    )
+}
+
+/// Removes repeats (the same error seen through several variants).
 pub fn dedup(session: &mut Session) {
     let mut seen = HashSet::new();
-    session.diags.retain(|d| {
-        let key = (
-            d.code,
-            d.message.clone(),
-            d.primary
-                .as_ref()
-                .map(|p| (p.span.file, p.span.start, p.span.end)),
-        );
-        seen.insert(key)
-    });
+    session.diags.retain(|d| seen.insert(key(d)));
 }

@@ -347,6 +347,16 @@ impl Session {
         }
     }
 
+    /// Every `use` of every file loaded so far (the file itself and any
+    /// `extends`-ed one), in load order.
+    pub fn all_uses(&self) -> Vec<Ident> {
+        let mut ids: Vec<&FileId> = self.asts.keys().collect();
+        ids.sort();
+        ids.into_iter()
+            .flat_map(|id| self.asts[id].uses.iter().cloned())
+            .collect()
+    }
+
     /// Names and kinds of the blocks in a file, in order.
     pub fn blocks(&self, file: FileId) -> Vec<(String, BlockKind, Span)> {
         self.asts

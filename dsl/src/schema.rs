@@ -203,6 +203,10 @@ pub trait Catalog {
     fn namespace(&self, ns: &str) -> Namespace;
     /// Names of plugin namespaces that `use` may load.
     fn plugin_names(&self) -> Vec<String>;
+    /// Why plugin `name` could not be loaded, if a load was attempted.
+    fn plugin_problem(&self, _name: &str) -> Option<String> {
+        None
+    }
     /// Shape and dtype inference over the lowered graph. The registry fills
     /// this in from component signatures; the default checks nothing.
     fn check_shapes(&self, _graph: &GraphIr, _sources: &SourceMap) -> Vec<Diagnostic> {

@@ -32,7 +32,11 @@ mod tests {
     fn builtin_kinds_are_unique() {
         let mut seen = std::collections::BTreeSet::new();
         for k in kinds::all() {
-            assert!(seen.insert(k.name.clone()), "duplicate {}", k.name);
+            assert!(
+                seen.insert(k.schema.name.clone()),
+                "duplicate {}",
+                k.schema.name
+            );
         }
         assert!(seen.len() > 60, "{}", seen.len());
     }
@@ -63,6 +67,7 @@ mod tests {
             }
         }
         for k in kinds::all() {
+            let k = k.schema;
             for p in &k.params {
                 if let Some(d) = &p.default {
                     assert!(

@@ -1,12 +1,17 @@
 //! A builder so that declaring a kind reads like its documentation.
 
-use crate::{FoldRule, InputSpec, KindSchema, ParamSpec, ParamType, PortSpec, Role, Value};
+use crate::{
+    Factory, FoldRule, InputSpec, Kind, KindSchema, ParamSpec, ParamType, PortSpec, Role, ShapeFn,
+    Value,
+};
 
 /// Builds a [`KindSchema`]. Parameter helpers take `None` as the default to
 /// mean "required".
 #[derive(Debug, Clone)]
 pub struct KindBuilder {
     schema: KindSchema,
+    shapes: Option<ShapeFn>,
+    factory: Option<Factory>,
 }
 
 impl KindBuilder {
@@ -22,6 +27,8 @@ impl KindBuilder {
                 params: Vec::new(),
                 folds: None,
             },
+            shapes: None,
+            factory: None,
         }
     }
 
@@ -174,8 +181,24 @@ impl KindBuilder {
         self
     }
 
-    /// The finished schema.
-    pub fn build(self) -> KindSchema {
-        self.schema
+    /// How output types follow from input types (checked by `mer check`).
+    pub fn shapes(mut self, f: ShapeFn) -> Self {
+        self.shapes = Some(f);
+        self
+    }
+
+    /// How the component is built (used by `mer run`).
+    pub fn factory(mut self, f: Factory) -> Self {
+        self.factory = Some(f);
+        self
+    }
+
+    /// The finished kind.
+    pub fn build(self) -> Kind {
+        Kind {
+            schema: self.schema,
+            shapes: self.shapes,
+            factory: self.factory,
+        }
     }
 }

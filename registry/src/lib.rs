@@ -29,22 +29,47 @@
 //! ).unwrap();
 //! assert!(reg.kind_schema("nn.linear").is_some());
 //! ```
+//!
+//! Plugins declare themselves with [`export_plugin!`] and are loaded by
+//! [`Registry::load_plugin`] after a handshake ([`plugin`], [`loader`]).
+//! Components are built by a kind's [`Factory`] ([`component`]); shapes are
+//! inferred by its [`ShapeFn`] ([`shape`]).
 
 pub use mer_dsl::schema::{
     Catalog, FoldRule, InputSpec, KindSchema, Namespace, ParamSpec, ParamType, PortSpec, Role,
 };
 pub use mer_dsl::value::Value;
 
+/// The one copy of candle in the process. Plugins and the engine use these
+/// re-exports, never a candle dependency of their own.
+pub use candle_core as candle;
+pub use candle_nn;
+pub use candle_transformers;
+/// The recipe language (spans, diagnostics, graph IR), for tools built on mer.
+pub use mer_dsl as dsl;
+
 mod builder;
+pub mod component;
 mod describe;
+pub mod gradcheck;
+pub mod loader;
+pub mod plugin;
+pub mod rng;
+pub mod scaffold;
+pub mod shape;
+mod shapecheck;
 
 pub use builder::KindBuilder;
+pub use component::{BuildCtx, BuildError, Component, Factory, Init, Mode, ParamStore};
 pub use describe::describe_kind;
+pub use loader::PluginError;
+pub use rng::SeededRng;
+pub use shape::{DType, Dim, Semantic, ShapeCtx, ShapeError, ShapeFn, TensorType};
 
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Errors raised while registering kinds.
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
 pub enum RegistryError {
     /// Two registrations of the same full kind name.
     #[error("kind `{0}` is registered twice")]
@@ -55,6 +80,9 @@ pub enum RegistryError {
     /// A plugin tried to register a kind outside its own namespace.
     #[error("plugin `{plugin}` may only register kinds under `{plugin}.`, not `{kind}`")]
     ForeignNamespace { plugin: String, kind: String },
+    /// A plugin's namespace collides with a builtin one.
+    #[error("plugin `{0}` would shadow the builtin namespace of the same name")]
+    BuiltinNamespace(String),
 }
 
 /// Metadata of a loaded plugin.
@@ -65,12 +93,26 @@ pub struct PluginInfo {
     pub version: String,
 }
 
+/// A kind: its schema (what `mer check` validates), its shape function
+/// (what `mer check` infers), and its factory (what `mer run` builds).
+#[derive(Debug, Clone)]
+pub struct Kind {
+    pub schema: KindSchema,
+    /// Output types from input types; `None` leaves outputs unchecked.
+    pub shapes: Option<ShapeFn>,
+    /// Builds the component; `None` for kinds that only describe (datasets,
+    /// protocols and metrics are executed by the engine itself).
+    pub factory: Option<Factory>,
+}
+
 /// All kinds known to this process, by full name.
 #[derive(Debug, Default, Clone)]
 pub struct Registry {
-    kinds: BTreeMap<String, KindSchema>,
+    kinds: BTreeMap<String, Kind>,
     builtin_namespaces: BTreeSet<String>,
     plugins: BTreeMap<String, PluginInfo>,
+    /// Why a `use`d plugin could not be loaded, by name.
+    failures: BTreeMap<String, String>,
 }
 
 fn valid_segment(s: &str) -> bool {
@@ -96,50 +138,103 @@ impl Registry {
     }
 
     /// Registers one of mer's own kinds. Its namespace becomes builtin.
-    pub fn add_builtin(&mut self, schema: KindSchema) -> Result<(), RegistryError> {
-        let ns = check_name(&schema.name)?;
-        if self.kinds.contains_key(&schema.name) {
-            return Err(RegistryError::Duplicate(schema.name));
+    pub fn add_builtin(&mut self, kind: Kind) -> Result<(), RegistryError> {
+        let ns = check_name(&kind.schema.name)?;
+        if self.kinds.contains_key(&kind.schema.name) {
+            return Err(RegistryError::Duplicate(kind.schema.name));
         }
         self.builtin_namespaces.insert(ns);
-        self.kinds.insert(schema.name.clone(), schema);
+        self.kinds.insert(kind.schema.name.clone(), kind);
         Ok(())
     }
 
     /// Registers a plugin and its kinds, all of which must live under the
     /// plugin's own namespace so two plugins can never collide.
-    pub fn add_plugin(
-        &mut self,
-        info: PluginInfo,
-        kinds: Vec<KindSchema>,
-    ) -> Result<(), RegistryError> {
+    pub fn add_plugin(&mut self, info: PluginInfo, kinds: Vec<Kind>) -> Result<(), RegistryError> {
+        if self.builtin_namespaces.contains(&info.name) {
+            return Err(RegistryError::BuiltinNamespace(info.name));
+        }
         for k in &kinds {
-            let ns = check_name(&k.name)?;
+            let ns = check_name(&k.schema.name)?;
             if ns != info.name {
                 return Err(RegistryError::ForeignNamespace {
                     plugin: info.name.clone(),
-                    kind: k.name.clone(),
+                    kind: k.schema.name.clone(),
                 });
             }
-            if self.kinds.contains_key(&k.name) {
-                return Err(RegistryError::Duplicate(k.name.clone()));
+            if self.kinds.contains_key(&k.schema.name) {
+                return Err(RegistryError::Duplicate(k.schema.name.clone()));
             }
         }
         for k in kinds {
-            self.kinds.insert(k.name.clone(), k);
+            self.kinds.insert(k.schema.name.clone(), k);
         }
+        self.failures.remove(&info.name);
         self.plugins.insert(info.name.clone(), info);
         Ok(())
     }
 
+    /// Links a plugin statically (its crate is a dependency): same checks as
+    /// a dynamic load, no library involved.
+    pub fn add_static_plugin(
+        &mut self,
+        name: &str,
+        version: &str,
+        register: fn(&mut dyn plugin::Registrar),
+    ) -> Result<(), RegistryError> {
+        struct Collect(Vec<Kind>);
+        impl plugin::Registrar for Collect {
+            fn kind(&mut self, kind: Kind) {
+                self.0.push(kind);
+            }
+            fn fail(&mut self, _message: String) {}
+        }
+        let mut c = Collect(Vec::new());
+        register(&mut c);
+        self.add_plugin(
+            PluginInfo {
+                name: name.into(),
+                version: version.into(),
+            },
+            c.0,
+        )
+    }
+
+    /// Loads plugin `name` from the search path (see [`loader`]). A failure
+    /// is remembered so `mer check` can show it at the `use` line.
+    pub fn load_plugin(&mut self, name: &str) -> Result<PluginInfo, PluginError> {
+        if let Some(p) = self.plugins.get(name) {
+            return Ok(p.clone());
+        }
+        let result = loader::find(name).and_then(|path| loader::load(&path, name, self));
+        if let Err(e) = &result {
+            self.failures.insert(name.to_string(), e.to_string());
+        }
+        result
+    }
+
+    /// Loads the library at `path` as plugin `name`.
+    pub fn load_plugin_from(
+        &mut self,
+        path: &std::path::Path,
+        name: &str,
+    ) -> Result<PluginInfo, PluginError> {
+        loader::load(path, name, self)
+    }
+
     /// The schema of a kind by full name.
     pub fn kind_schema(&self, name: &str) -> Option<&KindSchema> {
+        self.kinds.get(name).map(|k| &k.schema)
+    }
+
+    /// A kind by full name.
+    pub fn get(&self, name: &str) -> Option<&Kind> {
         self.kinds.get(name)
     }
 
-    /// Every kind, sorted by name.
+    /// Every kind's schema, sorted by name.
     pub fn kinds(&self) -> impl Iterator<Item = &KindSchema> {
-        self.kinds.values()
+        self.kinds.values().map(|k| &k.schema)
     }
 
     /// Loaded plugins, sorted by name.
@@ -150,7 +245,7 @@ impl Registry {
 
 impl Catalog for Registry {
     fn kind(&self, name: &str) -> Option<&KindSchema> {
-        self.kinds.get(name)
+        self.kinds.get(name).map(|k| &k.schema)
     }
     fn kind_names(&self) -> Vec<&str> {
         self.kinds.keys().map(String::as_str).collect()
@@ -165,7 +260,21 @@ impl Catalog for Registry {
         }
     }
     fn plugin_names(&self) -> Vec<String> {
-        self.plugins.keys().cloned().collect()
+        let mut v: Vec<String> = self.plugins.keys().cloned().collect();
+        v.extend(loader::available(&loader::search_path()));
+        v.sort();
+        v.dedup();
+        v
+    }
+    fn plugin_problem(&self, name: &str) -> Option<String> {
+        self.failures.get(name).cloned()
+    }
+    fn check_shapes(
+        &self,
+        graph: &mer_dsl::graph::GraphIr,
+        sources: &mer_dsl::source::SourceMap,
+    ) -> Vec<mer_dsl::diag::Diagnostic> {
+        shapecheck::check(self, graph, sources).1
     }
 }
 
@@ -173,7 +282,7 @@ impl Catalog for Registry {
 mod tests {
     use super::*;
 
-    fn k(name: &str) -> KindSchema {
+    fn k(name: &str) -> Kind {
         KindBuilder::new(name, Role::Component)
             .output("out", "")
             .build()

@@ -1,7 +1,8 @@
 //! Dataset kinds. Each names the on-disk layout it reads (as distributed)
 //! and the ports it provides. `synth.*` generate data in memory from a seed.
 
-use mer_registry::{KindBuilder, KindSchema, Role};
+use super::shapes;
+use mer_registry::{Kind, KindBuilder, Role};
 
 const ME_AUS: &[i64] = &[1, 2, 4, 5, 6, 7, 9, 10, 12, 14, 15, 17, 20, 23, 24, 25, 26];
 
@@ -39,6 +40,7 @@ fn still(name: &str, doc: &str) -> KindBuilder {
             true,
             "Random crop + erasing during training (never at evaluation).",
         )
+        .shapes(shapes::still_data)
 }
 
 fn me(
@@ -48,7 +50,7 @@ fn me(
     aus: &[i64],
     classes: &[&str],
     default_classes: &str,
-) -> KindSchema {
+) -> Kind {
     clip(name, doc, 6, 64, false)
         .output("aus", "multi-label AU targets [B, n_aus] in {0, 1}")
         .output("flow", "onset→apex optical flow [B, 2, H, W]")
@@ -74,10 +76,11 @@ fn me(
             true,
             "Read the cropped-face release where one exists.",
         )
+        .shapes(shapes::me_data)
         .build()
 }
 
-fn dfer(name: &str, doc: &str, folds_doc: &str) -> KindSchema {
+fn dfer(name: &str, doc: &str, folds_doc: &str) -> Kind {
     clip(name, doc, 16, 224, true)
         .path(
             "root",
@@ -90,10 +93,11 @@ fn dfer(name: &str, doc: &str, folds_doc: &str) -> KindSchema {
             Some(1),
             "Take every N-th frame before uniform subsampling.",
         )
+        .shapes(shapes::dfer_data)
         .build()
 }
 
-fn au(name: &str, doc: &str, aus: &[i64]) -> KindSchema {
+fn au(name: &str, doc: &str, aus: &[i64]) -> Kind {
     KindBuilder::new(name, Role::Data)
         .doc(doc)
         .output("image", "frame [B, C, H, W]")
@@ -110,10 +114,11 @@ fn au(name: &str, doc: &str, aus: &[i64]) -> KindSchema {
             Some(5.0),
             "AU intensity at or above which an AU counts as present.",
         )
+        .shapes(shapes::au_data)
         .build()
 }
 
-pub fn kinds() -> Vec<KindSchema> {
+pub fn kinds() -> Vec<Kind> {
     let me5 = &["5class", "3class_megc", "7class"];
     vec![
         clip("synth.me", "Generated micro-expression clips: subjects with distinct identities, FACS-region motions at micro intensity with onset–apex–offset timing, head motion and sensor noise. Deterministic from `seed`.", 8, 64, false)
@@ -126,6 +131,7 @@ pub fn kinds() -> Vec<KindSchema> {
             .float("intensity", Some(0.15), Some(0.0), Some(1.0), "Peak motion amplitude relative to a macro-expression.")
             .float("noise", Some(0.02), Some(0.0), Some(1.0), "Sensor noise standard deviation.")
             .int("seed", Some(0), Some(0), "Generator seed (independent of the training seed).")
+            .shapes(shapes::me_data)
             .build(),
         clip("synth.dfer", "Generated dynamic facial-expression clips with per-frame face boxes and landmarks, for multi-task recipes.", 16, 64, true)
             .int("subjects", Some(10), Some(2), "Number of synthetic actors.")
@@ -134,6 +140,7 @@ pub fn kinds() -> Vec<KindSchema> {
             .float("intensity", Some(0.6), Some(0.0), Some(1.0), "Peak expression amplitude.")
             .float("noise", Some(0.02), Some(0.0), Some(1.0), "Sensor noise standard deviation.")
             .int("seed", Some(0), Some(0), "Generator seed.")
+            .shapes(shapes::dfer_data)
             .build(),
         me("me.casme2", "CASME II (26 subjects, 200 fps): CASME2-coding xlsx + sub*/EP*/img*.jpg, with the documented label corrections.", "CASME2_ROOT", &[1, 2, 4, 7, 12, 14, 15, 17], me5, "5class"),
         me("me.samm", "SAMM (32 subjects, 200 fps, gray): SAMM_Micro_FACS_Codes xlsx + subject/clip/*.jpg.", "SAMM_ROOT", &[2, 4, 7, 12], &["5class", "3class_megc", "8class"], "5class"),

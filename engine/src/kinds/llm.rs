@@ -1,9 +1,10 @@
 //! Language-model bodies (`llm.*`) that take embeddings, not only token ids.
 
 use super::nn::lora_record;
-use mer_registry::{KindBuilder, KindSchema, ParamType, Role, Value};
+use super::shapes;
+use mer_registry::{Kind, KindBuilder, ParamType, Role, Value};
 
-pub fn kinds() -> Vec<KindSchema> {
+pub fn kinds() -> Vec<Kind> {
     vec![
         KindBuilder::new("llm.causal", Role::Component)
             .doc("A LLaMA- or Qwen2-family causal LM loaded from an HF folder (config.json + safetensors) or a GGUF file. Visual tokens are spliced before the prompt; every position's hidden state is returned. Base weights are frozen; LoRA adapters train.")
@@ -18,6 +19,7 @@ pub fn kinds() -> Vec<KindSchema> {
             .choice("dtype", &["f32", "f16", "bf16"], Some("f32"), "Compute dtype of the frozen base (CPU computes in f32).")
             .param("lora", ParamType::Optional(Box::new(lora_record())), Some(Value::None), "LoRA adapters; none keeps the LLM frozen.")
             .bool("gradient_checkpointing", false, "Recompute activations in the backward pass to save memory.")
+            .shapes(shapes::llm_causal)
             .build(),
         KindBuilder::new("llm.prompt", Role::Component)
             .doc("Learnable soft-prompt tokens (CoOp style), an ablation stand-in for visual tokens.")
@@ -25,12 +27,14 @@ pub fn kinds() -> Vec<KindSchema> {
             .int("tokens", Some(1), Some(1), "Number of learnable tokens.")
             .int("dim", None, Some(1), "Token width (the LLM hidden size).")
             .float("init_std", Some(0.02), Some(0.0), None, "Initialisation standard deviation.")
+            .shapes(shapes::llm_prompt)
             .build(),
         KindBuilder::new("llm.generate", Role::Component)
             .doc("Greedy decoding with a KV cache, for rationales; evaluation only.")
             .input("model", "an llm.causal node")
             .output("text", "generated text per sample")
             .int("max_tokens", Some(128), Some(1), "Maximum new tokens.")
+            .shapes(shapes::text)
             .build(),
     ]
 }

@@ -2,7 +2,8 @@
 //! and as a per-fold mean; `report` picks which one the headline shows, and
 //! the report states it.
 
-use mer_registry::{KindBuilder, KindSchema, Role};
+use super::shapes;
+use mer_registry::{Kind, KindBuilder, Role};
 
 fn metric(name: &str, doc: &str) -> KindBuilder {
     KindBuilder::new(name, Role::Metric)
@@ -17,19 +18,27 @@ fn metric(name: &str, doc: &str) -> KindBuilder {
         )
 }
 
-pub fn kinds() -> Vec<KindSchema> {
+pub fn kinds() -> Vec<Kind> {
     vec![
-        metric("metric.accuracy", "Accuracy (WAR: weighted average recall).").build(),
-        metric("metric.uar", "Unweighted average recall (mean of per-class recall).").build(),
-        metric("metric.uf1", "Unweighted F1 (mean of per-class F1); classes absent from a fold are listed, never silently dropped.").build(),
+        metric("metric.accuracy", "Accuracy (WAR: weighted average recall).").shapes(shapes::loss_classification)
+            .build(),
+        metric("metric.uar", "Unweighted average recall (mean of per-class recall).").shapes(shapes::loss_classification)
+            .build(),
+        metric("metric.uf1", "Unweighted F1 (mean of per-class F1); classes absent from a fold are listed, never silently dropped.").shapes(shapes::loss_classification)
+            .build(),
         metric("metric.f1", "Multi-label F1 per label (AUs) and their mean.")
             .choice("average", &["binary", "macro2"], Some("binary"), "binary: positive-class F1 per AU; macro2: mean of positive- and negative-class F1 per AU (as AU-LLM's code reports).")
             .float("threshold", Some(0.5), Some(0.0), Some(1.0), "Decision threshold on probabilities.")
             .choice("threshold_from", &["fixed", "inner_val", "test_tuned"], Some("fixed"), "Where the threshold comes from; test_tuned reproduces papers and is labelled as such.")
+            .shapes(shapes::loss_multilabel)
             .build(),
-        metric("metric.auc", "ROC AUC per label and mean.").build(),
-        metric("metric.confusion", "Confusion matrix (rows: truth, columns: prediction).").build(),
-        metric("metric.per_class", "Per-class precision, recall and F1 table.").build(),
-        metric("metric.mae", "Mean absolute error of regression outputs.").build(),
+        metric("metric.auc", "ROC AUC per label and mean.").shapes(shapes::loss_multilabel)
+            .build(),
+        metric("metric.confusion", "Confusion matrix (rows: truth, columns: prediction).").shapes(shapes::loss_classification)
+            .build(),
+        metric("metric.per_class", "Per-class precision, recall and F1 table.").shapes(shapes::loss_classification)
+            .build(),
+        metric("metric.mae", "Mean absolute error of regression outputs.").shapes(shapes::loss_regression)
+            .build(),
     ]
 }

@@ -7,11 +7,12 @@ mod metric;
 mod nn;
 mod optim;
 mod protocol;
+mod shapes;
 
-use mer_registry::KindSchema;
+use mer_registry::Kind;
 
 /// Every builtin kind.
-pub fn all() -> Vec<KindSchema> {
+pub fn all() -> Vec<Kind> {
     let mut v = Vec::new();
     v.extend(data::kinds());
     v.extend(nn::kinds());

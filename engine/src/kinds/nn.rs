@@ -1,6 +1,7 @@
 //! Neural-network building blocks (`nn.*`) and graph operators.
 
-use mer_registry::{KindBuilder, KindSchema, ParamSpec, ParamType, Role, Value};
+use super::shapes;
+use mer_registry::{Kind, KindBuilder, ParamSpec, ParamType, Role, Value};
 
 fn unary(name: &str, doc: &str) -> KindBuilder {
     KindBuilder::new(name, Role::Component)
@@ -69,22 +70,25 @@ pub fn lora_record() -> ParamType {
     ])
 }
 
-pub fn kinds() -> Vec<KindSchema> {
+pub fn kinds() -> Vec<Kind> {
     let (act_ty, act_default) = act();
     vec![
         unary("nn.linear", "Affine map over the last dimension; the input width is inferred.")
             .int("out", None, Some(1), "Output width.")
             .bool("bias", true, "Learn an additive bias.")
+            .shapes(shapes::last_to_out)
             .build(),
         unary("nn.mlp", "Stack of linear layers with an activation and dropout between them.")
             .ints("hidden", Some(&[]), Some(1), "Hidden widths, in order (empty: a single linear layer).")
             .int("out", None, Some(1), "Output width.")
             .param("activation", act_ty.clone(), act_default.clone(), "Activation between layers.")
             .float("dropout", Some(0.0), Some(0.0), Some(1.0), "Dropout after each hidden activation.")
+            .shapes(shapes::last_to_out)
             .build(),
         unary("nn.lora_linear", "Linear layer whose weight is frozen and adapted by a low-rank update.")
             .int("out", None, Some(1), "Output width.")
             .param("lora", lora_record(), Some(Value::Map(Default::default())), "Adapter settings.")
+            .shapes(shapes::last_to_out)
             .build(),
         unary("nn.conv2d", "2-D convolution over [B, C, H, W].")
             .int("out", None, Some(1), "Output channels.")
@@ -93,6 +97,7 @@ pub fn kinds() -> Vec<KindSchema> {
             .ints("padding", Some(&[0, 0]), Some(0), "Zero padding [ph, pw].")
             .int("groups", Some(1), Some(1), "Channel groups.")
             .bool("bias", true, "Learn a bias.")
+            .shapes(shapes::conv2d)
             .build(),
         unary("nn.conv3d", "3-D convolution over [B, C, T, H, W], composed from one conv2d over stacked temporal taps (candle has no conv3d).")
             .int("out", None, Some(1), "Output channels.")
@@ -100,71 +105,92 @@ pub fn kinds() -> Vec<KindSchema> {
             .ints("stride", Some(&[1, 1, 1]), Some(1), "Stride [st, sh, sw].")
             .ints("padding", Some(&[0, 0, 0]), Some(0), "Zero padding [pt, ph, pw].")
             .bool("bias", true, "Learn a bias.")
+            .shapes(shapes::conv3d)
             .build(),
         unary("nn.maxpool2d", "Max pooling over [B, C, H, W] (kernel = stride keeps the backward pass exact).")
             .ints("kernel", Some(&[2, 2]), Some(1), "Window [kh, kw].")
+            .shapes(shapes::pool2d)
             .build(),
         unary("nn.avgpool2d", "Average pooling over [B, C, H, W].")
             .ints("kernel", Some(&[2, 2]), Some(1), "Window [kh, kw].")
+            .shapes(shapes::pool2d)
             .build(),
         unary("nn.maxpool3d", "Max pooling over [B, C, T, H, W], composed from 2-D pooling and a temporal max.")
             .ints("kernel", Some(&[2, 2, 2]), Some(1), "Window [kt, kh, kw].")
+            .shapes(shapes::pool3d)
             .build(),
         unary("nn.avgpool3d", "Average pooling over [B, C, T, H, W].")
             .ints("kernel", Some(&[2, 2, 2]), Some(1), "Window [kt, kh, kw].")
+            .shapes(shapes::pool3d)
             .build(),
         unary("nn.batchnorm", "Batch normalisation over the channel dimension; running statistics in eval mode.")
             .float("momentum", Some(0.1), Some(0.0), Some(1.0), "Running-statistics momentum.")
             .float("eps", Some(1e-5), Some(0.0), None, "Numerical floor.")
+            .shapes(shapes::same)
             .build(),
         unary("nn.layernorm", "Layer normalisation in a differentiable form (candle's fused op records no backward).")
             .float("eps", Some(1e-5), Some(0.0), None, "Numerical floor.")
             .bool("affine", true, "Learn scale and shift.")
+            .shapes(shapes::same)
             .build(),
         unary("nn.rmsnorm", "RMS normalisation in a differentiable form.")
             .float("eps", Some(1e-6), Some(0.0), None, "Numerical floor.")
+            .shapes(shapes::same)
             .build(),
         unary("nn.dropout", "Dropout with mer's seeded RNG; identity in eval mode.")
             .float("p", Some(0.1), Some(0.0), Some(1.0), "Drop probability.")
             .bool("channelwise", false, "Drop whole channels (Dropout2d/3d).")
+            .shapes(shapes::same)
             .build(),
-        unary("nn.gelu", "GELU (exact erf form).").build(),
-        unary("nn.relu", "ReLU.").build(),
-        unary("nn.silu", "SiLU.").build(),
-        unary("nn.sigmoid", "Logistic sigmoid.").build(),
+        unary("nn.gelu", "GELU (exact erf form).").shapes(shapes::same)
+            .build(),
+        unary("nn.relu", "ReLU.").shapes(shapes::same)
+            .build(),
+        unary("nn.silu", "SiLU.").shapes(shapes::same)
+            .build(),
+        unary("nn.sigmoid", "Logistic sigmoid.").shapes(shapes::same)
+            .build(),
         unary("nn.se", "Squeeze-and-excitation channel gating.")
             .int("reduction", Some(16), Some(1), "Bottleneck reduction ratio.")
+            .shapes(shapes::same)
             .build(),
         unary("nn.flatten", "Flattens dimensions from `start` on.")
             .int("start", Some(1), Some(0), "First dimension to flatten.")
+            .shapes(shapes::flatten)
             .build(),
         unary("nn.reshape", "Reshapes to `shape` (one entry may be -1).")
             .param("shape", ParamType::List(Box::new(ParamType::Int { min: Some(-1), max: None })), None, "Target shape after the batch dimension.")
+            .shapes(shapes::reshape)
             .build(),
         unary("nn.pool_tokens", "Reduces a token sequence [B, N, D] to [B, D].")
             .choice("mode", &["mean", "max", "first", "last"], Some("mean"), "Reduction.")
+            .shapes(shapes::pool_tokens)
             .build(),
         KindBuilder::new("nn.concat", Role::Component)
             .doc("Concatenates inputs along `dim` (features by default).")
             .variadic_input("xs", "tensors to join")
             .output("out", "joined tensor")
             .int("dim", Some(-1), None, "Dimension (negative counts from the end).")
+            .shapes(shapes::concat)
             .build(),
         KindBuilder::new("nn.stack", Role::Component)
             .doc("Stacks inputs along a new dimension (e.g. several tokens into a sequence).")
             .variadic_input("xs", "tensors of one shape")
             .output("out", "stacked tensor")
             .int("dim", Some(1), Some(0), "Position of the new dimension.")
+            .shapes(shapes::stack)
             .build(),
         KindBuilder::new("nn.add", Role::Component)
             .doc("Element-wise sum of inputs (with broadcasting).")
             .variadic_input("xs", "tensors")
             .output("out", "sum")
+            .shapes(shapes::add)
             .build(),
         unary("nn.attention", "Multi-head self-attention with an optional mask.")
             .int("heads", Some(8), Some(1), "Attention heads.")
             .float("dropout", Some(0.0), Some(0.0), Some(1.0), "Attention dropout.")
             .bool("causal", false, "Mask future positions.")
+            .shapes(shapes::self_attention)
             .build(),
         KindBuilder::new("nn.cross_attention", Role::Component)
             .doc("Multi-head cross-attention: queries attend to a context sequence.")
@@ -174,12 +200,14 @@ pub fn kinds() -> Vec<KindSchema> {
             .output("out", "attended queries [B, Nq, D]")
             .int("heads", Some(8), Some(1), "Attention heads.")
             .float("dropout", Some(0.0), Some(0.0), Some(1.0), "Attention dropout.")
+            .shapes(shapes::cross_attention)
             .build(),
         unary("nn.transformer_encoder", "Pre-norm transformer encoder blocks (self-attention + MLP).")
             .int("layers", None, Some(1), "Number of blocks.")
             .int("heads", Some(8), Some(1), "Attention heads.")
             .float("mlp_ratio", Some(4.0), Some(0.0), None, "MLP width relative to the model width.")
             .float("dropout", Some(0.0), Some(0.0), Some(1.0), "Dropout.")
+            .shapes(shapes::self_attention)
             .build(),
         KindBuilder::new("nn.transformer_decoder", Role::Component)
             .doc("Pre-norm transformer decoder blocks: optional self-attention, cross-attention to `memory`, MLP.")
@@ -191,15 +219,18 @@ pub fn kinds() -> Vec<KindSchema> {
             .float("mlp_ratio", Some(4.0), Some(0.0), None, "MLP width relative to the model width.")
             .float("dropout", Some(0.0), Some(0.0), Some(1.0), "Dropout.")
             .bool("self_attention", true, "Include self-attention in each block.")
+            .shapes(shapes::decoder)
             .build(),
         unary("nn.patch_embed", "ViT patch embedding of images [B, C, H, W] → tokens [B, N, D].")
             .int("patch", Some(16), Some(1), "Patch size.")
             .int("dim", None, Some(1), "Token width.")
             .bool("cls_token", true, "Prepend a learnable class token.")
+            .shapes(shapes::patch_embed)
             .build(),
         unary("nn.tubelet_embed", "Video tubelet embedding [B, C, T, H, W] → tokens [B, N, D] (VideoMAE style).")
             .ints("tubelet", Some(&[2, 16, 16]), Some(1), "Tubelet [t, h, w].")
             .int("dim", None, Some(1), "Token width.")
+            .shapes(shapes::tubelet_embed)
             .build(),
     ]
 }

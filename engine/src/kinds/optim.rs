@@ -1,6 +1,6 @@
 //! Optimisers (`optim.*`) and learning-rate schedules (`sched.*`).
 
-use mer_registry::{KindBuilder, KindSchema, ParamSpec, ParamType, Role, Value};
+use mer_registry::{Kind, KindBuilder, ParamSpec, ParamType, Role, Value};
 
 /// Per-node parameter groups: `groups = { led = { lr = 0.1 } }`.
 fn groups() -> ParamType {
@@ -59,7 +59,7 @@ fn optimizer(name: &str, doc: &str, wd: f64) -> KindBuilder {
         )
 }
 
-pub fn kinds() -> Vec<KindSchema> {
+pub fn kinds() -> Vec<Kind> {
     let betas = ParamType::List(Box::new(ParamType::Float {
         min: Some(0.0),
         max: Some(1.0),

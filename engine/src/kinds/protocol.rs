@@ -1,9 +1,9 @@
 //! Evaluation protocols (`protocol.*`). Folds are keyed by
 //! (dataset, group); train/test disjointness is verified before training.
 
-use mer_registry::{FoldRule, KindBuilder, KindSchema, ParamType, Role, Value};
+use mer_registry::{FoldRule, Kind, KindBuilder, ParamType, Role, Value};
 
-pub fn kinds() -> Vec<KindSchema> {
+pub fn kinds() -> Vec<Kind> {
     let names = ParamType::List(Box::new(ParamType::Str { choices: vec![] }));
     vec![
         KindBuilder::new("protocol.loso", Role::Protocol)

@@ -1,0 +1,146 @@
+//! `testkit`: a small, real mer plugin used by mer's own tests.
+//!
+//! It provides `testkit.affine` (a trainable affine map) and `testkit.tanh`,
+//! enough to check loading, the handshake, and that gradients through a
+//! dynamically loaded component equal those through the same component
+//! linked statically. Setting `MER_TESTKIT_PANIC` makes `register` panic,
+//! to test that the host reports it instead of crashing.
+
+use mer_registry::candle::{Result as CResult, Tensor};
+use mer_registry::plugin::Registrar;
+use mer_registry::{
+    export_plugin, BuildCtx, BuildError, Component, Init, KindBuilder, Mode, Role, SeededRng,
+    ShapeCtx, ShapeError, TensorType,
+};
+
+/// `y = x·W + b` over the last dimension.
+struct Affine {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Component for Affine {
+    fn forward(
+        &self,
+        inputs: &[Tensor],
+        _mode: Mode,
+        _rng: &mut SeededRng,
+    ) -> CResult<Vec<Tensor>> {
+        let x = inputs
+            .first()
+            .ok_or_else(|| mer_registry::candle::Error::Msg("testkit.affine: no input".into()))?;
+        Ok(vec![x
+            .broadcast_matmul(&self.weight)?
+            .broadcast_add(&self.bias)?])
+    }
+}
+
+fn build_affine(ctx: &mut BuildCtx) -> Result<Box<dyn Component>, BuildError> {
+    let d_in = ctx.input_width(0)?;
+    let d_out = ctx.usize("out")?;
+    let weight = ctx.param(
+        "weight",
+        &[d_in, d_out],
+        Init::KaimingUniform { fan_in: d_in },
+    )?;
+    let bias = ctx.param("bias", &[d_out], Init::Uniform(0.1))?;
+    Ok(Box::new(Affine { weight, bias }))
+}
+
+fn affine_shapes(c: &ShapeCtx) -> Result<Vec<TensorType>, ShapeError> {
+    let t = c.input(0)?;
+    let out = c.usize("out").unwrap_or(1);
+    if t.rank() < 2 {
+        return Err(ShapeError::new(format!(
+            "`testkit.affine` expects [B, .., D], `{}` is {t}",
+            c.source(0)
+        ))
+        .at_input(0));
+    }
+    Ok(vec![t.with_last(mer_registry::Dim::Size(out))])
+}
+
+struct Tanh;
+
+impl Component for Tanh {
+    fn forward(
+        &self,
+        inputs: &[Tensor],
+        _mode: Mode,
+        _rng: &mut SeededRng,
+    ) -> CResult<Vec<Tensor>> {
+        let x = inputs
+            .first()
+            .ok_or_else(|| mer_registry::candle::Error::Msg("testkit.tanh: no input".into()))?;
+        Ok(vec![x.tanh()?])
+    }
+}
+
+fn build_tanh(_ctx: &mut BuildCtx) -> Result<Box<dyn Component>, BuildError> {
+    Ok(Box::new(Tanh))
+}
+
+fn same_shape(c: &ShapeCtx) -> Result<Vec<TensorType>, ShapeError> {
+    Ok(vec![TensorType::features(c.input(0)?.dims.clone())])
+}
+
+/// Registers the plugin's kinds (also the entry point for static linking).
+pub fn register(r: &mut dyn Registrar) {
+    if std::env::var_os("MER_TESTKIT_PANIC").is_some() {
+        panic!("testkit was asked to panic in register (MER_TESTKIT_PANIC is set)");
+    }
+    r.kind(
+        KindBuilder::new("testkit.affine", Role::Component)
+            .doc("Trainable affine map over the last dimension (test plugin).")
+            .input("x", "features [B, .., D]")
+            .output("out", "features [B, .., out]")
+            .int("out", None, Some(1), "Output width.")
+            .shapes(affine_shapes)
+            .factory(build_affine)
+            .build(),
+    );
+    r.kind(
+        KindBuilder::new("testkit.tanh", Role::Component)
+            .doc("Element-wise tanh (test plugin).")
+            .input("x", "any tensor")
+            .output("out", "same shape")
+            .shapes(same_shape)
+            .factory(build_tanh)
+            .build(),
+    );
+}
+
+export_plugin!("testkit", register);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mer_registry::candle::Device;
+    use mer_registry::{Dim, ParamStore, Registry};
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn registers_and_computes() {
+        let mut reg = Registry::new();
+        reg.add_static_plugin("testkit", env!("CARGO_PKG_VERSION"), register)
+            .unwrap();
+        let kind = reg.get("testkit.affine").unwrap();
+        let mut store = ParamStore::new(7, Device::Cpu);
+        let params = BTreeMap::from([("out".to_string(), mer_registry::Value::Int(2))]);
+        let inputs = [TensorType::features(vec![Dim::sym("B"), Dim::Size(3)])];
+        let mut ctx = BuildCtx {
+            node: "a",
+            kind: "testkit.affine",
+            params: &params,
+            inputs: &inputs,
+            vars: &mut store,
+        };
+        let c = (kind.factory.unwrap())(&mut ctx).unwrap();
+        let x = Tensor::ones((4, 3), mer_registry::candle::DType::F32, &Device::Cpu).unwrap();
+        let y = c
+            .forward(&[x], Mode::Train, &mut SeededRng::new(0))
+            .unwrap();
+        assert_eq!(y[0].dims(), &[4, 2]);
+        assert_eq!(store.len(), 2);
+    }
+}

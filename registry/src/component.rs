@@ -1,0 +1,210 @@
+//! The component contract: how a kind becomes something that computes.
+//!
+//! A kind's [`Factory`] receives a [`BuildCtx`] (its parameters after
+//! defaults, the checked types of its inputs, a seeded parameter store and
+//! the device) and returns a [`Component`]. The executor calls
+//! [`Component::forward`] in graph order.
+
+use crate::rng::SeededRng;
+use crate::shape::TensorType;
+use crate::Value;
+use candle_core::{Device, Tensor, Var};
+use std::collections::BTreeMap;
+
+/// Training or evaluation: dropout and batch norm behave differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Train,
+    Eval,
+}
+
+/// A built node of the compute graph.
+///
+/// `Send + Sync` so executors may hold components across threads; they are
+/// immutable during forward (parameters are candle `Var`s owned by the
+/// [`ParamStore`], updated in place by the optimiser).
+pub trait Component: Send + Sync {
+    /// Computes the output ports from the inputs, which arrive in the kind's
+    /// slot order (a variadic slot contributes each of its tensors in order).
+    /// `rng` drives dropout masks; it is seeded per step by the executor.
+    fn forward(
+        &self,
+        inputs: &[Tensor],
+        mode: Mode,
+        rng: &mut SeededRng,
+    ) -> candle_core::Result<Vec<Tensor>>;
+}
+
+/// Builds a component; `Err` explains a problem with the recipe's values
+/// that the schema could not express (the executor shows it at the node).
+pub type Factory = fn(&mut BuildCtx) -> Result<Box<dyn Component>, BuildError>;
+
+/// An error raised while building a component.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct BuildError(pub String);
+
+impl From<candle_core::Error> for BuildError {
+    fn from(e: candle_core::Error) -> Self {
+        BuildError(e.to_string())
+    }
+}
+
+/// How a new parameter is initialised.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Init {
+    Zeros,
+    Ones,
+    /// Uniform in `[-bound, bound]`.
+    Uniform(f32),
+    /// Normal with this standard deviation.
+    Normal(f32),
+    /// PyTorch's default for linear/conv weights: U(±1/√fan_in).
+    KaimingUniform {
+        fan_in: usize,
+    },
+}
+
+/// Trainable parameters by full name (`node.weight`), created with
+/// deterministic per-name random streams.
+#[derive(Debug)]
+pub struct ParamStore {
+    seed: u64,
+    device: Device,
+    vars: BTreeMap<String, Var>,
+}
+
+impl ParamStore {
+    /// An empty store; `seed` is the run seed.
+    pub fn new(seed: u64, device: Device) -> Self {
+        ParamStore {
+            seed,
+            device,
+            vars: BTreeMap::new(),
+        }
+    }
+
+    /// The device parameters live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Creates (or returns the existing) parameter `name` as f32.
+    pub fn get(&mut self, name: &str, shape: &[usize], init: Init) -> candle_core::Result<Tensor> {
+        if let Some(v) = self.vars.get(name) {
+            if v.dims() != shape {
+                candle_core::bail!(
+                    "parameter `{name}` exists with shape {:?}, asked for {shape:?}",
+                    v.dims()
+                );
+            }
+            return Ok(v.as_tensor().clone());
+        }
+        let n: usize = shape.iter().product();
+        let mut rng = SeededRng::derive(self.seed, name);
+        let data: Vec<f32> = match init {
+            Init::Zeros => vec![0.0; n],
+            Init::Ones => vec![1.0; n],
+            Init::Uniform(b) => (0..n).map(|_| rng.uniform_range(-b, b)).collect(),
+            Init::Normal(s) => (0..n).map(|_| rng.normal() * s).collect(),
+            Init::KaimingUniform { fan_in } => {
+                let b = 1.0 / (fan_in.max(1) as f32).sqrt();
+                (0..n).map(|_| rng.uniform_range(-b, b)).collect()
+            }
+        };
+        let var = Var::from_tensor(&Tensor::from_vec(data, shape, &self.device)?)?;
+        let t = var.as_tensor().clone();
+        self.vars.insert(name.to_string(), var);
+        Ok(t)
+    }
+
+    /// Every parameter, sorted by name.
+    pub fn vars(&self) -> impl Iterator<Item = (&String, &Var)> {
+        self.vars.iter()
+    }
+
+    /// Number of parameters.
+    pub fn len(&self) -> usize {
+        self.vars.len()
+    }
+
+    /// Whether the store is empty.
+    pub fn is_empty(&self) -> bool {
+        self.vars.is_empty()
+    }
+}
+
+/// What a factory sees.
+pub struct BuildCtx<'a> {
+    /// The node's name in the recipe; parameter names are prefixed by it.
+    pub node: &'a str,
+    /// The kind (`nn.linear`).
+    pub kind: &'a str,
+    /// Parameters after defaults.
+    pub params: &'a BTreeMap<String, Value>,
+    /// Checked types of the inputs, in slot order.
+    pub inputs: &'a [TensorType],
+    pub vars: &'a mut ParamStore,
+}
+
+impl BuildCtx<'_> {
+    fn missing(&self, name: &str, what: &str) -> BuildError {
+        BuildError(format!("`{}` needs {what} parameter `{name}`", self.kind))
+    }
+    /// An integer parameter.
+    pub fn int(&self, name: &str) -> Result<i64, BuildError> {
+        match self.params.get(name) {
+            Some(Value::Int(i)) => Ok(*i),
+            _ => Err(self.missing(name, "an integer")),
+        }
+    }
+    /// A non-negative integer parameter.
+    pub fn usize(&self, name: &str) -> Result<usize, BuildError> {
+        usize::try_from(self.int(name)?).map_err(|_| self.missing(name, "a non-negative"))
+    }
+    /// A real parameter.
+    pub fn float(&self, name: &str) -> Result<f64, BuildError> {
+        self.params
+            .get(name)
+            .and_then(Value::as_f64)
+            .ok_or_else(|| self.missing(name, "a number"))
+    }
+    /// A boolean parameter.
+    pub fn bool(&self, name: &str) -> Result<bool, BuildError> {
+        match self.params.get(name) {
+            Some(Value::Bool(b)) => Ok(*b),
+            _ => Err(self.missing(name, "a bool")),
+        }
+    }
+    /// A string parameter.
+    pub fn str(&self, name: &str) -> Result<&str, BuildError> {
+        match self.params.get(name) {
+            Some(Value::Str(s)) => Ok(s),
+            _ => Err(self.missing(name, "a string")),
+        }
+    }
+    /// The known size of the last dimension of input `i` (widths flow from
+    /// the producer, so recipes do not repeat them).
+    pub fn input_width(&self, i: usize) -> Result<usize, BuildError> {
+        self.inputs
+            .get(i)
+            .and_then(|t| t.last())
+            .and_then(|d| d.size())
+            .ok_or_else(|| {
+                BuildError(format!(
+                    "`{}` needs a known width on input {}",
+                    self.kind,
+                    i + 1
+                ))
+            })
+    }
+    /// Creates the parameter `<node>.<name>`.
+    pub fn param(&mut self, name: &str, shape: &[usize], init: Init) -> Result<Tensor, BuildError> {
+        let full = format!("{}.{name}", self.node);
+        Ok(self.vars.get(&full, shape, init)?)
+    }
+    /// The device to build on.
+    pub fn device(&self) -> Device {
+        self.vars.device().clone()
+    }
+}
