@@ -8,8 +8,6 @@
 //! prints the number of executions. (`cargo fuzz` needs a nightly toolchain;
 //! this project pins stable.)
 
-use mer_dsl::diag::render;
-use mer_dsl::resolve::Session;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -152,28 +150,8 @@ fn mutate(rng: &mut Rng, text: &str, others: &[(PathBuf, String)]) -> String {
     t
 }
 
-fn exec(reg: &mer_registry::Registry, path: &Path, text: &str, sets: &[String]) {
-    let mut s = Session::with_env(Box::new(|_| None));
-    let f = s.load_text(
-        path.display().to_string(),
-        Some(path.to_path_buf()),
-        text.to_string(),
-    );
-    let fc = mer_dsl::check_loaded(&mut s, reg, f, sets, None);
-    let _ = render(&s.diags, &s.sources, false);
-    for e in &fc.experiments {
-        let _ = mer_dsl::plan::plan(e, reg).to_table();
-        for v in &e.variants {
-            let _ = v.recipe.to_ron();
-            let _ = v.graph.to_dot();
-            let ron = v.graph.to_ron();
-            assert!(
-                mer_dsl::graph::GraphIr::from_ron(&ron).is_ok(),
-                "graph RON must parse back"
-            );
-        }
-    }
-}
+#[path = "../tests/common/frontend.rs"]
+mod frontend;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -205,7 +183,10 @@ fn main() {
         } else {
             Vec::new()
         };
-        let ok = catch_unwind(AssertUnwindSafe(|| exec(&reg, path, &input, &sets))).is_ok();
+        let ok = catch_unwind(AssertUnwindSafe(|| {
+            frontend::exercise(&reg, path, &input, &sets)
+        }))
+        .is_ok();
         execs += 1;
         if !ok {
             crashes += 1;

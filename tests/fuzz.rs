@@ -2,27 +2,18 @@
 //! diagnostic renderer never panic, whatever the input. The long-running
 //! mutation fuzzer is `cargo run --release --example fuzz_recipes`.
 
-use mer_dsl::diag::render;
-use mer_dsl::resolve::Session;
 use proptest::prelude::*;
+
+#[path = "common/frontend.rs"]
+mod frontend;
 
 fn run(text: &str, sets: &[String]) {
     let reg = mer_engine::builtin_registry();
-    let mut s = Session::with_env(Box::new(|_| None));
     let path = std::path::PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/recipes/demo/fuzzed.mer"
     ));
-    let f = s.load_text("fuzzed.mer".into(), Some(path), text.to_string());
-    let fc = mer_dsl::check_loaded(&mut s, &reg, f, sets, None);
-    let _ = render(&s.diags, &s.sources, false);
-    for e in &fc.experiments {
-        let _ = mer_dsl::plan::plan(e, &reg).to_table();
-        for v in &e.variants {
-            let _ = v.recipe.to_ron();
-            let _ = v.graph.to_dot();
-        }
-    }
+    frontend::exercise(&reg, &path, text, sets);
 }
 
 const DEMO: &str = include_str!("../recipes/demo/synth_me_au.mer");

@@ -3,9 +3,7 @@
 //! the same component linked statically.
 
 use mer_registry::candle::{DType, Device, Tensor, Var};
-use mer_registry::{
-    BuildCtx, Dim, Mode, ParamStore, PluginError, Registry, SeededRng, TensorType, Value,
-};
+use mer_registry::{Dim, Mode, ParamStore, PluginError, Registry, SeededRng, TensorType, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -251,14 +249,10 @@ fn train(reg: &Registry) -> Vec<(String, Vec<f32>)> {
             .into_iter()
             .collect();
         let inputs = [TensorType::features(vec![b.clone(), Dim::Size(width)])];
-        let mut ctx = BuildCtx {
-            node,
-            kind,
-            params: &params,
-            inputs: &inputs,
-            vars: store,
-        };
-        (reg.get(kind).expect("kind").factory.expect("factory"))(&mut ctx).expect("build")
+        reg.get(kind)
+            .expect("kind")
+            .build(node, &params, &inputs, store)
+            .expect("build")
     };
     let l1 = build(&mut store, "l1", "testkit.affine", Some(4), 5);
     let act = build(&mut store, "act", "testkit.tanh", None, 4);

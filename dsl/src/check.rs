@@ -198,45 +198,26 @@ impl<'a> Checker<'a> {
                 }
             }
         }
-        let fw = |via| Origin {
+        let framework = Origin {
             key: None,
             value: name_span,
-            via,
+            via: Via::FrameworkDefault,
         };
-        // Scalars with framework defaults.
-        fill(
-            tree,
-            "title",
-            Val::Str(experiment.to_string()),
-            fw(Via::FrameworkDefault),
-        );
-        fill(
-            tree,
-            "description",
-            Val::Str(String::new()),
-            fw(Via::FrameworkDefault),
-        );
-        fill(tree, "seed", Val::Int(0), fw(Via::FrameworkDefault));
-        fill(
-            tree,
-            "device",
-            Val::Str("cpu".into()),
-            fw(Via::FrameworkDefault),
-        );
-        fill(
-            tree,
-            "reported",
-            Val::Map(BTreeMap::new()),
-            fw(Via::FrameworkDefault),
-        );
-        fill(
-            tree,
-            "tags",
-            Val::Map(BTreeMap::new()),
-            fw(Via::FrameworkDefault),
-        );
+        // Scalars with framework defaults, written out so the rendered
+        // recipe is explicit.
+        let mut defaults = vec![
+            ("title", Val::Str(experiment.to_string())),
+            ("description", Val::Str(String::new())),
+            ("seed", Val::Int(0)),
+            ("device", Val::Str("cpu".into())),
+            ("reported", Val::Map(BTreeMap::new())),
+            ("tags", Val::Map(BTreeMap::new())),
+        ];
         if complete {
-            fill(tree, "scheduler", Val::None, fw(Via::FrameworkDefault));
+            defaults.push(("scheduler", Val::None));
+        }
+        for (key, val) in defaults {
+            fill(tree, key, val, framework.clone());
         }
         self.check_scalar(tree, "title", &ParamType::Str { choices: vec![] });
         self.check_scalar(tree, "description", &ParamType::Str { choices: vec![] });
@@ -255,7 +236,7 @@ impl<'a> Checker<'a> {
         let seed_origin = tree
             .get("seed")
             .map(|n| n.origin.clone())
-            .unwrap_or_else(|| fw(Via::FrameworkDefault));
+            .unwrap_or_else(|| framework.clone());
         fill(
             tree,
             "seeds",

@@ -35,6 +35,14 @@ pub trait Component: Send + Sync {
     ) -> candle_core::Result<Vec<Tensor>>;
 }
 
+/// Input `i` of a forward call, or an error naming the kind (inputs are
+/// checked before anything runs; this guards a misuse by a caller).
+pub fn input<'a>(inputs: &'a [Tensor], i: usize, kind: &str) -> candle_core::Result<&'a Tensor> {
+    inputs
+        .get(i)
+        .ok_or_else(|| candle_core::Error::Msg(format!("{kind}: missing input {}", i + 1)))
+}
+
 /// Builds a component; `Err` explains a problem with the recipe's values
 /// that the schema could not express (the executor shows it at the node).
 pub type Factory = fn(&mut BuildCtx) -> Result<Box<dyn Component>, BuildError>;

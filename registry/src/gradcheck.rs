@@ -7,7 +7,7 @@
 //! [`gradcheck`] from their unit tests; `mer plugins gradcheck KIND` runs it
 //! from the command line.
 
-use crate::component::{BuildCtx, Mode, ParamStore};
+use crate::component::{Mode, ParamStore};
 use crate::rng::SeededRng;
 use crate::shape::{Dim, TensorType};
 use crate::{Kind, Value};
@@ -56,25 +56,15 @@ pub fn gradcheck(
     input_dims: &[Vec<usize>],
     seed: u64,
 ) -> Result<GradReport, String> {
-    let factory = kind
-        .factory
-        .ok_or_else(|| format!("`{}` has no factory (nothing to run)", kind.schema.name))?;
     let dev = Device::Cpu;
     let mut store = ParamStore::new(seed, dev.clone());
     let types: Vec<TensorType> = input_dims
         .iter()
         .map(|d| TensorType::features(d.iter().map(|&n| Dim::Size(n)).collect()))
         .collect();
-    let component = {
-        let mut ctx = BuildCtx {
-            node: "node",
-            kind: &kind.schema.name,
-            params,
-            inputs: &types,
-            vars: &mut store,
-        };
-        factory(&mut ctx).map_err(|e| e.to_string())?
-    };
+    let component = kind
+        .build("node", params, &types, &mut store)
+        .map_err(|e| e.to_string())?;
     let err = |e: candle_core::Error| e.to_string();
     let mut rng = SeededRng::new(seed ^ 0x5eed);
     let mut inputs: Vec<(String, Var)> = Vec::new();

@@ -105,6 +105,34 @@ pub struct Kind {
     pub factory: Option<Factory>,
 }
 
+impl Kind {
+    /// Builds this kind as node `node` with `params` (defaults already
+    /// filled) for inputs of the given types, creating its parameters in
+    /// `store`. Fails if the kind has no factory or the factory refuses.
+    pub fn build(
+        &self,
+        node: &str,
+        params: &BTreeMap<String, Value>,
+        inputs: &[TensorType],
+        store: &mut ParamStore,
+    ) -> Result<Box<dyn Component>, BuildError> {
+        let factory = self.factory.ok_or_else(|| {
+            BuildError(format!(
+                "`{}` has no factory (nothing to run)",
+                self.schema.name
+            ))
+        })?;
+        let mut ctx = BuildCtx {
+            node,
+            kind: &self.schema.name,
+            params,
+            inputs,
+            vars: store,
+        };
+        factory(&mut ctx)
+    }
+}
+
 /// All kinds known to this process, by full name.
 #[derive(Debug, Default, Clone)]
 pub struct Registry {

@@ -72,7 +72,7 @@ pub enum PluginError {
         host: String,
         rebuild: String,
     },
-    #[error("`{path}` was built against SDK build {plugin}, this mer is SDK build {host} (different lockfile, features, profile or target); {rebuild}")]
+    #[error("`{path}` was built against SDK build {plugin}, this mer is SDK build {host} (different SDK sources, lockfile, features, profile or target); {rebuild}")]
     BuildId {
         path: String,
         plugin: String,
@@ -263,105 +263,13 @@ pub fn load(path: &Path, wanted: &str, registry: &mut Registry) -> Result<Plugin
             }
         }
     })?;
-    // SAFETY: we only take the address of the symbol here.
-    let header: *const PluginHeader =
-        match unsafe { lib.get::<*const PluginHeader>(b"MER_PLUGIN\0") } {
-            Ok(sym) => *sym,
-            Err(_) => {
-                keep(lib);
-                return Err(PluginError::NotAPlugin { path: shown });
-            }
-        };
-    // The symbol's address is the header itself (a static).
-    let header = header as *const u8;
-    // SAFETY: the symbol exists; its first 8 bytes are readable whatever it
-    // is (a data symbol of at least one byte, checked against the magic
-    // before anything else is read).
-    let magic: [u8; 8] = unsafe { std::ptr::read_unaligned(header as *const [u8; 8]) };
-    if magic != MAGIC {
-        keep(lib);
-        return Err(PluginError::BadMagic {
-            path: shown,
-            found: String::from_utf8_lossy(&magic).into_owned(),
-            expected: String::from_utf8_lossy(&MAGIC).into_owned(),
-        });
-    }
-    // SAFETY: the magic says this is a mer plugin header; its first two
-    // fields after the magic are u32 in every ABI version.
-    let (abi, size) = unsafe {
-        let p = header.add(8) as *const u32;
-        (
-            std::ptr::read_unaligned(p),
-            std::ptr::read_unaligned(p.add(1)),
-        )
+    let (h, name, version) = match handshake(&lib, &shown, wanted) {
+        Ok(x) => x,
+        Err(e) => {
+            keep(lib);
+            return Err(e);
+        }
     };
-    let rebuild = rebuild_hint(wanted);
-    if abi != ABI_VERSION {
-        keep(lib);
-        return Err(PluginError::Abi {
-            path: shown,
-            plugin: abi,
-            host: ABI_VERSION,
-            rebuild,
-        });
-    }
-    let host_size = std::mem::size_of::<PluginHeader>() as u32;
-    if size != host_size {
-        keep(lib);
-        return Err(PluginError::HeaderSize {
-            path: shown,
-            plugin: size,
-            host: host_size,
-            rebuild,
-        });
-    }
-    // SAFETY: same ABI version and size: the layout is ours.
-    let h: &PluginHeader = unsafe { &*(header as *const PluginHeader) };
-    // SAFETY: header string fields point to 'static C strings in the plugin.
-    let (rustc, sdk, build, name, version) = unsafe {
-        (
-            c_str(h.rustc),
-            c_str(h.sdk_version),
-            c_str(h.build_id),
-            c_str(h.name),
-            c_str(h.version),
-        )
-    };
-    if rustc != RUSTC_VERSION {
-        keep(lib);
-        return Err(PluginError::Rustc {
-            path: shown,
-            plugin: rustc,
-            host: RUSTC_VERSION.into(),
-            rebuild,
-        });
-    }
-    if sdk != SDK_VERSION {
-        keep(lib);
-        return Err(PluginError::SdkVersion {
-            path: shown,
-            plugin: sdk,
-            host: SDK_VERSION.into(),
-            rebuild,
-        });
-    }
-    if build != SDK_BUILD_ID {
-        keep(lib);
-        return Err(PluginError::BuildId {
-            path: shown,
-            plugin: build,
-            host: SDK_BUILD_ID.into(),
-            rebuild,
-        });
-    }
-    if name != wanted {
-        keep(lib);
-        return Err(PluginError::Name {
-            path: shown,
-            declared: name,
-            wanted: wanted.into(),
-        });
-    }
     let mut collect = Collect {
         namespace: name.clone(),
         kinds: Vec::new(),
@@ -395,6 +303,105 @@ pub fn load(path: &Path, wanted: &str, registry: &mut Registry) -> Result<Plugin
             source,
         })?;
     Ok(info)
+}
+
+/// Reads the plugin's header and compares every field with this build's;
+/// nothing of the plugin is called. Returns the header, name and version.
+fn handshake(
+    lib: &libloading::Library,
+    shown: &str,
+    wanted: &str,
+) -> Result<(&'static PluginHeader, String, String), PluginError> {
+    let path = shown.to_string();
+    // SAFETY: we only take the address of the symbol here.
+    let header: *const PluginHeader =
+        match unsafe { lib.get::<*const PluginHeader>(b"MER_PLUGIN\0") } {
+            Ok(sym) => *sym,
+            Err(_) => return Err(PluginError::NotAPlugin { path }),
+        };
+    let header = header as *const u8;
+    // SAFETY: the symbol exists; its first 8 bytes are read and compared
+    // with the magic before anything else is read.
+    let magic: [u8; 8] = unsafe { std::ptr::read_unaligned(header as *const [u8; 8]) };
+    if magic != MAGIC {
+        return Err(PluginError::BadMagic {
+            path,
+            found: String::from_utf8_lossy(&magic).into_owned(),
+            expected: String::from_utf8_lossy(&MAGIC).into_owned(),
+        });
+    }
+    // SAFETY: the magic says this is a mer plugin header; the two fields
+    // after the magic are u32 in every ABI version.
+    let (abi, size) = unsafe {
+        let p = header.add(8) as *const u32;
+        (
+            std::ptr::read_unaligned(p),
+            std::ptr::read_unaligned(p.add(1)),
+        )
+    };
+    let rebuild = rebuild_hint(wanted);
+    if abi != ABI_VERSION {
+        return Err(PluginError::Abi {
+            path,
+            plugin: abi,
+            host: ABI_VERSION,
+            rebuild,
+        });
+    }
+    let host_size = std::mem::size_of::<PluginHeader>() as u32;
+    if size != host_size {
+        return Err(PluginError::HeaderSize {
+            path,
+            plugin: size,
+            host: host_size,
+            rebuild,
+        });
+    }
+    // SAFETY: same ABI version and size: the layout is ours. The header is
+    // a static of a library that is never unloaded, hence 'static.
+    let h: &'static PluginHeader = unsafe { &*(header as *const PluginHeader) };
+    // SAFETY: header string fields point to 'static C strings in the plugin.
+    let (rustc, sdk, build, name, version) = unsafe {
+        (
+            c_str(h.rustc),
+            c_str(h.sdk_version),
+            c_str(h.build_id),
+            c_str(h.name),
+            c_str(h.version),
+        )
+    };
+    if rustc != RUSTC_VERSION {
+        return Err(PluginError::Rustc {
+            path,
+            plugin: rustc,
+            host: RUSTC_VERSION.into(),
+            rebuild,
+        });
+    }
+    if sdk != SDK_VERSION {
+        return Err(PluginError::SdkVersion {
+            path,
+            plugin: sdk,
+            host: SDK_VERSION.into(),
+            rebuild,
+        });
+    }
+    if build != SDK_BUILD_ID {
+        return Err(PluginError::BuildId {
+            path,
+            plugin: build,
+            host: SDK_BUILD_ID.into(),
+            rebuild,
+        });
+    }
+    if name != wanted {
+        return Err(PluginError::Name {
+            path,
+            declared: name,
+            wanted: wanted.into(),
+        });
+    }
+    Ok((h, name, version))
 }
 
 fn keep(lib: libloading::Library) {

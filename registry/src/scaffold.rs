@@ -49,10 +49,11 @@ mer-registry.workspace = true
 //! Recipes enable it with `use {name}`; its kinds live under `{name}.`.
 
 use mer_registry::candle::{{Result as CResult, Tensor}};
+use mer_registry::component::input;
 use mer_registry::plugin::Registrar;
 use mer_registry::{{
-    export_plugin, BuildCtx, BuildError, Component, Dim, Init, KindBuilder, Mode, Role, SeededRng, ShapeCtx, ShapeError,
-    TensorType,
+    export_plugin, BuildCtx, BuildError, Component, Dim, Init, KindBuilder, Mode, Role, SeededRng,
+    ShapeCtx, ShapeError, TensorType,
 }};
 
 /// A gated projection: `y = (x·W + b) ⊙ σ(x·G)`.
@@ -63,11 +64,16 @@ struct GatedLinear {{
 }}
 
 impl Component for GatedLinear {{
-    fn forward(&self, inputs: &[Tensor], _mode: Mode, _rng: &mut SeededRng) -> CResult<Vec<Tensor>> {{
-        let x = inputs
-            .first()
-            .ok_or_else(|| mer_registry::candle::Error::Msg("{name}.gated_linear: no input".into()))?;
-        let y = x.broadcast_matmul(&self.weight)?.broadcast_add(&self.bias)?;
+    fn forward(
+        &self,
+        inputs: &[Tensor],
+        _mode: Mode,
+        _rng: &mut SeededRng,
+    ) -> CResult<Vec<Tensor>> {{
+        let x = input(inputs, 0, "{name}.gated_linear")?;
+        let y = x
+            .broadcast_matmul(&self.weight)?
+            .broadcast_add(&self.bias)?;
         let g = mer_registry::candle_nn::ops::sigmoid(&x.broadcast_matmul(&self.gate)?)?;
         Ok(vec![(y * g)?])
     }}
@@ -77,16 +83,28 @@ fn build(ctx: &mut BuildCtx) -> Result<Box<dyn Component>, BuildError> {{
     // The input width comes from the producer: recipes never repeat it.
     let d_in = ctx.input_width(0)?;
     let d_out = ctx.usize("out")?;
-    let weight = ctx.param("weight", &[d_in, d_out], Init::KaimingUniform {{ fan_in: d_in }})?;
+    let weight = ctx.param(
+        "weight",
+        &[d_in, d_out],
+        Init::KaimingUniform {{ fan_in: d_in }},
+    )?;
     let bias = ctx.param("bias", &[d_out], Init::Zeros)?;
-    let gate = ctx.param("gate", &[d_in, d_out], Init::KaimingUniform {{ fan_in: d_in }})?;
+    let gate = ctx.param(
+        "gate",
+        &[d_in, d_out],
+        Init::KaimingUniform {{ fan_in: d_in }},
+    )?;
     Ok(Box::new(GatedLinear {{ weight, bias, gate }}))
 }}
 
 fn shapes(c: &ShapeCtx) -> Result<Vec<TensorType>, ShapeError> {{
     let t = c.input(0)?;
     if t.rank() < 2 {{
-        return Err(ShapeError::new(format!("`{name}.gated_linear` expects [B, .., D], `{{}}` is {{t}}", c.source(0))).at_input(0));
+        return Err(ShapeError::new(format!(
+            "`{name}.gated_linear` expects [B, .., D], `{{}}` is {{t}}",
+            c.source(0)
+        ))
+        .at_input(0));
     }}
     Ok(vec![t.with_last(Dim::Size(c.usize("out").unwrap_or(1)))])
 }}
@@ -117,15 +135,17 @@ mod tests {{
     #[test]
     fn builds_runs_and_trains() {{
         let mut reg = Registry::new();
-        reg.add_static_plugin("{name}", env!("CARGO_PKG_VERSION"), register).unwrap();
+        reg.add_static_plugin("{name}", env!("CARGO_PKG_VERSION"), register)
+            .unwrap();
         let kind = reg.get("{name}.gated_linear").unwrap();
         let mut store = ParamStore::new(1, Device::Cpu);
         let params = BTreeMap::from([("out".to_string(), Value::Int(2))]);
         let inputs = [TensorType::features(vec![Dim::sym("B"), Dim::Size(3)])];
-        let mut ctx = BuildCtx {{ node: "g", kind: "{name}.gated_linear", params: &params, inputs: &inputs, vars: &mut store }};
-        let c = (kind.factory.unwrap())(&mut ctx).unwrap();
+        let c = kind.build("g", &params, &inputs, &mut store).unwrap();
         let x = Tensor::ones((4, 3), DType::F32, &Device::Cpu).unwrap();
-        let y = c.forward(&[x], Mode::Train, &mut SeededRng::new(0)).unwrap();
+        let y = c
+            .forward(&[x], Mode::Train, &mut SeededRng::new(0))
+            .unwrap();
         assert_eq!(y[0].dims(), &[4, 2]);
         // Gradients reach every parameter.
         let grads = y[0].sum_all().unwrap().backward().unwrap();

@@ -3,6 +3,7 @@
 //! Recipes enable it with `use hello`; its kinds live under `hello.`.
 
 use mer_registry::candle::{Result as CResult, Tensor};
+use mer_registry::component::input;
 use mer_registry::plugin::Registrar;
 use mer_registry::{
     export_plugin, BuildCtx, BuildError, Component, Dim, Init, KindBuilder, Mode, Role, SeededRng,
@@ -23,9 +24,7 @@ impl Component for GatedLinear {
         _mode: Mode,
         _rng: &mut SeededRng,
     ) -> CResult<Vec<Tensor>> {
-        let x = inputs.first().ok_or_else(|| {
-            mer_registry::candle::Error::Msg("hello.gated_linear: no input".into())
-        })?;
+        let x = input(inputs, 0, "hello.gated_linear")?;
         let y = x
             .broadcast_matmul(&self.weight)?
             .broadcast_add(&self.bias)?;
@@ -96,14 +95,7 @@ mod tests {
         let mut store = ParamStore::new(1, Device::Cpu);
         let params = BTreeMap::from([("out".to_string(), Value::Int(2))]);
         let inputs = [TensorType::features(vec![Dim::sym("B"), Dim::Size(3)])];
-        let mut ctx = BuildCtx {
-            node: "g",
-            kind: "hello.gated_linear",
-            params: &params,
-            inputs: &inputs,
-            vars: &mut store,
-        };
-        let c = (kind.factory.unwrap())(&mut ctx).unwrap();
+        let c = kind.build("g", &params, &inputs, &mut store).unwrap();
         let x = Tensor::ones((4, 3), DType::F32, &Device::Cpu).unwrap();
         let y = c
             .forward(&[x], Mode::Train, &mut SeededRng::new(0))

@@ -7,6 +7,7 @@
 //! to test that the host reports it instead of crashing.
 
 use mer_registry::candle::{Result as CResult, Tensor};
+use mer_registry::component::input;
 use mer_registry::plugin::Registrar;
 use mer_registry::{
     export_plugin, BuildCtx, BuildError, Component, Init, KindBuilder, Mode, Role, SeededRng,
@@ -26,9 +27,7 @@ impl Component for Affine {
         _mode: Mode,
         _rng: &mut SeededRng,
     ) -> CResult<Vec<Tensor>> {
-        let x = inputs
-            .first()
-            .ok_or_else(|| mer_registry::candle::Error::Msg("testkit.affine: no input".into()))?;
+        let x = input(inputs, 0, "testkit.affine")?;
         Ok(vec![x
             .broadcast_matmul(&self.weight)?
             .broadcast_add(&self.bias)?])
@@ -69,9 +68,7 @@ impl Component for Tanh {
         _mode: Mode,
         _rng: &mut SeededRng,
     ) -> CResult<Vec<Tensor>> {
-        let x = inputs
-            .first()
-            .ok_or_else(|| mer_registry::candle::Error::Msg("testkit.tanh: no input".into()))?;
+        let x = input(inputs, 0, "testkit.tanh")?;
         Ok(vec![x.tanh()?])
     }
 }
@@ -128,14 +125,7 @@ mod tests {
         let mut store = ParamStore::new(7, Device::Cpu);
         let params = BTreeMap::from([("out".to_string(), mer_registry::Value::Int(2))]);
         let inputs = [TensorType::features(vec![Dim::sym("B"), Dim::Size(3)])];
-        let mut ctx = BuildCtx {
-            node: "a",
-            kind: "testkit.affine",
-            params: &params,
-            inputs: &inputs,
-            vars: &mut store,
-        };
-        let c = (kind.factory.unwrap())(&mut ctx).unwrap();
+        let c = kind.build("a", &params, &inputs, &mut store).unwrap();
         let x = Tensor::ones((4, 3), mer_registry::candle::DType::F32, &Device::Cpu).unwrap();
         let y = c
             .forward(&[x], Mode::Train, &mut SeededRng::new(0))
