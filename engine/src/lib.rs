@@ -2,11 +2,13 @@
 //!
 //! This crate declares the schemas of every builtin dataset, component,
 //! loss, metric, optimiser, scheduler and protocol, so that `mer check`
-//! validates recipes against them. The candle implementations behind these
-//! schemas (executor, training loop, data loaders) are added kind by kind;
-//! each keeps the schema declared here as its single source of truth.
+//! validates recipes against them, and implements them on candle
+//! ([`nn`]: the core `nn.*` components). Kinds still without a factory
+//! check but do not yet run; each keeps the schema declared here as its
+//! single source of truth.
 
 pub mod kinds;
+pub mod nn;
 
 use mer_registry::Registry;
 
@@ -83,6 +85,41 @@ mod tests {
                 assert!(!k.outputs.is_empty(), "{} has no output port", k.name);
             }
         }
+    }
+
+    /// Every builtin with a factory has a runnable example, and its
+    /// gradients (parameters and inputs) match finite differences.
+    #[test]
+    fn every_builtin_component_passes_gradcheck() {
+        let r = builtin_registry();
+        let mut checked = 0;
+        for schema in r.kinds() {
+            let k = r.get(&schema.name).expect("listed");
+            if k.factory.is_none() {
+                continue;
+            }
+            let ex = k
+                .example
+                .as_ref()
+                .unwrap_or_else(|| panic!("{} has a factory but no example", schema.name));
+            let params = k
+                .example_params()
+                .unwrap_or_else(|| panic!("{}: example misses a required parameter", schema.name));
+            let report = mer_registry::gradcheck::gradcheck(k, &params, &ex.inputs, 3)
+                .unwrap_or_else(|e| panic!("{}: {e}", schema.name));
+            for c in &report.checked {
+                assert!(c.reached, "{}: no gradient reached {}", schema.name, c.name);
+                assert!(
+                    c.max_error <= report.tolerance,
+                    "{}: {} off by {:.2e}",
+                    schema.name,
+                    c.name,
+                    c.max_error
+                );
+            }
+            checked += 1;
+        }
+        assert!(checked >= 20, "{checked}");
     }
 
     #[test]

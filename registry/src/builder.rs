@@ -1,8 +1,9 @@
 //! A builder so that declaring a kind reads like its documentation.
 
+use crate::contracts::{DatasetFactory, MetricFactory, ProtocolFactory};
 use crate::{
-    Factory, FoldRule, InputSpec, Kind, KindSchema, ParamSpec, ParamType, PortSpec, Role, ShapeFn,
-    Value,
+    Example, Factory, FoldRule, InputSpec, Kind, KindSchema, ParamSpec, ParamType, PortSpec, Role,
+    ShapeFn, Value,
 };
 
 /// Builds a [`KindSchema`]. Parameter helpers take `None` as the default to
@@ -12,6 +13,10 @@ pub struct KindBuilder {
     schema: KindSchema,
     shapes: Option<ShapeFn>,
     factory: Option<Factory>,
+    dataset: Option<DatasetFactory>,
+    metric: Option<MetricFactory>,
+    protocol: Option<ProtocolFactory>,
+    example: Option<Example>,
 }
 
 impl KindBuilder {
@@ -29,6 +34,10 @@ impl KindBuilder {
             },
             shapes: None,
             factory: None,
+            dataset: None,
+            metric: None,
+            protocol: None,
+            example: None,
         }
     }
 
@@ -193,12 +202,47 @@ impl KindBuilder {
         self
     }
 
+    /// How the dataset is built (role `Data`).
+    pub fn dataset(mut self, f: DatasetFactory) -> Self {
+        self.dataset = Some(f);
+        self
+    }
+
+    /// How the metric is built (role `Metric`).
+    pub fn metric(mut self, f: MetricFactory) -> Self {
+        self.metric = Some(f);
+        self
+    }
+
+    /// How the protocol is built (role `Protocol`).
+    pub fn protocol(mut self, f: ProtocolFactory) -> Self {
+        self.protocol = Some(f);
+        self
+    }
+
+    /// A runnable example: explicit parameters and input dims. Kinds with
+    /// a factory and an example are gradient-checked by mer's test suite.
+    pub fn example(mut self, params: &[(&str, Value)], inputs: &[&[usize]]) -> Self {
+        self.example = Some(Example {
+            params: params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            inputs: inputs.iter().map(|d| d.to_vec()).collect(),
+        });
+        self
+    }
+
     /// The finished kind.
     pub fn build(self) -> Kind {
         Kind {
             schema: self.schema,
             shapes: self.shapes,
             factory: self.factory,
+            dataset: self.dataset,
+            metric: self.metric,
+            protocol: self.protocol,
+            example: self.example,
         }
     }
 }

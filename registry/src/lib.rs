@@ -50,6 +50,7 @@ pub use mer_dsl as dsl;
 
 mod builder;
 pub mod component;
+pub mod contracts;
 mod describe;
 pub mod gradcheck;
 pub mod loader;
@@ -100,9 +101,40 @@ pub struct Kind {
     pub schema: KindSchema,
     /// Output types from input types; `None` leaves outputs unchecked.
     pub shapes: Option<ShapeFn>,
-    /// Builds the component; `None` for kinds that only describe (datasets,
-    /// protocols and metrics are executed by the engine itself).
+    /// Builds the component (models and losses).
     pub factory: Option<Factory>,
+    /// Builds the dataset (role `Data`).
+    pub dataset: Option<contracts::DatasetFactory>,
+    /// Builds the metric (role `Metric`).
+    pub metric: Option<contracts::MetricFactory>,
+    /// Builds the protocol (role `Protocol`).
+    pub protocol: Option<contracts::ProtocolFactory>,
+    /// A small runnable example (parameters, input dims) used by the
+    /// gradient-check suite and shown by `mer plugins describe`.
+    pub example: Option<Example>,
+}
+
+/// A runnable example of a component kind.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    /// Parameters set explicitly (the rest take their defaults).
+    pub params: Vec<(String, Value)>,
+    /// Input dims, one entry per input.
+    pub inputs: Vec<Vec<usize>>,
+}
+
+impl Kind {
+    /// The example's parameters with every default filled in.
+    pub fn example_params(&self) -> Option<BTreeMap<String, Value>> {
+        let ex = self.example.as_ref()?;
+        let mut m: BTreeMap<String, Value> = ex.params.iter().cloned().collect();
+        for p in &self.schema.params {
+            if !m.contains_key(&p.name) {
+                m.insert(p.name.clone(), p.default.clone()?);
+            }
+        }
+        Some(m)
+    }
 }
 
 impl Kind {

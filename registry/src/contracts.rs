@@ -1,0 +1,177 @@
+//! The contracts beyond components: how losses, metrics, datasets and
+//! evaluation protocols plug in.
+//!
+//! * A **loss** is a [`Component`](crate::Component) of role `Loss`: inputs
+//!   `(pred, target)`, one output, a scalar. The executor weights and sums
+//!   the terms of `loss = a * x + b * y`.
+//! * A **metric** accumulates predictions by sample id over batches and
+//!   folds, then reports both pooled and per-fold values ([`Metric`]).
+//! * A **dataset** indexes its samples (id, group, labels) without loading
+//!   pixels, and loads batches by index ([`Dataset`]).
+//! * A **protocol** turns a dataset index into folds whose groups never
+//!   straddle train and test ([`Protocol`], checked by [`verify_folds`]).
+
+use crate::component::BuildError;
+use crate::Value;
+use candle_core::Tensor;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One sample as the index knows it: no pixels, only what protocols and
+/// reports need. `id` is stable across runs (file path or clip name).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleMeta {
+    pub id: String,
+    /// The dataset node it came from (folds are keyed by (dataset, group)).
+    pub dataset: String,
+    /// The group key a protocol splits on, e.g. the subject.
+    pub group: String,
+    /// Label columns, e.g. `emotion`, for stratification and reports.
+    pub labels: BTreeMap<String, Value>,
+}
+
+/// A batch of loaded samples: one tensor per output port of the dataset.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub ids: Vec<String>,
+    pub ports: BTreeMap<String, Tensor>,
+}
+
+/// A data error names the file and row it came from; nothing is dropped
+/// silently.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{file}{}: {message}", row.map(|r| format!(":{r}")).unwrap_or_default())]
+pub struct DataError {
+    pub file: String,
+    pub row: Option<usize>,
+    pub message: String,
+}
+
+/// A dataset kind's implementation.
+pub trait Dataset: Send + Sync {
+    /// Every sample, in a stable order.
+    fn index(&self) -> Result<Vec<SampleMeta>, DataError>;
+    /// Loads the samples at these positions of [`Dataset::index`]. `train`
+    /// selects training-time sampling (e.g. noisy-uniform frames).
+    fn load(&self, positions: &[usize], train: bool) -> Result<Batch, DataError>;
+}
+
+/// Builds a dataset from its parameters (after defaults).
+pub type DatasetFactory = fn(&BTreeMap<String, Value>) -> Result<Box<dyn Dataset>, BuildError>;
+
+/// One fold: positions into the index.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fold {
+    /// Stable name, e.g. `sub07` for LOSO.
+    pub name: String,
+    pub train: Vec<usize>,
+    pub test: Vec<usize>,
+}
+
+/// An evaluation protocol's implementation.
+pub trait Protocol: Send + Sync {
+    /// The folds over `index`. The executor runs [`verify_folds`] on them
+    /// before training.
+    fn folds(&self, index: &[SampleMeta]) -> Result<Vec<Fold>, String>;
+}
+
+/// Builds a protocol from its parameters (after defaults).
+pub type ProtocolFactory = fn(&BTreeMap<String, Value>) -> Result<Box<dyn Protocol>, BuildError>;
+
+/// Checks that no (dataset, group) appears in both train and test of any
+/// fold, and that no sample is in both. Returns the first violation.
+pub fn verify_folds(index: &[SampleMeta], folds: &[Fold]) -> Result<(), String> {
+    for f in folds {
+        let key = |p: &usize| index.get(*p).map(|s| (s.dataset.clone(), s.group.clone()));
+        let train: BTreeSet<_> = f.train.iter().filter_map(key).collect();
+        if let Some((d, g)) = f.test.iter().filter_map(key).find(|k| train.contains(k)) {
+            return Err(format!(
+                "fold `{}`: group `{g}` of dataset `{d}` is in both train and test",
+                f.name
+            ));
+        }
+        let tr: BTreeSet<usize> = f.train.iter().copied().collect();
+        if let Some(p) = f.test.iter().find(|p| tr.contains(p)) {
+            return Err(format!(
+                "fold `{}`: sample {p} is in both train and test",
+                f.name
+            ));
+        }
+        if let Some(p) = f.train.iter().chain(&f.test).find(|p| **p >= index.len()) {
+            return Err(format!(
+                "fold `{}`: position {p} is outside the index",
+                f.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A metric's value, with how it was computed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricValue {
+    /// e.g. `uf1`, `f1[AU12]`.
+    pub name: String,
+    /// Over all folds' predictions at once.
+    pub pooled: f64,
+    /// Mean over folds, and how many folds had the needed classes.
+    pub per_fold_mean: f64,
+    pub folds_counted: usize,
+    /// Plain words for the report: "binary F1 per AU, threshold 0.5 fixed".
+    pub how: String,
+}
+
+/// A metric kind's implementation: accumulates by fold, reports both
+/// aggregates (the report states which it shows).
+pub trait Metric: Send {
+    /// Adds one batch of predictions for `fold`, keyed by sample id.
+    fn update(
+        &mut self,
+        fold: &str,
+        ids: &[String],
+        pred: &Tensor,
+        target: &Tensor,
+    ) -> candle_core::Result<()>;
+    /// The values so far.
+    fn finish(&self) -> Vec<MetricValue>;
+}
+
+/// Builds a metric from its parameters (after defaults).
+pub type MetricFactory = fn(&BTreeMap<String, Value>) -> Result<Box<dyn Metric>, BuildError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(id: &str, group: &str) -> SampleMeta {
+        SampleMeta {
+            id: id.into(),
+            dataset: "d".into(),
+            group: group.into(),
+            labels: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn folds_must_keep_groups_apart() {
+        let idx = vec![s("a", "s1"), s("b", "s1"), s("c", "s2")];
+        let good = Fold {
+            name: "s2".into(),
+            train: vec![0, 1],
+            test: vec![2],
+        };
+        assert!(verify_folds(&idx, &[good]).is_ok());
+        let leak = Fold {
+            name: "bad".into(),
+            train: vec![0, 2],
+            test: vec![1],
+        };
+        let e = verify_folds(&idx, &[leak]).unwrap_err();
+        assert!(e.contains("group `s1`"), "{e}");
+        let out = Fold {
+            name: "x".into(),
+            train: vec![0],
+            test: vec![7],
+        };
+        assert!(verify_folds(&idx, &[out]).unwrap_err().contains("outside"));
+    }
+}
