@@ -599,7 +599,9 @@ fn gradcheck(
             .map(|d| d.trim().parse::<usize>())
             .collect::<Result<Vec<_>, _>>()
         {
-            Ok(d) if !d.is_empty() && d.iter().all(|&x| x > 0) => dims.push(d),
+            Ok(d) if !d.is_empty() && d.iter().all(|&x| x > 0) => {
+                dims.push(mer_registry::ExampleInput::Features(d))
+            }
             _ => return usage(format!("`--input {i}` is not a shape like 4x16")),
         }
     }

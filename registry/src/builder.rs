@@ -1,6 +1,7 @@
 //! A builder so that declaring a kind reads like its documentation.
 
 use crate::contracts::{DatasetFactory, MetricFactory, ProtocolFactory};
+use crate::ExampleInput;
 use crate::{
     Example, Factory, FoldRule, InputSpec, Kind, KindSchema, ParamSpec, ParamType, PortSpec, Role,
     ShapeFn, Value,
@@ -228,7 +229,23 @@ impl KindBuilder {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.clone()))
                 .collect(),
-            inputs: inputs.iter().map(|d| d.to_vec()).collect(),
+            inputs: inputs
+                .iter()
+                .map(|d| ExampleInput::Features(d.to_vec()))
+                .collect(),
+        });
+        self
+    }
+
+    /// A runnable example whose inputs include fixed targets (losses and
+    /// metrics): only `Features` inputs are differentiated.
+    pub fn example_inputs(mut self, params: &[(&str, Value)], inputs: Vec<ExampleInput>) -> Self {
+        self.example = Some(Example {
+            params: params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            inputs,
         });
         self
     }

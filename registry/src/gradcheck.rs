@@ -10,7 +10,7 @@
 use crate::component::{Mode, ParamStore};
 use crate::rng::SeededRng;
 use crate::shape::{Dim, TensorType};
-use crate::{Kind, Value};
+use crate::{ExampleInput, Kind, Value};
 use candle_core::{Device, Tensor, Var};
 use std::collections::BTreeMap;
 
@@ -53,30 +53,72 @@ fn scalar(t: &Tensor) -> candle_core::Result<f64> {
 pub fn gradcheck(
     kind: &Kind,
     params: &BTreeMap<String, Value>,
-    input_dims: &[Vec<usize>],
+    example_inputs: &[ExampleInput],
     seed: u64,
 ) -> Result<GradReport, String> {
     let dev = Device::Cpu;
     let mut store = ParamStore::new(seed, dev.clone());
-    let types: Vec<TensorType> = input_dims
+    let types: Vec<TensorType> = example_inputs
         .iter()
-        .map(|d| TensorType::features(d.iter().map(|&n| Dim::Size(n)).collect()))
+        .map(|e| {
+            let dims = e.dims().iter().map(|&n| Dim::Size(n)).collect();
+            match e {
+                ExampleInput::Features(_) => TensorType::features(dims),
+                ExampleInput::ClassIndex { classes, .. } => TensorType {
+                    dims,
+                    dtype: crate::DType::I64,
+                    semantic: crate::Semantic::ClassIndex {
+                        classes: Some(*classes),
+                    },
+                },
+                ExampleInput::Binary(_) => TensorType::f32(dims, crate::Semantic::MultiLabel),
+            }
+        })
         .collect();
     let component = kind
         .build("node", params, &types, &mut store)
         .map_err(|e| e.to_string())?;
     let err = |e: candle_core::Error| e.to_string();
     let mut rng = SeededRng::new(seed ^ 0x5eed);
+    // Differentiable inputs are Vars; targets are fixed tensors.
     let mut inputs: Vec<(String, Var)> = Vec::new();
-    for (i, d) in input_dims.iter().enumerate() {
+    let mut all_inputs: Vec<Tensor> = Vec::new();
+    for (i, e) in example_inputs.iter().enumerate() {
+        let d = e.dims();
         let n: usize = d.iter().product();
-        let data: Vec<f32> = (0..n).map(|_| rng.normal()).collect();
-        let v = Var::from_tensor(&Tensor::from_vec(data, d.as_slice(), &dev).map_err(err)?)
-            .map_err(err)?;
-        inputs.push((format!("input {}", i + 1), v));
+        match e {
+            ExampleInput::Features(_) => {
+                let data: Vec<f32> = (0..n).map(|_| rng.normal()).collect();
+                let v = Var::from_tensor(&Tensor::from_vec(data, d, &dev).map_err(err)?)
+                    .map_err(err)?;
+                all_inputs.push(v.as_tensor().clone());
+                inputs.push((format!("input {}", i + 1), v));
+            }
+            ExampleInput::ClassIndex { classes, .. } => {
+                let data: Vec<i64> = (0..n)
+                    .map(|_| (rng.next_u64() % (*classes).max(1) as u64) as i64)
+                    .collect();
+                all_inputs.push(Tensor::from_vec(data, d, &dev).map_err(err)?);
+            }
+            ExampleInput::Binary(_) => {
+                let data: Vec<f32> = (0..n)
+                    .map(|_| if rng.uniform() < 0.5 { 1.0 } else { 0.0 })
+                    .collect();
+                all_inputs.push(Tensor::from_vec(data, d, &dev).map_err(err)?);
+            }
+        }
     }
     let run = |weights: Option<&[Tensor]>| -> candle_core::Result<(Tensor, Vec<Tensor>)> {
-        let xs: Vec<Tensor> = inputs.iter().map(|(_, v)| v.as_tensor().clone()).collect();
+        // Read the Vars anew each call: `var.set` swaps their storage.
+        let mut vars = inputs.iter().map(|(_, v)| v.as_tensor().clone());
+        let xs: Vec<Tensor> = example_inputs
+            .iter()
+            .zip(&all_inputs)
+            .map(|(e, fixed)| match e {
+                ExampleInput::Features(_) => vars.next().unwrap_or_else(|| fixed.clone()),
+                _ => fixed.clone(),
+            })
+            .collect();
         // Training mode with the same seed on every call: dropout draws the
         // same mask each time, so central differences stay valid.
         let outs = component.forward(&xs, Mode::Train, &mut SeededRng::new(0))?;

@@ -119,8 +119,29 @@ pub struct Kind {
 pub struct Example {
     /// Parameters set explicitly (the rest take their defaults).
     pub params: Vec<(String, Value)>,
-    /// Input dims, one entry per input.
-    pub inputs: Vec<Vec<usize>>,
+    /// One entry per input.
+    pub inputs: Vec<ExampleInput>,
+}
+
+/// One input of an [`Example`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExampleInput {
+    /// Random normal floats; differentiated and checked.
+    Features(Vec<usize>),
+    /// Class indices in `0..classes` (i64); fixed, not differentiated.
+    ClassIndex { dims: Vec<usize>, classes: usize },
+    /// Random 0/1 targets (f32); fixed, not differentiated.
+    Binary(Vec<usize>),
+}
+
+impl ExampleInput {
+    /// The dims of this input.
+    pub fn dims(&self) -> &[usize] {
+        match self {
+            ExampleInput::Features(d) | ExampleInput::Binary(d) => d,
+            ExampleInput::ClassIndex { dims, .. } => dims,
+        }
+    }
 }
 
 impl Kind {

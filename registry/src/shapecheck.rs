@@ -114,6 +114,11 @@ pub(crate) fn check(
 }
 
 impl Registry {
+    /// Inferred output types of every node the graph can type.
+    pub fn node_types(&self, g: &GraphIr) -> HashMap<NodeIndex, Vec<TensorType>> {
+        check(self, g, &SourceMap::new()).0
+    }
+
     /// Inferred types of every port the graph can type, by node name and
     /// port name (for `mer graph` and tools).
     pub fn infer_types(&self, g: &GraphIr) -> Vec<(String, String, TensorType)> {
