@@ -983,4 +983,538 @@ mod tests {
                 .unwrap()) as f64;
         assert!((ratio - 7.0 / 8.0).abs() < 1e-3, "{ratio}");
     }
+
+    #[test]
+    fn lora_starts_at_the_base_trains_b_and_merges() {
+        let (lora, store) = build("nn.lora_linear", &[("out", Value::Int(3))], &[4, 5]);
+        assert_eq!(
+            store.len(),
+            2,
+            "only A and B are trainable; the base is a plain tensor"
+        );
+        let x = randn(&[4, 5], 9);
+        let y0 = lora
+            .forward(std::slice::from_ref(&x), Mode::Eval, &mut SeededRng::new(0))
+            .unwrap()
+            .remove(0);
+        let grads = y0.sum_all().unwrap().backward().unwrap();
+        for (name, v) in store.vars() {
+            let g = grads.get(v.as_tensor()).expect("reached");
+            let nonzero = g
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                > 0.0;
+            // B = 0 at init: A's gradient is exactly zero, B's is not.
+            assert_eq!(nonzero, name.contains("lora_B"), "{name}");
+            if name.contains("lora_B") {
+                v.set(&(v.as_tensor() - (g * 0.5).unwrap()).unwrap())
+                    .unwrap();
+            }
+        }
+        let y1 = lora
+            .forward(std::slice::from_ref(&x), Mode::Eval, &mut SeededRng::new(0))
+            .unwrap()
+            .remove(0);
+        assert!(
+            (&y1 - &y0)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                > 1e-3,
+            "the update changed the output"
+        );
+    }
+
+    #[test]
+    fn causal_attention_never_looks_ahead() {
+        let (att, _) = build(
+            "nn.attention",
+            &[("heads", Value::Int(2)), ("causal", Value::Bool(true))],
+            &[1, 4, 6],
+        );
+        let x = randn(&[1, 4, 6], 4);
+        let mut v: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+        for e in v.iter_mut().skip(2 * 6) {
+            *e += 3.0; // change positions 2 and 3 only
+        }
+        let x2 = Tensor::from_vec(v, (1, 4, 6), &Device::Cpu).unwrap();
+        let run = |x: &Tensor| {
+            att.forward(std::slice::from_ref(x), Mode::Eval, &mut SeededRng::new(0))
+                .unwrap()
+                .remove(0)
+        };
+        let (a, b) = (run(&x), run(&x2));
+        let early = (a.narrow(1, 0, 2).unwrap() - b.narrow(1, 0, 2).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let late = (a.narrow(1, 2, 2).unwrap() - b.narrow(1, 2, 2).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(early < 1e-6, "positions 0-1 saw the future: {early}");
+        assert!(late > 1e-3);
+    }
+}
+
+// ---- attention and transformers -------------------------------------------
+
+/// Softmax over the last dimension from primitives (candle-nn's fused
+/// `softmax_last_dim` records no backward pass).
+pub fn softmax(x: &Tensor) -> CResult<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&max)?.exp()?;
+    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+}
+
+/// Multi-head attention: queries from one sequence, keys and values from
+/// another (the same one for self-attention).
+struct Mha {
+    q: Linear,
+    kv: Linear,
+    out: Linear,
+    heads: usize,
+    p: f64,
+    causal: bool,
+}
+
+impl Mha {
+    fn new(
+        ctx: &mut BuildCtx,
+        prefix: &str,
+        d: usize,
+        d_ctx: usize,
+        heads: usize,
+        p: f64,
+        causal: bool,
+    ) -> Result<Self, BuildError> {
+        if heads == 0 || d % heads != 0 {
+            return Err(BuildError(format!(
+                "width {d} does not split into {heads} heads"
+            )));
+        }
+        Ok(Mha {
+            q: Linear::new(ctx, &format!("{prefix}q."), d, d, true)?,
+            kv: Linear::new(ctx, &format!("{prefix}kv."), d_ctx, 2 * d, true)?,
+            out: Linear::new(ctx, &format!("{prefix}out."), d, d, true)?,
+            heads,
+            p,
+            causal,
+        })
+    }
+
+    fn split(&self, x: &Tensor) -> CResult<Tensor> {
+        let (b, n, d) = x.dims3()?;
+        x.reshape((b, n, self.heads, d / self.heads))?
+            .transpose(1, 2)?
+            .contiguous()
+    }
+
+    fn apply(
+        &self,
+        x: &Tensor,
+        ctx: &Tensor,
+        mask: Option<&Tensor>,
+        mode: Mode,
+        rng: &mut SeededRng,
+    ) -> CResult<Tensor> {
+        let (b, nq, d) = x.dims3()?;
+        let nk = ctx.dim(1)?;
+        let q = self.split(&self.q.apply(x)?)?;
+        let kv = self.kv.apply(ctx)?;
+        let k = self.split(&kv.narrow(2, 0, d)?)?;
+        let v = self.split(&kv.narrow(2, d, d)?)?;
+        let hd = (d / self.heads) as f64;
+        let mut scores = (q.matmul(&k.t()?)? / hd.sqrt())?;
+        if self.causal {
+            let m: Vec<f32> = (0..nq)
+                .flat_map(|i| (0..nk).map(move |j| if j > i { -1e9 } else { 0.0 }))
+                .collect();
+            scores = scores.broadcast_add(&Tensor::from_vec(m, (nq, nk), x.device())?)?;
+        }
+        if let Some(m) = mask {
+            scores = scores.broadcast_add(&m.unsqueeze(1)?)?;
+        }
+        let attn = dropout(&softmax(&scores)?, self.p, false, mode, rng)?;
+        let y = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, nq, d))?;
+        self.out.apply(&y)
+    }
+}
+
+struct SelfAttention(Mha);
+
+impl Component for SelfAttention {
+    fn forward(&self, inputs: &[Tensor], mode: Mode, rng: &mut SeededRng) -> CResult<Vec<Tensor>> {
+        let x = input(inputs, 0, "nn.attention")?;
+        Ok(vec![self.0.apply(x, x, None, mode, rng)?])
+    }
+}
+
+pub fn build_attention(ctx: &mut BuildCtx) -> Result<Box<dyn Component>, BuildError> {
+    let d = ctx.input_width(0)?;
+    let (h, p, causal) = (
+        ctx.usize("heads")?,
+        ctx.float("dropout")?,
+        ctx.bool("causal")?,
+    );
+    Ok(Box::new(SelfAttention(Mha::new(
+        ctx, "", d, d, h, p, causal,
+    )?)))
+}
+
+struct CrossAttention(Mha);
+
+impl Component for CrossAttention {
+    fn forward(&self, inputs: &[Tensor], mode: Mode, rng: &mut SeededRng) -> CResult<Vec<Tensor>> {
+        let q = input(inputs, 0, "nn.cross_attention")?;
+        let c = input(inputs, 1, "nn.cross_attention")?;
+        Ok(vec![self.0.apply(q, c, inputs.get(2), mode, rng)?])
+    }
+}
+
+pub fn build_cross_attention(ctx: &mut BuildCtx) -> Result<Box<dyn Component>, BuildError> {
+    let d = ctx.input_width(0)?;
+    let dc = ctx.input_width(1)?;
+    let (h, p) = (ctx.usize("heads")?, ctx.float("dropout")?);
+    Ok(Box::new(CrossAttention(Mha::new(
+        ctx, "", d, dc, h, p, false,
+    )?)))
+}
+
+/// One pre-norm block: [self-attention], [cross-attention], MLP.
+struct Block {
+    norms: Vec<LayerNorm>,
+    self_attn: Option<Mha>,
+    cross: Option<Mha>,
+    fc1: Linear,
+    fc2: Linear,
+    p: f64,
+}
+
+fn layer_norm(ctx: &mut BuildCtx, prefix: &str, d: usize) -> Result<LayerNorm, BuildError> {
+    Ok(LayerNorm {
+        eps: 1e-5,
+        affine: Some((
+            ctx.param(&format!("{prefix}weight"), &[d], Init::Ones)?,
+            ctx.param(&format!("{prefix}bias"), &[d], Init::Zeros)?,
+        )),
+        rms: false,
+    })
+}
+
+impl Block {
+    fn norm(&self, i: usize, x: &Tensor) -> CResult<Tensor> {
+        let mut r = SeededRng::new(0);
+        Ok(self.norms[i]
+            .forward(std::slice::from_ref(x), Mode::Eval, &mut r)?
+            .remove(0))
+    }
+
+    fn apply(
+        &self,
+        x: &Tensor,
+        memory: Option<&Tensor>,
+        mode: Mode,
+        rng: &mut SeededRng,
+    ) -> CResult<Tensor> {
+        let mut x = x.clone();
+        let mut i = 0;
+        if let Some(a) = &self.self_attn {
+            let h = self.norm(i, &x)?;
+            x = (&x + dropout(&a.apply(&h, &h, None, mode, rng)?, self.p, false, mode, rng)?)?;
+            i += 1;
+        }
+        if let (Some(c), Some(m)) = (&self.cross, memory) {
+            let h = self.norm(i, &x)?;
+            x = (&x + dropout(&c.apply(&h, m, None, mode, rng)?, self.p, false, mode, rng)?)?;
+            i += 1;
+        }
+        let h = self.norm(i, &x)?;
+        let h = dropout(&self.fc1.apply(&h)?.gelu_erf()?, self.p, false, mode, rng)?;
+        &x + dropout(&self.fc2.apply(&h)?, self.p, false, mode, rng)?
+    }
+}
+
+struct Transformer {
+    blocks: Vec<Block>,
+    final_norm: LayerNorm,
+    decoder: bool,
+}
+
+impl Component for Transformer {
+    fn forward(&self, inputs: &[Tensor], mode: Mode, rng: &mut SeededRng) -> CResult<Vec<Tensor>> {
+        let mut x = input(inputs, 0, "nn.transformer")?.clone();
+        let memory = if self.decoder {
+            Some(input(inputs, 1, "nn.transformer_decoder")?)
+        } else {
+            None
+        };
+        for b in &self.blocks {
+            x = b.apply(&x, memory, mode, rng)?;
+        }
+        let mut r = SeededRng::new(0);
+        Ok(vec![self
+            .final_norm
+            .forward(&[x], Mode::Eval, &mut r)?
+            .remove(0)])
+    }
+}
+
+fn build_transformer(ctx: &mut BuildCtx, decoder: bool) -> Result<Box<dyn Component>, BuildError> {
+    let d = ctx.input_width(0)?;
+    let dm = if decoder { ctx.input_width(1)? } else { d };
+    let layers = ctx.usize("layers")?;
+    let heads = ctx.usize("heads")?;
+    let hidden = ((d as f64) * ctx.float("mlp_ratio")?).round().max(1.0) as usize;
+    let p = ctx.float("dropout")?;
+    let with_self = !decoder || ctx.bool("self_attention")?;
+    let mut blocks = Vec::new();
+    for l in 0..layers {
+        let pre = format!("{l}.");
+        let mut norms = Vec::new();
+        let self_attn = if with_self {
+            norms.push(layer_norm(ctx, &format!("{pre}norm_self."), d)?);
+            Some(Mha::new(
+                ctx,
+                &format!("{pre}self."),
+                d,
+                d,
+                heads,
+                p,
+                false,
+            )?)
+        } else {
+            None
+        };
+        let cross = if decoder {
+            norms.push(layer_norm(ctx, &format!("{pre}norm_cross."), d)?);
+            Some(Mha::new(
+                ctx,
+                &format!("{pre}cross."),
+                d,
+                dm,
+                heads,
+                p,
+                false,
+            )?)
+        } else {
+            None
+        };
+        norms.push(layer_norm(ctx, &format!("{pre}norm_mlp."), d)?);
+        blocks.push(Block {
+            norms,
+            self_attn,
+            cross,
+            fc1: Linear::new(ctx, &format!("{pre}fc1."), d, hidden, true)?,
+            fc2: Linear::new(ctx, &format!("{pre}fc2."), hidden, d, true)?,
+            p,
+        });
+    }
+    let final_norm = layer_norm(ctx, "norm.", d)?;
+    Ok(Box::new(Transformer {
+        blocks,
+        final_norm,
+        decoder,
+    }))
+}
+
+pub fn build_encoder(ctx: &mut BuildCtx) -> Result<Box<dyn Component>, BuildError> {
+    build_transformer(ctx, false)
+}
+pub fn build_decoder(ctx: &mut BuildCtx) -> Result<Box<dyn Component>, BuildError> {
+    build_transformer(ctx, true)
+}
+
+/// ViT patch / VideoMAE tubelet embedding: a convolution with kernel =
+/// stride, flattened to tokens, plus learned positions (and a class token).
+struct Embed {
+    conv: Conv,
+    cls: Option<Tensor>,
+    pos: Tensor,
+}
+
+impl Component for Embed {
+    fn forward(&self, inputs: &[Tensor], mode: Mode, rng: &mut SeededRng) -> CResult<Vec<Tensor>> {
+        let y = self.conv.forward(inputs, mode, rng)?.remove(0); // [B, D, ...]
+        let (b, d) = (y.dim(0)?, y.dim(1)?);
+        let mut t = y.flatten_from(2)?.transpose(1, 2)?; // [B, N, D]
+        if let Some(c) = &self.cls {
+            t = Tensor::cat(&[c.broadcast_as((b, 1, d))?, t], 1)?;
+        }
+        Ok(vec![t.broadcast_add(&self.pos)?])
+    }
+}
+
+fn build_embed(
+    ctx: &mut BuildCtx,
+    kernel: Vec<usize>,
+    cls: bool,
+) -> Result<Box<dyn Component>, BuildError> {
+    let dims = input_dims(ctx, 0)?;
+    let c = dims[0];
+    let dim = ctx.usize("dim")?;
+    let spatial = &dims[1..];
+    if spatial.len() != kernel.len() || spatial.iter().zip(&kernel).any(|(s, k)| *k == 0 || s < k) {
+        return Err(BuildError(format!(
+            "`{}`: patch {kernel:?} does not fit input {spatial:?}",
+            ctx.kind
+        )));
+    }
+    let n: usize = spatial
+        .iter()
+        .zip(&kernel)
+        .map(|(s, k)| s / k)
+        .product::<usize>()
+        + usize::from(cls);
+    let fan_in = c * kernel.iter().product::<usize>();
+    let mut wshape = vec![dim, c];
+    wshape.extend(&kernel);
+    let w = ctx.param("proj.weight", &wshape, Init::KaimingUniform { fan_in })?;
+    let b = Some(ctx.param("proj.bias", &[dim], Init::Zeros)?);
+    let temporal = (kernel.len() == 3).then(|| (kernel[0], kernel[0], 0));
+    let stride = *kernel.last().unwrap_or(&1);
+    if kernel.len() >= 2 && kernel[kernel.len() - 2] != stride {
+        return Err(BuildError(format!(
+            "`{}`: candle needs square spatial patches, got {kernel:?}",
+            ctx.kind
+        )));
+    }
+    let conv = Conv {
+        w,
+        b,
+        stride,
+        padding: 0,
+        groups: 1,
+        temporal,
+    };
+    let cls = if cls {
+        Some(ctx.param("cls", &[1, 1, dim], Init::Normal(0.02))?)
+    } else {
+        None
+    };
+    let pos = ctx.param("pos", &[1, n, dim], Init::Normal(0.02))?;
+    Ok(Box::new(Embed { conv, cls, pos }))
+}
+
+pub fn build_patch_embed(ctx: &mut BuildCtx) -> Result<Box<dyn Component>, BuildError> {
+    let p = ctx.usize("patch")?;
+    let cls = ctx.bool("cls_token")?;
+    build_embed(ctx, vec![p, p], cls)
+}
+
+pub fn build_tubelet_embed(ctx: &mut BuildCtx) -> Result<Box<dyn Component>, BuildError> {
+    let k = ints(ctx, "tubelet")?;
+    build_embed(ctx, k, false)
+}
+
+/// LoRA: a frozen base weight (a plain tensor, never an optimiser variable)
+/// plus a trainable low-rank update `(alpha / r)·B·A`, with B starting at
+/// zero so training starts from the base model exactly.
+pub struct LoraLinear {
+    base: Tensor,
+    a: Tensor,
+    b: Tensor,
+    scale: f64,
+    p: f64,
+}
+
+impl LoraLinear {
+    /// Adapts `base` (`[in, out]`), creating `<prefix>lora_A` and
+    /// `<prefix>lora_B` in the store.
+    pub fn new(
+        ctx: &mut BuildCtx,
+        prefix: &str,
+        base: Tensor,
+        rank: usize,
+        alpha: f64,
+        p: f64,
+    ) -> Result<Self, BuildError> {
+        let (d_in, d_out) = base.dims2()?;
+        let a = ctx.param(
+            &format!("{prefix}lora_A.weight"),
+            &[rank, d_in],
+            Init::KaimingUniform { fan_in: d_in },
+        )?;
+        let b = ctx.param(
+            &format!("{prefix}lora_B.weight"),
+            &[d_out, rank],
+            Init::Zeros,
+        )?;
+        Ok(LoraLinear {
+            base,
+            a,
+            b,
+            scale: alpha / rank.max(1) as f64,
+            p,
+        })
+    }
+
+    /// `y = x·W + scale·(drop(x)·Aᵀ)·Bᵀ`: the scale touches the update only.
+    pub fn apply(&self, x: &Tensor, mode: Mode, rng: &mut SeededRng) -> CResult<Tensor> {
+        let y = x.broadcast_matmul(&self.base)?;
+        let h = dropout(x, self.p, false, mode, rng)?.broadcast_matmul(&self.a.t()?)?;
+        y + (h.broadcast_matmul(&self.b.t()?)? * self.scale)?
+    }
+
+    /// The merged weight `W + scale·(B·A)ᵀ`, for export without adapters.
+    pub fn merged(&self) -> CResult<Tensor> {
+        &self.base + (self.b.matmul(&self.a)?.t()? * self.scale)?
+    }
+}
+
+impl Component for LoraLinear {
+    fn forward(&self, inputs: &[Tensor], mode: Mode, rng: &mut SeededRng) -> CResult<Vec<Tensor>> {
+        Ok(vec![self.apply(
+            input(inputs, 0, "nn.lora_linear")?,
+            mode,
+            rng,
+        )?])
+    }
+}
+
+fn lora_settings(ctx: &BuildCtx) -> (usize, f64, f64) {
+    let mut s = (8usize, 16.0f64, 0.0f64);
+    if let Some(Value::Map(m)) = ctx.params.get("lora") {
+        if let Some(Value::Int(r)) = m.get("rank") {
+            s.0 = (*r).max(1) as usize;
+        }
+        if let Some(a) = m.get("alpha").and_then(Value::as_f64) {
+            s.1 = a;
+        }
+        if let Some(p) = m.get("dropout").and_then(Value::as_f64) {
+            s.2 = p;
+        }
+    }
+    s
+}
+
+pub fn build_lora_linear(ctx: &mut BuildCtx) -> Result<Box<dyn Component>, BuildError> {
+    let d_in = ctx.input_width(0)?;
+    let out = ctx.usize("out")?;
+    let (rank, alpha, p) = lora_settings(ctx);
+    // Standalone, the frozen base is a seeded random projection; inside an
+    // LLM body it is the pretrained weight.
+    let mut rng = SeededRng::derive(ctx.vars.seed(), &format!("{}.base", ctx.node));
+    let bound = 1.0 / (d_in as f32).sqrt();
+    let data: Vec<f32> = (0..d_in * out)
+        .map(|_| rng.uniform_range(-bound, bound))
+        .collect();
+    let base = Tensor::from_vec(data, (d_in, out), &ctx.device())?;
+    Ok(Box::new(LoraLinear::new(ctx, "", base, rank, alpha, p)?))
 }

@@ -92,6 +92,11 @@ impl ParamStore {
         }
     }
 
+    /// The run seed (for deterministic non-trainable initialisation).
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
     /// The device parameters live on.
     pub fn device(&self) -> &Device {
         &self.device

@@ -93,6 +93,8 @@ pub fn kinds() -> Vec<Kind> {
             .int("out", None, Some(1), "Output width.")
             .param("lora", lora_record(), Some(Value::Map(Default::default())), "Adapter settings.")
             .shapes(shapes::last_to_out)
+            .factory(crate::nn::build_lora_linear)
+            .example(&[("out", Value::Int(3))], &[&[4, 5]])
             .build(),
         unary("nn.conv2d", "2-D convolution over [B, C, H, W].")
             .int("out", None, Some(1), "Output channels.")
@@ -235,6 +237,8 @@ pub fn kinds() -> Vec<Kind> {
             .float("dropout", Some(0.0), Some(0.0), Some(1.0), "Attention dropout.")
             .bool("causal", false, "Mask future positions.")
             .shapes(shapes::self_attention)
+            .factory(crate::nn::build_attention)
+            .example(&[("heads", Value::Int(2)), ("causal", Value::Bool(true))], &[&[2, 3, 4]])
             .build(),
         KindBuilder::new("nn.cross_attention", Role::Component)
             .doc("Multi-head cross-attention: queries attend to a context sequence.")
@@ -245,6 +249,8 @@ pub fn kinds() -> Vec<Kind> {
             .int("heads", Some(8), Some(1), "Attention heads.")
             .float("dropout", Some(0.0), Some(0.0), Some(1.0), "Attention dropout.")
             .shapes(shapes::cross_attention)
+            .factory(crate::nn::build_cross_attention)
+            .example(&[("heads", Value::Int(2))], &[&[2, 3, 4], &[2, 5, 6]])
             .build(),
         unary("nn.transformer_encoder", "Pre-norm transformer encoder blocks (self-attention + MLP).")
             .int("layers", None, Some(1), "Number of blocks.")
@@ -252,6 +258,8 @@ pub fn kinds() -> Vec<Kind> {
             .float("mlp_ratio", Some(4.0), Some(0.0), None, "MLP width relative to the model width.")
             .float("dropout", Some(0.0), Some(0.0), Some(1.0), "Dropout.")
             .shapes(shapes::self_attention)
+            .factory(crate::nn::build_encoder)
+            .example(&[("layers", Value::Int(1)), ("heads", Value::Int(2)), ("mlp_ratio", Value::Float(2.0))], &[&[2, 3, 4]])
             .build(),
         KindBuilder::new("nn.transformer_decoder", Role::Component)
             .doc("Pre-norm transformer decoder blocks: optional self-attention, cross-attention to `memory`, MLP.")
@@ -264,17 +272,23 @@ pub fn kinds() -> Vec<Kind> {
             .float("dropout", Some(0.0), Some(0.0), Some(1.0), "Dropout.")
             .bool("self_attention", true, "Include self-attention in each block.")
             .shapes(shapes::decoder)
+            .factory(crate::nn::build_decoder)
+            .example(&[("layers", Value::Int(1)), ("heads", Value::Int(2)), ("mlp_ratio", Value::Float(2.0))], &[&[2, 3, 4], &[2, 5, 4]])
             .build(),
         unary("nn.patch_embed", "ViT patch embedding of images [B, C, H, W] → tokens [B, N, D].")
             .int("patch", Some(16), Some(1), "Patch size.")
             .int("dim", None, Some(1), "Token width.")
             .bool("cls_token", true, "Prepend a learnable class token.")
             .shapes(shapes::patch_embed)
+            .factory(crate::nn::build_patch_embed)
+            .example(&[("patch", Value::Int(2)), ("dim", Value::Int(4))], &[&[2, 3, 4, 4]])
             .build(),
         unary("nn.tubelet_embed", "Video tubelet embedding [B, C, T, H, W] → tokens [B, N, D] (VideoMAE style).")
             .ints("tubelet", Some(&[2, 16, 16]), Some(1), "Tubelet [t, h, w].")
             .int("dim", None, Some(1), "Token width.")
             .shapes(shapes::tubelet_embed)
+            .factory(crate::nn::build_tubelet_embed)
+            .example(&[("tubelet", Value::List(vec![Value::Int(2), Value::Int(2), Value::Int(2)])), ("dim", Value::Int(4))], &[&[1, 2, 4, 4, 4]])
             .build(),
     ]
 }
