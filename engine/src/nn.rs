@@ -738,341 +738,6 @@ pub fn build_se(ctx: &mut BuildCtx) -> Result<Box<dyn Component>, BuildError> {
     }))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use mer_registry::candle::Device;
-    use mer_registry::{Dim, ParamStore, TensorType};
-    use std::collections::BTreeMap;
-
-    fn build(
-        kind: &str,
-        params: &[(&str, Value)],
-        dims: &[usize],
-    ) -> (Box<dyn Component>, ParamStore) {
-        let reg = crate::builtin_registry();
-        let k = reg.get(kind).expect("kind").clone();
-        let mut p: BTreeMap<String, Value> = params
-            .iter()
-            .map(|(a, b)| (a.to_string(), b.clone()))
-            .collect();
-        for s in &k.schema.params {
-            if let Some(d) = &s.default {
-                p.entry(s.name.clone()).or_insert_with(|| d.clone());
-            }
-        }
-        let mut store = ParamStore::new(5, Device::Cpu);
-        let t = [TensorType::features(
-            dims.iter().map(|&d| Dim::Size(d)).collect(),
-        )];
-        let c = k.build("n", &p, &t, &mut store).expect("build");
-        (c, store)
-    }
-
-    fn randn(dims: &[usize], seed: u64) -> Tensor {
-        let mut r = SeededRng::new(seed);
-        let n: usize = dims.iter().product();
-        Tensor::from_vec(
-            (0..n).map(|_| r.normal()).collect::<Vec<f32>>(),
-            dims,
-            &Device::Cpu,
-        )
-        .unwrap()
-    }
-
-    fn ints(v: &[i64]) -> Value {
-        Value::List(v.iter().map(|i| Value::Int(*i)).collect())
-    }
-
-    #[test]
-    fn conv3d_matches_a_naive_reference() {
-        let (b, c, t, h, w) = (2, 2, 5, 6, 5);
-        let (o, kt, kh, kw) = (3, 2, 3, 2);
-        let (st, pt, ph) = (2, 1, 1);
-        let (conv, store) = build(
-            "nn.conv3d",
-            &[
-                ("out", Value::Int(o as i64)),
-                ("kernel", ints(&[kt as i64, kh as i64, kw as i64])),
-                ("stride", ints(&[st as i64, 1, 1])),
-                ("padding", ints(&[pt as i64, ph as i64, ph as i64])),
-            ],
-            &[b, c, t, h, w],
-        );
-        let x = randn(&[b, c, t, h, w], 1);
-        let y = conv
-            .forward(std::slice::from_ref(&x), Mode::Eval, &mut SeededRng::new(0))
-            .unwrap()
-            .remove(0);
-        let vars: BTreeMap<String, Vec<f32>> = store
-            .vars()
-            .map(|(n, v)| {
-                (
-                    n.clone(),
-                    v.as_tensor().flatten_all().unwrap().to_vec1().unwrap(),
-                )
-            })
-            .collect();
-        let (wt, bias) = (&vars["n.weight"], &vars["n.bias"]);
-        let xv: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
-        let xat = |bi: usize, ci: usize, ti: isize, hi: isize, wi: isize| -> f32 {
-            if ti < 0
-                || hi < 0
-                || wi < 0
-                || ti >= t as isize
-                || hi >= h as isize
-                || wi >= w as isize
-            {
-                return 0.0;
-            }
-            xv[(((bi * c + ci) * t + ti as usize) * h + hi as usize) * w + wi as usize]
-        };
-        let (t2, h2, w2) = (
-            (t + 2 * pt - kt) / st + 1,
-            h + 2 * ph - kh + 1,
-            w + 2 * ph - kw + 1,
-        );
-        assert_eq!(y.dims(), &[b, o, t2, h2, w2]);
-        let yv: Vec<f32> = y.flatten_all().unwrap().to_vec1().unwrap();
-        let mut max_err = 0f32;
-        for bi in 0..b {
-            for oi in 0..o {
-                for ti in 0..t2 {
-                    for hi in 0..h2 {
-                        for wi in 0..w2 {
-                            let mut acc = bias[oi];
-                            for ci in 0..c {
-                                for a in 0..kt {
-                                    for p in 0..kh {
-                                        for q in 0..kw {
-                                            let wv =
-                                                wt[(((oi * c + ci) * kt + a) * kh + p) * kw + q];
-                                            acc += wv
-                                                * xat(
-                                                    bi,
-                                                    ci,
-                                                    (ti * st + a) as isize - pt as isize,
-                                                    (hi + p) as isize - ph as isize,
-                                                    (wi + q) as isize - ph as isize,
-                                                );
-                                        }
-                                    }
-                                }
-                            }
-                            let got = yv[(((bi * o + oi) * t2 + ti) * h2 + hi) * w2 + wi];
-                            max_err = max_err.max((got - acc).abs());
-                        }
-                    }
-                }
-            }
-        }
-        assert!(
-            max_err < 1e-4,
-            "conv3d differs from the naive sum by {max_err}"
-        );
-    }
-
-    #[test]
-    fn pool3d_matches_a_naive_reference() {
-        let dims = [1, 2, 4, 4, 6];
-        let x = randn(&dims, 2);
-        let xv: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
-        for max in [true, false] {
-            let kind = if max { "nn.maxpool3d" } else { "nn.avgpool3d" };
-            let (p, _) = build(kind, &[("kernel", ints(&[2, 2, 3]))], &dims);
-            let y = p
-                .forward(std::slice::from_ref(&x), Mode::Eval, &mut SeededRng::new(0))
-                .unwrap()
-                .remove(0);
-            assert_eq!(y.dims(), &[1, 2, 2, 2, 2]);
-            let yv: Vec<f32> = y.flatten_all().unwrap().to_vec1().unwrap();
-            let mut i = 0;
-            for c in 0..2 {
-                for t in 0..2 {
-                    for h in 0..2 {
-                        for w in 0..2 {
-                            let mut vals = Vec::new();
-                            for a in 0..2 {
-                                for b in 0..2 {
-                                    for d in 0..3 {
-                                        vals.push(
-                                            xv[((c * 4 + t * 2 + a) * 4 + h * 2 + b) * 6
-                                                + w * 3
-                                                + d],
-                                        );
-                                    }
-                                }
-                            }
-                            let want = if max {
-                                vals.iter().cloned().fold(f32::MIN, f32::max)
-                            } else {
-                                vals.iter().sum::<f32>() / vals.len() as f32
-                            };
-                            assert!(
-                                (yv[i] - want).abs() < 1e-5,
-                                "{kind} at {i}: {} vs {want}",
-                                yv[i]
-                            );
-                            i += 1;
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn dropout_is_seeded_and_off_in_eval() {
-        let (d, _) = build("nn.dropout", &[("p", Value::Float(0.5))], &[64, 64]);
-        let x = Tensor::ones((64, 64), DType::F32, &Device::Cpu).unwrap();
-        let run = |seed, mode| -> Vec<f32> {
-            d.forward(std::slice::from_ref(&x), mode, &mut SeededRng::new(seed))
-                .unwrap()[0]
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap()
-        };
-        assert_eq!(run(1, Mode::Eval), vec![1.0; 4096]);
-        assert_eq!(run(7, Mode::Train), run(7, Mode::Train));
-        assert_ne!(run(7, Mode::Train), run(8, Mode::Train));
-        let kept = run(7, Mode::Train).iter().filter(|v| **v > 0.0).count() as f64 / 4096.0;
-        assert!((kept - 0.5).abs() < 0.05, "{kept}");
-        assert!(
-            run(7, Mode::Train).iter().all(|v| *v == 0.0 || *v == 2.0),
-            "inverted scaling"
-        );
-    }
-
-    #[test]
-    fn batchnorm_learns_running_statistics() {
-        let (bn, _) = build("nn.batchnorm", &[("momentum", Value::Float(1.0))], &[8, 3]);
-        let x = (randn(&[8, 3], 3) * 2.0).unwrap().affine(1.0, 5.0).unwrap();
-        let train = bn
-            .forward(
-                std::slice::from_ref(&x),
-                Mode::Train,
-                &mut SeededRng::new(0),
-            )
-            .unwrap()
-            .remove(0);
-        let m: Vec<f32> = train.mean(0).unwrap().to_vec1().unwrap();
-        assert!(
-            m.iter().all(|v| v.abs() < 1e-5),
-            "train output is centred: {m:?}"
-        );
-        // With momentum 1 the running stats are this batch's: eval output
-        // equals train output up to the unbiased-variance factor.
-        let eval = bn
-            .forward(&[x], Mode::Eval, &mut SeededRng::new(0))
-            .unwrap()
-            .remove(0);
-        let ratio = (eval
-            .sqr()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-            / train
-                .sqr()
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()) as f64;
-        assert!((ratio - 7.0 / 8.0).abs() < 1e-3, "{ratio}");
-    }
-
-    #[test]
-    fn lora_starts_at_the_base_trains_b_and_merges() {
-        let (lora, store) = build("nn.lora_linear", &[("out", Value::Int(3))], &[4, 5]);
-        assert_eq!(
-            store.len(),
-            2,
-            "only A and B are trainable; the base is a plain tensor"
-        );
-        let x = randn(&[4, 5], 9);
-        let y0 = lora
-            .forward(std::slice::from_ref(&x), Mode::Eval, &mut SeededRng::new(0))
-            .unwrap()
-            .remove(0);
-        let grads = y0.sum_all().unwrap().backward().unwrap();
-        for (name, v) in store.vars() {
-            let g = grads.get(v.as_tensor()).expect("reached");
-            let nonzero = g
-                .abs()
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-                > 0.0;
-            // B = 0 at init: A's gradient is exactly zero, B's is not.
-            assert_eq!(nonzero, name.contains("lora_B"), "{name}");
-            if name.contains("lora_B") {
-                v.set(&(v.as_tensor() - (g * 0.5).unwrap()).unwrap())
-                    .unwrap();
-            }
-        }
-        let y1 = lora
-            .forward(std::slice::from_ref(&x), Mode::Eval, &mut SeededRng::new(0))
-            .unwrap()
-            .remove(0);
-        assert!(
-            (&y1 - &y0)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-                > 1e-3,
-            "the update changed the output"
-        );
-    }
-
-    #[test]
-    fn causal_attention_never_looks_ahead() {
-        let (att, _) = build(
-            "nn.attention",
-            &[("heads", Value::Int(2)), ("causal", Value::Bool(true))],
-            &[1, 4, 6],
-        );
-        let x = randn(&[1, 4, 6], 4);
-        let mut v: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
-        for e in v.iter_mut().skip(2 * 6) {
-            *e += 3.0; // change positions 2 and 3 only
-        }
-        let x2 = Tensor::from_vec(v, (1, 4, 6), &Device::Cpu).unwrap();
-        let run = |x: &Tensor| {
-            att.forward(std::slice::from_ref(x), Mode::Eval, &mut SeededRng::new(0))
-                .unwrap()
-                .remove(0)
-        };
-        let (a, b) = (run(&x), run(&x2));
-        let early = (a.narrow(1, 0, 2).unwrap() - b.narrow(1, 0, 2).unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        let late = (a.narrow(1, 2, 2).unwrap() - b.narrow(1, 2, 2).unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert!(early < 1e-6, "positions 0-1 saw the future: {early}");
-        assert!(late > 1e-3);
-    }
-}
-
 // ---- attention and transformers -------------------------------------------
 
 /// Softmax over the last dimension from primitives (candle-nn's fused
@@ -1104,7 +769,7 @@ impl Mha {
         p: f64,
         causal: bool,
     ) -> Result<Self, BuildError> {
-        if heads == 0 || d % heads != 0 {
+        if heads == 0 || !d.is_multiple_of(heads) {
             return Err(BuildError(format!(
                 "width {d} does not split into {heads} heads"
             )));
@@ -1517,4 +1182,339 @@ pub fn build_lora_linear(ctx: &mut BuildCtx) -> Result<Box<dyn Component>, Build
         .collect();
     let base = Tensor::from_vec(data, (d_in, out), &ctx.device())?;
     Ok(Box::new(LoraLinear::new(ctx, "", base, rank, alpha, p)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mer_registry::candle::Device;
+    use mer_registry::{Dim, ParamStore, TensorType};
+    use std::collections::BTreeMap;
+
+    fn build(
+        kind: &str,
+        params: &[(&str, Value)],
+        dims: &[usize],
+    ) -> (Box<dyn Component>, ParamStore) {
+        let reg = crate::builtin_registry();
+        let k = reg.get(kind).expect("kind").clone();
+        let mut p: BTreeMap<String, Value> = params
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.clone()))
+            .collect();
+        for s in &k.schema.params {
+            if let Some(d) = &s.default {
+                p.entry(s.name.clone()).or_insert_with(|| d.clone());
+            }
+        }
+        let mut store = ParamStore::new(5, Device::Cpu);
+        let t = [TensorType::features(
+            dims.iter().map(|&d| Dim::Size(d)).collect(),
+        )];
+        let c = k.build("n", &p, &t, &mut store).expect("build");
+        (c, store)
+    }
+
+    fn randn(dims: &[usize], seed: u64) -> Tensor {
+        let mut r = SeededRng::new(seed);
+        let n: usize = dims.iter().product();
+        Tensor::from_vec(
+            (0..n).map(|_| r.normal()).collect::<Vec<f32>>(),
+            dims,
+            &Device::Cpu,
+        )
+        .unwrap()
+    }
+
+    fn ints(v: &[i64]) -> Value {
+        Value::List(v.iter().map(|i| Value::Int(*i)).collect())
+    }
+
+    #[test]
+    fn conv3d_matches_a_naive_reference() {
+        let (b, c, t, h, w) = (2, 2, 5, 6, 5);
+        let (o, kt, kh, kw) = (3, 2, 3, 2);
+        let (st, pt, ph) = (2, 1, 1);
+        let (conv, store) = build(
+            "nn.conv3d",
+            &[
+                ("out", Value::Int(o as i64)),
+                ("kernel", ints(&[kt as i64, kh as i64, kw as i64])),
+                ("stride", ints(&[st as i64, 1, 1])),
+                ("padding", ints(&[pt as i64, ph as i64, ph as i64])),
+            ],
+            &[b, c, t, h, w],
+        );
+        let x = randn(&[b, c, t, h, w], 1);
+        let y = conv
+            .forward(std::slice::from_ref(&x), Mode::Eval, &mut SeededRng::new(0))
+            .unwrap()
+            .remove(0);
+        let vars: BTreeMap<String, Vec<f32>> = store
+            .vars()
+            .map(|(n, v)| {
+                (
+                    n.clone(),
+                    v.as_tensor().flatten_all().unwrap().to_vec1().unwrap(),
+                )
+            })
+            .collect();
+        let (wt, bias) = (&vars["n.weight"], &vars["n.bias"]);
+        let xv: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+        let xat = |bi: usize, ci: usize, ti: isize, hi: isize, wi: isize| -> f32 {
+            if ti < 0
+                || hi < 0
+                || wi < 0
+                || ti >= t as isize
+                || hi >= h as isize
+                || wi >= w as isize
+            {
+                return 0.0;
+            }
+            xv[(((bi * c + ci) * t + ti as usize) * h + hi as usize) * w + wi as usize]
+        };
+        let (t2, h2, w2) = (
+            (t + 2 * pt - kt) / st + 1,
+            h + 2 * ph - kh + 1,
+            w + 2 * ph - kw + 1,
+        );
+        assert_eq!(y.dims(), &[b, o, t2, h2, w2]);
+        let yv: Vec<f32> = y.flatten_all().unwrap().to_vec1().unwrap();
+        let mut max_err = 0f32;
+        for bi in 0..b {
+            for oi in 0..o {
+                for ti in 0..t2 {
+                    for hi in 0..h2 {
+                        for wi in 0..w2 {
+                            let mut acc = bias[oi];
+                            for ci in 0..c {
+                                for a in 0..kt {
+                                    for p in 0..kh {
+                                        for q in 0..kw {
+                                            let wv =
+                                                wt[(((oi * c + ci) * kt + a) * kh + p) * kw + q];
+                                            acc += wv
+                                                * xat(
+                                                    bi,
+                                                    ci,
+                                                    (ti * st + a) as isize - pt as isize,
+                                                    (hi + p) as isize - ph as isize,
+                                                    (wi + q) as isize - ph as isize,
+                                                );
+                                        }
+                                    }
+                                }
+                            }
+                            let got = yv[(((bi * o + oi) * t2 + ti) * h2 + hi) * w2 + wi];
+                            max_err = max_err.max((got - acc).abs());
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            max_err < 1e-4,
+            "conv3d differs from the naive sum by {max_err}"
+        );
+    }
+
+    #[test]
+    fn pool3d_matches_a_naive_reference() {
+        let dims = [1, 2, 4, 4, 6];
+        let x = randn(&dims, 2);
+        let xv: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+        for max in [true, false] {
+            let kind = if max { "nn.maxpool3d" } else { "nn.avgpool3d" };
+            let (p, _) = build(kind, &[("kernel", ints(&[2, 2, 3]))], &dims);
+            let y = p
+                .forward(std::slice::from_ref(&x), Mode::Eval, &mut SeededRng::new(0))
+                .unwrap()
+                .remove(0);
+            assert_eq!(y.dims(), &[1, 2, 2, 2, 2]);
+            let yv: Vec<f32> = y.flatten_all().unwrap().to_vec1().unwrap();
+            let mut i = 0;
+            for c in 0..2 {
+                for t in 0..2 {
+                    for h in 0..2 {
+                        for w in 0..2 {
+                            let mut vals = Vec::new();
+                            for a in 0..2 {
+                                for b in 0..2 {
+                                    for d in 0..3 {
+                                        vals.push(
+                                            xv[((c * 4 + t * 2 + a) * 4 + h * 2 + b) * 6
+                                                + w * 3
+                                                + d],
+                                        );
+                                    }
+                                }
+                            }
+                            let want = if max {
+                                vals.iter().cloned().fold(f32::MIN, f32::max)
+                            } else {
+                                vals.iter().sum::<f32>() / vals.len() as f32
+                            };
+                            assert!(
+                                (yv[i] - want).abs() < 1e-5,
+                                "{kind} at {i}: {} vs {want}",
+                                yv[i]
+                            );
+                            i += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn dropout_is_seeded_and_off_in_eval() {
+        let (d, _) = build("nn.dropout", &[("p", Value::Float(0.5))], &[64, 64]);
+        let x = Tensor::ones((64, 64), DType::F32, &Device::Cpu).unwrap();
+        let run = |seed, mode| -> Vec<f32> {
+            d.forward(std::slice::from_ref(&x), mode, &mut SeededRng::new(seed))
+                .unwrap()[0]
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        assert_eq!(run(1, Mode::Eval), vec![1.0; 4096]);
+        assert_eq!(run(7, Mode::Train), run(7, Mode::Train));
+        assert_ne!(run(7, Mode::Train), run(8, Mode::Train));
+        let kept = run(7, Mode::Train).iter().filter(|v| **v > 0.0).count() as f64 / 4096.0;
+        assert!((kept - 0.5).abs() < 0.05, "{kept}");
+        assert!(
+            run(7, Mode::Train).iter().all(|v| *v == 0.0 || *v == 2.0),
+            "inverted scaling"
+        );
+    }
+
+    #[test]
+    fn batchnorm_learns_running_statistics() {
+        let (bn, _) = build("nn.batchnorm", &[("momentum", Value::Float(1.0))], &[8, 3]);
+        let x = (randn(&[8, 3], 3) * 2.0).unwrap().affine(1.0, 5.0).unwrap();
+        let train = bn
+            .forward(
+                std::slice::from_ref(&x),
+                Mode::Train,
+                &mut SeededRng::new(0),
+            )
+            .unwrap()
+            .remove(0);
+        let m: Vec<f32> = train.mean(0).unwrap().to_vec1().unwrap();
+        assert!(
+            m.iter().all(|v| v.abs() < 1e-5),
+            "train output is centred: {m:?}"
+        );
+        // With momentum 1 the running stats are this batch's: eval output
+        // equals train output up to the unbiased-variance factor.
+        let eval = bn
+            .forward(&[x], Mode::Eval, &mut SeededRng::new(0))
+            .unwrap()
+            .remove(0);
+        let ratio = (eval
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            / train
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()) as f64;
+        assert!((ratio - 7.0 / 8.0).abs() < 1e-3, "{ratio}");
+    }
+
+    #[test]
+    fn lora_starts_at_the_base_trains_b_and_merges() {
+        let (lora, store) = build("nn.lora_linear", &[("out", Value::Int(3))], &[4, 5]);
+        assert_eq!(
+            store.len(),
+            2,
+            "only A and B are trainable; the base is a plain tensor"
+        );
+        let x = randn(&[4, 5], 9);
+        let y0 = lora
+            .forward(std::slice::from_ref(&x), Mode::Eval, &mut SeededRng::new(0))
+            .unwrap()
+            .remove(0);
+        let grads = y0.sum_all().unwrap().backward().unwrap();
+        for (name, v) in store.vars() {
+            let g = grads.get(v.as_tensor()).expect("reached");
+            let nonzero = g
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                > 0.0;
+            // B = 0 at init: A's gradient is exactly zero, B's is not.
+            assert_eq!(nonzero, name.contains("lora_B"), "{name}");
+            if name.contains("lora_B") {
+                v.set(&(v.as_tensor() - (g * 0.5).unwrap()).unwrap())
+                    .unwrap();
+            }
+        }
+        let y1 = lora
+            .forward(std::slice::from_ref(&x), Mode::Eval, &mut SeededRng::new(0))
+            .unwrap()
+            .remove(0);
+        assert!(
+            (&y1 - &y0)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                > 1e-3,
+            "the update changed the output"
+        );
+    }
+
+    #[test]
+    fn causal_attention_never_looks_ahead() {
+        let (att, _) = build(
+            "nn.attention",
+            &[("heads", Value::Int(2)), ("causal", Value::Bool(true))],
+            &[1, 4, 6],
+        );
+        let x = randn(&[1, 4, 6], 4);
+        let mut v: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+        for e in v.iter_mut().skip(2 * 6) {
+            *e += 3.0; // change positions 2 and 3 only
+        }
+        let x2 = Tensor::from_vec(v, (1, 4, 6), &Device::Cpu).unwrap();
+        let run = |x: &Tensor| {
+            att.forward(std::slice::from_ref(x), Mode::Eval, &mut SeededRng::new(0))
+                .unwrap()
+                .remove(0)
+        };
+        let (a, b) = (run(&x), run(&x2));
+        let early = (a.narrow(1, 0, 2).unwrap() - b.narrow(1, 0, 2).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let late = (a.narrow(1, 2, 2).unwrap() - b.narrow(1, 2, 2).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(early < 1e-6, "positions 0-1 saw the future: {early}");
+        assert!(late > 1e-3);
+    }
 }
