@@ -9,7 +9,12 @@ use std::process::Command;
 
 fn mer() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_mer"));
-    c.env("NO_COLOR", "1").env_remove("MER_TEST_SURELY_UNSET");
+    // Hermetic plugin discovery: diagnostics must not depend on which
+    // plugin libraries happen to be built.
+    c.env("NO_COLOR", "1")
+        .env_remove("MER_TEST_SURELY_UNSET")
+        .env_remove("MER_PLUGIN_PATH")
+        .env("MER_PLUGIN_PATH_ONLY", "1");
     c
 }
 

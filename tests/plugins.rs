@@ -320,3 +320,19 @@ fn gradient_parity_dynamic_vs_static() {
     let last = a.iter().find(|(n, _)| n == "loss@4").expect("loss4").1[0];
     assert!(last < first, "{first} -> {last}");
 }
+
+#[test]
+fn an_unknown_plugin_lists_what_was_found() {
+    let o = mer(
+        &["check", "tests/plugin_recipes/typo.mer"],
+        &[("MER_PLUGIN_PATH_ONLY", "1")],
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("plugin `testkti` is not available"), "{err}");
+    assert!(err.contains("did you mean `testkit`?"), "{err}");
+    assert!(
+        err.contains("plugins found:") && err.contains("testkit"),
+        "{err}"
+    );
+}

@@ -132,20 +132,24 @@ impl<'a> Checker<'a> {
                     );
                     continue;
                 }
+                let found = if avail.is_empty() {
+                    "no plugins found on the search path".to_string()
+                } else {
+                    format!("plugins found: {}", avail.join(", "))
+                };
+                let help = match did_you_mean(&u.name, avail.iter().map(String::as_str)) {
+                    Some(s) => format!("did you mean `{s}`? {found}"),
+                    None => format!(
+                        "{found}; build it with `cargo build -p mer-plugin-{}` or put its library on MER_PLUGIN_PATH",
+                        u.name.replace('_', "-")
+                    ),
+                };
                 let d = Diagnostic::error(
                     "mer::unknown-plugin",
                     format!("plugin `{}` is not available", u.name),
                 )
                 .at(u.span, "no plugin by this name")
-                .suggest(&u.name, avail.iter().map(String::as_str));
-                let d = if d.help.is_none() {
-                    d.help(format!(
-                        "build it with `cargo build -p mer-plugin-{}` or put its library on MER_PLUGIN_PATH; `mer plugins list` shows the plugins found",
-                        u.name.replace('_', "-")
-                    ))
-                } else {
-                    d
-                };
+                .help(help);
                 session.diags.push(d);
             }
         }

@@ -194,6 +194,8 @@ pub struct Registry {
     plugins: BTreeMap<String, PluginInfo>,
     /// Why a `use`d plugin could not be loaded, by name.
     failures: BTreeMap<String, String>,
+    /// Plugin libraries on the search path, scanned once per registry.
+    found: std::sync::OnceLock<Vec<String>>,
 }
 
 fn valid_segment(s: &str) -> bool {
@@ -342,7 +344,12 @@ impl Catalog for Registry {
     }
     fn plugin_names(&self) -> Vec<String> {
         let mut v: Vec<String> = self.plugins.keys().cloned().collect();
-        v.extend(loader::available(&loader::search_path()));
+        v.extend(
+            self.found
+                .get_or_init(|| loader::available(&loader::search_path()))
+                .iter()
+                .cloned(),
+        );
         v.sort();
         v.dedup();
         v

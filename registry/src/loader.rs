@@ -2,7 +2,8 @@
 //!
 //! `use NAME` loads `libmer_plugin_NAME.so` from, in order: each folder of
 //! `MER_PLUGIN_PATH`, the folder of the running executable (cargo's target
-//! folder for a `cargo build`), and `~/.mer/plugins`. Loaded libraries are
+//! folder for a `cargo build`), and `~/.mer/plugins`. With
+//! `MER_PLUGIN_PATH_ONLY=1`, only `MER_PLUGIN_PATH` is searched. Loaded libraries are
 //! never unloaded: objects they made (kinds, components, fn pointers) may be
 //! alive until the process exits, and calling into an unloaded library
 //! crashes.
@@ -112,6 +113,10 @@ pub fn search_path() -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     if let Some(p) = std::env::var_os("MER_PLUGIN_PATH") {
         dirs.extend(std::env::split_paths(&p).filter(|d| !d.as_os_str().is_empty()));
+    }
+    // Hermetic runs (tests, reproducible pipelines) look nowhere else.
+    if std::env::var_os("MER_PLUGIN_PATH_ONLY").is_some_and(|v| !v.is_empty() && v != "0") {
+        return dirs;
     }
     if let Ok(exe) = std::env::current_exe() {
         if let Some(dir) = exe.parent() {
