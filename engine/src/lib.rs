@@ -122,7 +122,7 @@ mod tests {
             }
             checked += 1;
         }
-        assert!(checked >= 35, "{checked}");
+        assert!(checked >= 37, "{checked}");
     }
 
     #[test]

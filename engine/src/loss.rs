@@ -237,6 +237,62 @@ pub fn build_l1(ctx: &mut BuildCtx) -> Result<Box<dyn Component>, BuildError> {
     }))
 }
 
+/// Rows scaled to unit length (a small floor keeps zero rows finite).
+fn unit_rows(x: &Tensor) -> CResult<Tensor> {
+    x.broadcast_div(&(x.sqr()?.sum_keepdim(D::Minus1)? + 1e-12)?.sqrt()?)
+}
+
+/// `1 − cos(pred, target)`, averaged over rows.
+struct Cosine;
+
+impl Component for Cosine {
+    fn forward(
+        &self,
+        inputs: &[Tensor],
+        _mode: Mode,
+        _rng: &mut SeededRng,
+    ) -> CResult<Vec<Tensor>> {
+        let p = unit_rows(input(inputs, 0, "loss.cosine")?)?;
+        let t = unit_rows(input(inputs, 1, "loss.cosine")?)?;
+        Ok(vec![(p.mul(&t)?.sum(D::Minus1)?.neg()? + 1.0)?.mean_all()?])
+    }
+}
+
+pub fn build_cosine(_ctx: &mut BuildCtx) -> Result<Box<dyn Component>, BuildError> {
+    Ok(Box::new(Cosine))
+}
+
+/// Symmetric InfoNCE (CLIP): row i of `pred` should match row i of
+/// `target` against every other row, in both directions.
+struct Contrastive {
+    temperature: f64,
+}
+
+impl Component for Contrastive {
+    fn forward(
+        &self,
+        inputs: &[Tensor],
+        _mode: Mode,
+        _rng: &mut SeededRng,
+    ) -> CResult<Vec<Tensor>> {
+        let p = unit_rows(input(inputs, 0, "loss.contrastive")?)?;
+        let t = unit_rows(input(inputs, 1, "loss.contrastive")?)?;
+        let logits = (p.matmul(&t.t()?)? / self.temperature)?;
+        let n = logits.dim(0)?;
+        let eye = Tensor::eye(n, logits.dtype(), logits.device())?;
+        let ce = |l: &Tensor| -> CResult<Tensor> {
+            (log_softmax(l)?.mul(&eye)?.sum(D::Minus1)?.neg()?).mean_all()
+        };
+        Ok(vec![((ce(&logits)? + ce(&logits.t()?)?)? * 0.5)?])
+    }
+}
+
+pub fn build_contrastive(ctx: &mut BuildCtx) -> Result<Box<dyn Component>, BuildError> {
+    Ok(Box::new(Contrastive {
+        temperature: ctx.float("temperature")?,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,5 +369,20 @@ mod tests {
         };
         let easy = t(&[-3.0], &[1, 1]);
         assert!(run(&clipped, easy, t(&[0.0], &[1, 1])).abs() < 1e-6);
+    }
+
+    #[test]
+    fn cosine_and_contrastive_references() {
+        let cos = Cosine;
+        let a = t(&[1.0, 0.0, 0.0, 2.0], &[2, 2]);
+        let b = t(&[3.0, 0.0, 0.0, -1.0], &[2, 2]);
+        // Row 1 aligned (1 − 1 = 0), row 2 opposite (1 − (−1) = 2): mean 1.
+        assert!((run(&cos, a.clone(), b) - 1.0).abs() < 1e-6);
+        // Perfectly matched, well separated pairs: loss near zero.
+        let clip = Contrastive { temperature: 0.01 };
+        assert!(run(&clip, a.clone(), a.clone()) < 1e-3);
+        // Swapped pairs: large loss.
+        let swapped = t(&[0.0, 2.0, 1.0, 0.0], &[2, 2]);
+        assert!(run(&clip, a, swapped) > 10.0);
     }
 }

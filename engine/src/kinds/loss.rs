@@ -73,10 +73,14 @@ pub fn kinds() -> Vec<Kind> {
             .example_inputs(&[], vec![ExampleInput::Features(vec![3, 8]), ExampleInput::Binary(vec![3, 8])])
             .build(),
         pair("loss.cosine", "1 − cosine similarity between prediction and target vectors.").shapes(shapes::loss_pairs)
+            .factory(crate::loss::build_cosine)
+            .example_inputs(&[], vec![ExampleInput::Features(vec![3, 4]), ExampleInput::Features(vec![3, 4])])
             .build(),
         pair("loss.contrastive", "InfoNCE between matched rows of `pred` and `target` (CLIP-style alignment).")
             .float("temperature", Some(0.07), Some(1e-4), None, "Softmax temperature τ.")
             .shapes(shapes::loss_pairs)
+            .factory(crate::loss::build_contrastive)
+            .example_inputs(&[], vec![ExampleInput::Features(vec![3, 4]), ExampleInput::Features(vec![3, 4])])
             .build(),
         pair("loss.lm", "Next-token cross-entropy over answer tokens, with per-token-type weights (labels vs rationale).")
             .float("label_weight", Some(1.0), Some(0.0), None, "Weight of label tokens.")
