@@ -125,6 +125,60 @@ mod tests {
         assert!(checked >= 37, "{checked}");
     }
 
+    /// Odd shapes and out-of-range values are errors, never panics: every
+    /// builtin factory and forward pass is driven with them.
+    #[test]
+    fn bad_shapes_and_values_are_errors_not_panics() {
+        use mer_registry::ExampleInput as E;
+        let r = builtin_registry();
+        let shapes: [&[usize]; 5] = [
+            &[4],
+            &[2, 3],
+            &[1, 1, 1],
+            &[2, 1, 1, 1, 1],
+            &[2, 3, 4, 5, 6],
+        ];
+        let odd = |v: &mer_registry::Value| -> Vec<mer_registry::Value> {
+            use mer_registry::Value as V;
+            match v {
+                V::Int(_) => vec![V::Int(0), V::Int(-1), V::Int(1 << 40)],
+                V::List(_) => vec![
+                    V::List(vec![]),
+                    V::List(vec![V::Int(0), V::Int(0), V::Int(0)]),
+                    V::List(vec![V::Int(9)]),
+                ],
+                V::Float(_) => vec![V::Float(-1.0), V::Float(f64::NAN)],
+                _ => vec![],
+            }
+        };
+        let mut runs = 0;
+        for schema in r.kinds() {
+            let k = r.get(&schema.name).expect("listed");
+            let Some(base) = k.example_params() else {
+                continue;
+            };
+            let mut variants = vec![base.clone()];
+            for (name, v) in &base {
+                for o in odd(v) {
+                    let mut p = base.clone();
+                    p.insert(name.clone(), o);
+                    variants.push(p);
+                }
+            }
+            for params in &variants {
+                for shape in shapes {
+                    for n in 1..=2 {
+                        let inputs = vec![E::Features(shape.to_vec()); n];
+                        // Ok or Err are both fine; a panic fails the test.
+                        let _ = mer_registry::gradcheck::gradcheck(k, params, &inputs, 1);
+                        runs += 1;
+                    }
+                }
+            }
+        }
+        assert!(runs > 1000, "{runs}");
+    }
+
     #[test]
     fn protocols_declare_folds() {
         let r = builtin_registry();

@@ -544,7 +544,12 @@ impl Component for Conv {
             x.clone()
         };
         let t_pad = x.dim(2)?;
-        let t_out = (t_pad - kt) / st + 1;
+        if t_pad < kt {
+            mer_registry::candle::bail!(
+                "nn.conv3d: temporal kernel {kt} is longer than the {t_pad} frames (with padding)"
+            );
+        }
+        let t_out = (t_pad - kt) / st.max(1) + 1;
         let steps: Vec<Tensor> = (0..t_out)
             .map(|i| x.narrow(2, i * st, kt))
             .collect::<CResult<_>>()?;
@@ -694,10 +699,15 @@ fn window_max(x: &Tensor, kh: usize, kw: usize) -> CResult<Tensor> {
 }
 
 fn build_pool(ctx: &mut BuildCtx, max: bool) -> Result<Box<dyn Component>, BuildError> {
-    Ok(Box::new(Pool {
-        max,
-        kernel: ints(ctx, "kernel")?,
-    }))
+    let kernel = ints(ctx, "kernel")?;
+    let want = if ctx.kind.ends_with("3d") { 3 } else { 2 };
+    if kernel.len() != want || kernel.contains(&0) {
+        return Err(BuildError(format!(
+            "`{}`: kernel must be {want} positive sizes, got {kernel:?}",
+            ctx.kind
+        )));
+    }
+    Ok(Box::new(Pool { max, kernel }))
 }
 pub fn build_maxpool(ctx: &mut BuildCtx) -> Result<Box<dyn Component>, BuildError> {
     build_pool(ctx, true)
@@ -1032,7 +1042,9 @@ fn build_embed(
     cls: bool,
 ) -> Result<Box<dyn Component>, BuildError> {
     let dims = input_dims(ctx, 0)?;
-    let c = dims[0];
+    let c = *dims
+        .first()
+        .ok_or_else(|| BuildError(format!("`{}` needs a channel dimension", ctx.kind)))?;
     let dim = ctx.usize("dim")?;
     let spatial = &dims[1..];
     if spatial.len() != kernel.len() || spatial.iter().zip(&kernel).any(|(s, k)| *k == 0 || s < k) {
@@ -1176,10 +1188,16 @@ pub fn build_lora_linear(ctx: &mut BuildCtx) -> Result<Box<dyn Component>, Build
     // Standalone, the frozen base is a seeded random projection; inside an
     // LLM body it is the pretrained weight.
     let mut rng = SeededRng::derive(ctx.vars.seed(), &format!("{}.base", ctx.node));
+    let n = d_in
+        .checked_mul(out)
+        .filter(|&n| n <= mer_registry::component::MAX_PARAM_ELEMENTS)
+        .ok_or_else(|| {
+            BuildError(format!(
+                "`nn.lora_linear`: a {d_in}×{out} base weight is too large"
+            ))
+        })?;
     let bound = 1.0 / (d_in as f32).sqrt();
-    let data: Vec<f32> = (0..d_in * out)
-        .map(|_| rng.uniform_range(-bound, bound))
-        .collect();
+    let data: Vec<f32> = (0..n).map(|_| rng.uniform_range(-bound, bound)).collect();
     let base = Tensor::from_vec(data, (d_in, out), &ctx.device())?;
     Ok(Box::new(LoraLinear::new(ctx, "", base, rank, alpha, p)?))
 }

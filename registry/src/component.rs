@@ -73,6 +73,10 @@ pub enum Init {
     },
 }
 
+/// Largest single parameter tensor a store creates (2³² elements, 16 GiB
+/// in f32).
+pub const MAX_PARAM_ELEMENTS: usize = 1 << 32;
+
 /// Trainable parameters by full name (`node.weight`), created with
 /// deterministic per-name random streams.
 #[derive(Debug)]
@@ -113,7 +117,17 @@ impl ParamStore {
             }
             return Ok(v.as_tensor().clone());
         }
-        let n: usize = shape.iter().product();
+        // An absurd size from a recipe would make the allocator abort the
+        // process; refuse it as an error instead.
+        let n = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .filter(|&n| n <= MAX_PARAM_ELEMENTS)
+            .ok_or_else(|| {
+                candle_core::Error::Msg(format!(
+                    "parameter `{name}` of shape {shape:?} exceeds {MAX_PARAM_ELEMENTS} elements"
+                ))
+            })?;
         let mut rng = SeededRng::derive(self.seed, name);
         let data: Vec<f32> = match init {
             Init::Zeros => vec![0.0; n],

@@ -175,6 +175,9 @@ impl Kind {
                 self.schema.name
             ))
         })?;
+        // Factories may rely on the schema (ranges, choices): callers that
+        // did not go through `mer check` are held to it here.
+        validate_params(&self.schema, params)?;
         let mut ctx = BuildCtx {
             node,
             kind: &self.schema.name,
@@ -183,6 +186,67 @@ impl Kind {
             vars: store,
         };
         factory(&mut ctx)
+    }
+}
+
+/// Checks `params` against a kind's schema: every parameter present, of
+/// its type, in its range or among its choices.
+pub fn validate_params(
+    schema: &KindSchema,
+    params: &BTreeMap<String, Value>,
+) -> Result<(), BuildError> {
+    for spec in &schema.params {
+        let v = params
+            .get(&spec.name)
+            .ok_or_else(|| BuildError(format!("`{}` needs `{}`", schema.name, spec.name)))?;
+        check_value(&spec.ty, v)
+            .map_err(|why| BuildError(format!("`{}.{}`: {why}", schema.name, spec.name)))?;
+    }
+    Ok(())
+}
+
+fn check_value(ty: &ParamType, v: &Value) -> Result<(), String> {
+    let bad = || Err(format!("expected {}, got {v}", ty.describe()));
+    match (ty, v) {
+        (ParamType::Any, _) => Ok(()),
+        (ParamType::Optional(_), Value::None) => Ok(()),
+        (ParamType::Optional(t), v) => check_value(t, v),
+        (ParamType::Bool, Value::Bool(_)) => Ok(()),
+        (ParamType::Int { min, max }, Value::Int(i)) => {
+            if min.is_some_and(|m| *i < m) || max.is_some_and(|m| *i > m) {
+                bad()
+            } else {
+                Ok(())
+            }
+        }
+        (ParamType::Float { min, max }, Value::Int(_) | Value::Float(_)) => {
+            let x = v.as_f64().unwrap_or(f64::NAN);
+            if !x.is_finite() || min.is_some_and(|m| x < m) || max.is_some_and(|m| x > m) {
+                bad()
+            } else {
+                Ok(())
+            }
+        }
+        (ParamType::Str { choices }, Value::Str(s)) => {
+            if choices.is_empty() || choices.contains(s) {
+                Ok(())
+            } else {
+                bad()
+            }
+        }
+        (ParamType::Path, Value::Str(_)) => Ok(()),
+        (ParamType::List(t), Value::List(items)) => {
+            items.iter().try_for_each(|x| check_value(t, x))
+        }
+        (ParamType::MapOf(t), Value::Map(m)) => m.values().try_for_each(|x| check_value(t, x)),
+        (ParamType::Record(specs), Value::Map(m)) => {
+            specs.iter().try_for_each(|s| match m.get(&s.name) {
+                Some(x) => check_value(&s.ty, x).map_err(|e| format!("{}: {e}", s.name)),
+                None if s.default.is_some() => Ok(()),
+                None => Err(format!("missing `{}`", s.name)),
+            })
+        }
+        _ => bad(),
     }
 }
 
