@@ -11,14 +11,9 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 fn randn(dims: &[usize], seed: u64) -> Tensor {
-    let mut r = SeededRng::new(seed);
-    let n: usize = dims.iter().product();
-    Tensor::from_vec(
-        (0..n).map(|_| r.normal()).collect::<Vec<f32>>(),
-        dims,
-        &Device::Cpu,
-    )
-    .expect("tensor")
+    SeededRng::new(seed)
+        .normal_tensor(dims, &Device::Cpu)
+        .expect("tensor")
 }
 
 fn time<F: FnMut()>(reps: usize, mut f: F) -> f64 {

@@ -8,72 +8,10 @@
 //! prints the number of executions. (`cargo fuzz` needs a nightly toolchain;
 //! this project pins stable.)
 
+use mer_registry::SeededRng;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-struct Rng(u64);
-impl Rng {
-    /// splitmix64: tiny, seedable, good enough to drive mutations.
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
-const TOKENS: &[&str] = &[
-    "{",
-    "}",
-    "[",
-    "]",
-    "(",
-    ")",
-    "=",
-    ",",
-    ";",
-    "~",
-    ".",
-    "::",
-    "\"",
-    "*",
-    "+",
-    "-",
-    "1e-",
-    "1e400",
-    "-0.0",
-    "99999999999999999999",
-    "\n",
-    "//",
-    "/*",
-    "*/",
-    "extends",
-    "extends \"../common/casme2.mer\"",
-    "ablation \"a\" {",
-    "sweep {",
-    "data d = ",
-    "env(\"X\")",
-    "env(\"X\", 1)",
-    "nn.linear(",
-    "nn.concat(",
-    "model.",
-    "~model.",
-    "none",
-    "true",
-    "fragment f {",
-    "experiment e {",
-    "use au_llm\n",
-    "é",
-    "\\",
-    "\t",
-    "loss.mse(a, b)",
-    "0.5 *",
-];
 
 fn corpus(root: &Path) -> Vec<(PathBuf, String)> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -98,7 +36,7 @@ fn corpus(root: &Path) -> Vec<(PathBuf, String)> {
         .collect()
 }
 
-fn mutate(rng: &mut Rng, text: &str, others: &[(PathBuf, String)]) -> String {
+fn mutate(rng: &mut SeededRng, text: &str, others: &[(PathBuf, String)]) -> String {
     let mut t = text.to_string();
     for _ in 0..1 + rng.below(4) {
         let mut p = rng.below(t.len() + 1);
@@ -106,7 +44,10 @@ fn mutate(rng: &mut Rng, text: &str, others: &[(PathBuf, String)]) -> String {
             p -= 1;
         }
         match rng.below(6) {
-            0 => t.insert_str(p, TOKENS[rng.below(TOKENS.len())]),
+            0 => t.insert_str(
+                p,
+                frontend::MUTATION_TOKENS[rng.below(frontend::MUTATION_TOKENS.len())],
+            ),
             1 => {
                 let mut e = (p + 1 + rng.below(30)).min(t.len());
                 while !t.is_char_boundary(e) {
@@ -143,7 +84,10 @@ fn mutate(rng: &mut Rng, text: &str, others: &[(PathBuf, String)]) -> String {
                 while !t.is_char_boundary(e) {
                     e -= 1;
                 }
-                t.replace_range(p..e, TOKENS[rng.below(TOKENS.len())]);
+                t.replace_range(
+                    p..e,
+                    frontend::MUTATION_TOKENS[rng.below(frontend::MUTATION_TOKENS.len())],
+                );
             }
         }
     }
@@ -160,7 +104,7 @@ fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let corpus = corpus(&root);
     let reg = mer_engine::builtin_registry();
-    let mut rng = Rng(seed);
+    let mut rng = SeededRng::new(seed);
     let crash_dir = root.join("target/fuzz-crashes");
     std::panic::set_hook(Box::new(|_| {}));
     let t0 = Instant::now();

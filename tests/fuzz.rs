@@ -17,39 +17,6 @@ fn run(text: &str, sets: &[String]) {
 }
 
 const DEMO: &str = include_str!("../recipes/demo/synth_me_au.mer");
-const TOKENS: &[&str] = &[
-    "{",
-    "}",
-    "[",
-    "]",
-    "(",
-    ")",
-    "=",
-    ",",
-    "~",
-    ".",
-    "::",
-    "\"",
-    "*",
-    "+",
-    "-",
-    "1e-",
-    "0.5",
-    "\n",
-    "//",
-    "/*",
-    "extends",
-    "ablation \"x\" {",
-    "sweep {",
-    "data d = ",
-    "env(\"X\")",
-    "nn.linear(",
-    "model.",
-    "none",
-    "true",
-    "é",
-    "\\",
-];
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 400, .. ProptestConfig::default() })]
@@ -62,7 +29,7 @@ proptest! {
 
     #[test]
     fn mutated_recipes_never_panic(
-        edits in proptest::collection::vec((0usize..4000, 0usize..TOKENS.len(), 0usize..40), 1..6),
+        edits in proptest::collection::vec((0usize..4000, 0usize..frontend::MUTATION_TOKENS.len(), 0usize..40), 1..6),
         set in proptest::option::of("[a-z._~]{1,20}=[a-z0-9\\[\\](){}\".,]{0,20}"),
     ) {
         let mut text = DEMO.to_string();
@@ -71,7 +38,7 @@ proptest! {
             while !text.is_char_boundary(p) { p -= 1; }
             let mut e = (p + del).min(text.len());
             while !text.is_char_boundary(e) { e -= 1; }
-            text.replace_range(p..e, TOKENS[tok]);
+            text.replace_range(p..e, frontend::MUTATION_TOKENS[tok]);
         }
         let sets: Vec<String> = set.into_iter().collect();
         run(&text, &sets);

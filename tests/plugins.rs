@@ -2,7 +2,7 @@
 //! refusals, and gradient parity between a dynamically loaded component and
 //! the same component linked statically.
 
-use mer_registry::candle::{DType, Device, Tensor, Var};
+use mer_registry::candle::{DType, Device, Var};
 use mer_registry::{Dim, Mode, ParamStore, PluginError, Registry, SeededRng, TensorType, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -238,10 +238,8 @@ fn train(reg: &Registry) -> Vec<(String, Vec<f32>)> {
     let dev = Device::Cpu;
     let mut store = ParamStore::new(42, dev.clone());
     let mut rng = SeededRng::new(9);
-    let xs: Vec<f32> = (0..8 * 5).map(|_| rng.normal()).collect();
-    let ys: Vec<f32> = (0..8 * 3).map(|_| rng.normal()).collect();
-    let x = Tensor::from_vec(xs, (8, 5), &dev).expect("x");
-    let y = Tensor::from_vec(ys, (8, 3), &dev).expect("y");
+    let x = rng.normal_tensor(&[8, 5], &dev).expect("x");
+    let y = rng.normal_tensor(&[8, 3], &dev).expect("y");
     let b = Dim::sym("B");
     let build = |store: &mut ParamStore, node: &str, kind: &str, out: Option<i64>, width: usize| {
         let params: BTreeMap<String, Value> = out

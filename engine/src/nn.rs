@@ -1234,14 +1234,9 @@ mod tests {
     }
 
     fn randn(dims: &[usize], seed: u64) -> Tensor {
-        let mut r = SeededRng::new(seed);
-        let n: usize = dims.iter().product();
-        Tensor::from_vec(
-            (0..n).map(|_| r.normal()).collect::<Vec<f32>>(),
-            dims,
-            &Device::Cpu,
-        )
-        .unwrap()
+        SeededRng::new(seed)
+            .normal_tensor(dims, &Device::Cpu)
+            .expect("tensor")
     }
 
     fn ints(v: &[i64]) -> Value {

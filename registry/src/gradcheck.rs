@@ -88,9 +88,7 @@ pub fn gradcheck(
         let n: usize = d.iter().product();
         match e {
             ExampleInput::Features(_) => {
-                let data: Vec<f32> = (0..n).map(|_| rng.normal()).collect();
-                let v = Var::from_tensor(&Tensor::from_vec(data, d, &dev).map_err(err)?)
-                    .map_err(err)?;
+                let v = Var::from_tensor(&rng.normal_tensor(d, &dev).map_err(err)?).map_err(err)?;
                 all_inputs.push(v.as_tensor().clone());
                 inputs.push((format!("input {}", i + 1), v));
             }
@@ -134,14 +132,7 @@ pub fn gradcheck(
     let output_dims: Vec<Vec<usize>> = outs.iter().map(|o| o.dims().to_vec()).collect();
     let weights: Vec<Tensor> = outs
         .iter()
-        .map(|o| {
-            let n = o.elem_count();
-            Tensor::from_vec(
-                (0..n).map(|_| rng.normal()).collect::<Vec<f32>>(),
-                o.dims(),
-                &dev,
-            )
-        })
+        .map(|o| rng.normal_tensor(o.dims(), &dev))
         .collect::<candle_core::Result<_>>()
         .map_err(err)?;
     let (loss, _) = run(Some(&weights)).map_err(err)?;

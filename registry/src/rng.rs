@@ -46,6 +46,22 @@ impl SeededRng {
         ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
     }
 
+    /// A tensor of standard normal values (f32) with the given dims.
+    pub fn normal_tensor(
+        &mut self,
+        dims: &[usize],
+        device: &candle_core::Device,
+    ) -> candle_core::Result<candle_core::Tensor> {
+        let n: usize = dims.iter().product();
+        let data: Vec<f32> = (0..n).map(|_| self.normal()).collect();
+        candle_core::Tensor::from_vec(data, dims, device)
+    }
+
+    /// A value in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.0.next_u64() % n.max(1) as u64) as usize
+    }
+
     /// A raw 64-bit value.
     pub fn next_u64(&mut self) -> u64 {
         self.0.next_u64()
