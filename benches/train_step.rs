@@ -47,7 +47,7 @@ fn main() {
     let fc = mer_registry::dsl::check_file(
         &mut s,
         &reg,
-        std::path::Path::new("recipes/demo/synth_me_au.mer"),
+        std::path::Path::new("recipes/demo/synth_me_3dcnn.mer"),
         &[],
         None,
     );
@@ -90,7 +90,7 @@ fn main() {
         opt.step(&g, 0, 1.0).expect("step");
     });
     println!(
-        "demo 3D-CNN (synth_me_au), batch {batch}: {:.1} ms/step, {:.0} samples/s",
+        "demo 3D-CNN (synth_me_3dcnn), batch {batch}: {:.1} ms/step, {:.0} samples/s",
         t * 1e3,
         batch as f64 / t
     );

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
+mod run;
+
 #[derive(Parser)]
 #[command(
     name = "mer",
@@ -29,6 +31,12 @@ enum DiagFormat {
     Full,
     /// One line per diagnostic: file:line:col: error[code]: message.
     Short,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum ReportFormat {
+    Md,
+    Json,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -94,6 +102,34 @@ enum Cmd {
         key: String,
         #[command(flatten)]
         select: Select,
+    },
+    /// Train and evaluate: every variant (or --variant) × seeds × protocol
+    /// folds, into the run store; prints the report. Exit 1 if a fold failed.
+    Run {
+        file: PathBuf,
+        #[command(flatten)]
+        select: Select,
+        /// Only these folds: 1-based positions or names, e.g. `--folds 1,3`.
+        #[arg(long, value_delimiter = ',')]
+        folds: Vec<String>,
+        /// cpu, cuda, cuda:N or auto.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Reuse finished folds and continue interrupted ones from their last checkpoint.
+        #[arg(long, conflicts_with = "restart")]
+        resume: bool,
+        /// Discard this recipe's earlier results and start over.
+        #[arg(long)]
+        restart: bool,
+        /// The run store.
+        #[arg(long, env = "MER_RUNS", default_value = "runs")]
+        runs: PathBuf,
+    },
+    /// Render the report of everything under a run-store folder.
+    Report {
+        dir: PathBuf,
+        #[arg(long, value_enum, default_value = "md")]
+        format: ReportFormat,
     },
     /// Create things: `mer new plugin NAME` writes a working plugin crate.
     New {
@@ -242,6 +278,26 @@ fn main() -> ExitCode {
             with_variant(&file, &select, |_, s, v| explain(s, v, &key))
         }
         Cmd::Plugins { cmd } => plugins(cmd),
+        Cmd::Run {
+            file,
+            select,
+            folds,
+            device,
+            resume,
+            restart,
+            runs,
+        } => {
+            let args = run::RunArgs {
+                variant: select.variant.clone(),
+                folds,
+                device,
+                resume,
+                restart,
+                runs,
+            };
+            with_experiment(&file, &select, |reg, _, e| run::run(reg, e, &args))
+        }
+        Cmd::Report { dir, format } => run::report(&dir, format == ReportFormat::Json),
         Cmd::New {
             cmd:
                 NewCmd::Plugin {

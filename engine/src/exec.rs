@@ -270,7 +270,7 @@ mod tests {
         let mut s = Session::new();
         let path = std::path::Path::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../recipes/demo/synth_me_au.mer"
+            "/../recipes/demo/synth_me_3dcnn.mer"
         ));
         let fc = mer_registry::dsl::check_file(&mut s, &reg, path, &[], None);
         assert!(!s.has_errors(), "{:?}", s.diags);

@@ -7,11 +7,17 @@
 //! check but do not yet run; each keeps the schema declared here as its
 //! single source of truth.
 
+pub mod data;
 pub mod exec;
 pub mod kinds;
 pub mod loss;
+pub mod metrics;
 pub mod nn;
 pub mod optim;
+pub mod protocols;
+pub mod report;
+pub mod runner;
+pub mod store;
 
 use mer_registry::Registry;
 

@@ -174,6 +174,31 @@ impl Optimizer {
             })
     }
 
+    /// The optimiser's state for a checkpoint: the step count and every
+    /// moment buffer, named `m/<param>` and `v/<param>`.
+    pub fn state(&self) -> (i32, Vec<(String, Tensor)>) {
+        let mut out = Vec::new();
+        for (name, s) in &self.slots {
+            if let Some(m) = &s.m {
+                out.push((format!("m/{name}"), m.clone()));
+            }
+            if let Some(v) = &s.v {
+                out.push((format!("v/{name}"), v.clone()));
+            }
+        }
+        (self.t, out)
+    }
+
+    /// Restores [`Optimizer::state`]: resuming from it continues exactly
+    /// where the checkpointed run was.
+    pub fn load_state(&mut self, t: i32, tensors: &std::collections::HashMap<String, Tensor>) {
+        self.t = t;
+        for (name, s) in self.slots.iter_mut() {
+            s.m = tensors.get(&format!("m/{name}")).cloned();
+            s.v = tensors.get(&format!("v/{name}")).cloned();
+        }
+    }
+
     /// One update from `grads`; `lr_factor` comes from the schedule.
     pub fn step(&mut self, grads: &GradStore, epoch: usize, lr_factor: f64) -> CResult<StepStats> {
         self.t += 1;

@@ -12,6 +12,7 @@
 //!   straddle train and test ([`Protocol`], checked by [`verify_folds`]).
 
 use crate::component::BuildError;
+use crate::rng::SeededRng;
 use crate::Value;
 use candle_core::Tensor;
 use std::collections::{BTreeMap, BTreeSet};
@@ -50,9 +51,24 @@ pub struct DataError {
 pub trait Dataset: Send + Sync {
     /// Every sample, in a stable order.
     fn index(&self) -> Result<Vec<SampleMeta>, DataError>;
-    /// Loads the samples at these positions of [`Dataset::index`]. `train`
-    /// selects training-time sampling (e.g. noisy-uniform frames).
-    fn load(&self, positions: &[usize], train: bool) -> Result<Batch, DataError>;
+    /// Loads the samples at these positions of [`Dataset::index`].
+    ///
+    /// `augment` is `Some` only for training batches: the dataset draws
+    /// every random choice (noisy-uniform frame times, crops, noise) from
+    /// it, so a resumed run replays the same augmentation. `None` means
+    /// evaluation: the result must be a pure function of the positions.
+    fn load(
+        &self,
+        positions: &[usize],
+        augment: Option<&mut SeededRng>,
+    ) -> Result<Batch, DataError>;
+    /// Names for the columns of a label port, used by metrics and reports:
+    /// `aus` → `["AU1", "AU4"]`, `emotion` → the class names in label
+    /// order. `None` (the default) keeps column indices.
+    fn label_names(&self, port: &str) -> Option<Vec<String>> {
+        let _ = port;
+        None
+    }
 }
 
 /// Builds a dataset from its parameters (after defaults).
@@ -116,6 +132,9 @@ pub struct MetricValue {
     /// Mean over folds, and how many folds had the needed classes.
     pub per_fold_mean: f64,
     pub folds_counted: usize,
+    /// Each fold's value by fold name; `None` where the fold lacked what
+    /// the metric needs (the `how` text says why).
+    pub per_fold: Vec<(String, Option<f64>)>,
     /// Plain words for the report: "binary F1 per AU, threshold 0.5 fixed".
     pub how: String,
 }
@@ -131,6 +150,19 @@ pub trait Metric: Send {
         pred: &Tensor,
         target: &Tensor,
     ) -> candle_core::Result<()>;
+    /// Adds predictions on held-out *training* subjects (the inner
+    /// validation split) for `fold`. Metrics that choose something, such as
+    /// a decision threshold, choose it here; the default ignores them.
+    fn calibrate(
+        &mut self,
+        fold: &str,
+        ids: &[String],
+        pred: &Tensor,
+        target: &Tensor,
+    ) -> candle_core::Result<()> {
+        let _ = (fold, ids, pred, target);
+        Ok(())
+    }
     /// The values so far.
     fn finish(&self) -> Vec<MetricValue>;
 }

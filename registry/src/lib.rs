@@ -62,6 +62,9 @@ mod shapecheck;
 
 pub use builder::KindBuilder;
 pub use component::{BuildCtx, BuildError, Component, Factory, Init, Mode, ParamStore};
+pub use contracts::{
+    verify_folds, Batch, DataError, Dataset, Fold, Metric, MetricValue, Protocol, SampleMeta,
+};
 pub use describe::describe_kind;
 pub use loader::PluginError;
 pub use rng::SeededRng;

@@ -132,6 +132,7 @@ pub fn kinds() -> Vec<Kind> {
             .float("noise", Some(0.02), Some(0.0), Some(1.0), "Sensor noise standard deviation.")
             .int("seed", Some(0), Some(0), "Generator seed (independent of the training seed).")
             .shapes(shapes::me_data)
+            .dataset(crate::data::synth::synth_me)
             .build(),
         clip("synth.dfer", "Generated dynamic facial-expression clips with per-frame face boxes and landmarks, for multi-task recipes.", 16, 64, true)
             .int("subjects", Some(10), Some(2), "Number of synthetic actors.")
@@ -141,6 +142,7 @@ pub fn kinds() -> Vec<Kind> {
             .float("noise", Some(0.02), Some(0.0), Some(1.0), "Sensor noise standard deviation.")
             .int("seed", Some(0), Some(0), "Generator seed.")
             .shapes(shapes::dfer_data)
+            .dataset(crate::data::synth::synth_dfer)
             .build(),
         me("me.casme2", "CASME II (26 subjects, 200 fps): CASME2-coding xlsx + sub*/EP*/img*.jpg, with the documented label corrections.", "CASME2_ROOT", &[1, 2, 4, 7, 12, 14, 15, 17], me5, "5class"),
         me("me.samm", "SAMM (32 subjects, 200 fps, gray): SAMM_Micro_FACS_Codes xlsx + subject/clip/*.jpg.", "SAMM_ROOT", &[2, 4, 7, 12], &["5class", "3class_megc", "8class"], "5class"),

@@ -1,0 +1,6 @@
+//! Data: the synthetic generator (a drawn face animated by FACS action
+//! units) and, later, loaders for the real corpora in their distributed
+//! layouts.
+
+pub mod face;
+pub mod synth;

@@ -1,0 +1,227 @@
+//! The run store: `runs/<experiment>/<recipe-hash>/<variant>/seed<S>/<fold>/`.
+//!
+//! Every file is written to a temporary name in the same folder and then
+//! renamed, so a run killed at any instant leaves either the old file or the
+//! new one, never half of one.
+
+use mer_registry::candle::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Writes `bytes` to `path` atomically (temporary file, fsync, rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = tmp_name(path);
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+fn tmp_name(path: &Path) -> PathBuf {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    path.with_file_name(format!(".{name}.tmp{}", std::process::id()))
+}
+
+/// Writes a value as pretty JSON, atomically.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
+    let mut s = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
+    s.push('\n');
+    write_atomic(path, s.as_bytes())
+}
+
+/// Reads a JSON file, `None` when it does not exist.
+pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> std::io::Result<Option<T>> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => serde_json::from_str(&s)
+            .map(Some)
+            .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Saves named tensors as safetensors, atomically.
+pub fn save_tensors(path: &Path, tensors: &HashMap<String, Tensor>) -> std::io::Result<()> {
+    let tmp = tmp_name(path);
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    mer_registry::candle::safetensors::save(tensors, &tmp).map_err(std::io::Error::other)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Loads named tensors from safetensors onto `device`.
+pub fn load_tensors(path: &Path, device: &Device) -> std::io::Result<HashMap<String, Tensor>> {
+    mer_registry::candle::safetensors::load(path, device)
+        .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))
+}
+
+/// A fold's lifecycle, in `status.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FoldStatus {
+    /// `running`, `finished` or `failed`.
+    pub state: String,
+    pub epochs_done: usize,
+    pub epochs: usize,
+    /// Why a fold failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// One epoch's record in `epochs.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub train_loss: f64,
+    /// Each loss term's mean (unweighted).
+    pub terms: Vec<(String, f64)>,
+    pub grad_norm: f64,
+    pub lr_factor: f64,
+    /// Loss on the inner validation subjects, when there is a split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_loss: Option<f64>,
+    /// The selection score on the test fold: present only under
+    /// `select = "test_best_epoch"` (test-tuned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_score: Option<f64>,
+}
+
+/// Predictions of one fold: sample ids and, per stored output, one row of
+/// values per sample. Written as CSV (`id,<output>[0],…`), with floats in
+/// their shortest round-trip form so re-reading gives identical bits.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Predictions {
+    pub ids: Vec<String>,
+    /// `(output name, width)` in column order.
+    pub columns: Vec<(String, usize)>,
+    /// `rows[i]` has `sum(width)` values.
+    pub rows: Vec<Vec<f32>>,
+}
+
+impl Predictions {
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        let mut header = vec!["id".to_string()];
+        for (name, width) in &self.columns {
+            for j in 0..*width {
+                header.push(format!("{name}[{j}]"));
+            }
+        }
+        w.write_record(&header).map_err(std::io::Error::other)?;
+        for (id, row) in self.ids.iter().zip(&self.rows) {
+            let mut rec = vec![id.clone()];
+            rec.extend(row.iter().map(|v| v.to_string()));
+            w.write_record(&rec).map_err(std::io::Error::other)?;
+        }
+        let bytes = w
+            .into_inner()
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        write_atomic(path, &bytes)
+    }
+
+    /// Reads a predictions file; errors name the file and row.
+    pub fn read(path: &Path) -> Result<Predictions, String> {
+        let mut r = csv::Reader::from_path(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let header = r
+            .headers()
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .clone();
+        let mut columns: Vec<(String, usize)> = Vec::new();
+        for h in header.iter().skip(1) {
+            let name = h.rsplit_once('[').map(|(n, _)| n).unwrap_or(h);
+            match columns.last_mut() {
+                Some((n, w)) if n == name => *w += 1,
+                _ => columns.push((name.to_string(), 1)),
+            }
+        }
+        let mut p = Predictions {
+            columns,
+            ..Default::default()
+        };
+        for (i, rec) in r.records().enumerate() {
+            let rec = rec.map_err(|e| format!("{}:{}: {e}", path.display(), i + 2))?;
+            p.ids.push(rec.get(0).unwrap_or_default().to_string());
+            let row = rec
+                .iter()
+                .skip(1)
+                .map(|v| v.parse::<f32>())
+                .collect::<Result<Vec<f32>, _>>()
+                .map_err(|e| format!("{}:{}: {e}", path.display(), i + 2))?;
+            p.rows.push(row);
+        }
+        Ok(p)
+    }
+
+    /// The `[n, width]` block of one output.
+    pub fn column(&self, name: &str) -> Option<(usize, Vec<f32>)> {
+        let mut off = 0;
+        for (n, w) in &self.columns {
+            if n == name {
+                let mut v = Vec::with_capacity(self.rows.len() * w);
+                for r in &self.rows {
+                    v.extend_from_slice(r.get(off..off + w)?);
+                }
+                return Some((*w, v));
+            }
+            off += w;
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn predictions_round_trip_bit_for_bit() {
+        let dir = std::env::temp_dir().join(format!("mer-store-{}", std::process::id()));
+        let p = Predictions {
+            ids: vec!["sub01/EP01,x".into(), "b".into()],
+            columns: vec![("aus".into(), 2), ("clips.aus".into(), 1)],
+            rows: vec![
+                vec![0.1, -1e-7, 1.0],
+                vec![f32::MIN_POSITIVE, 3.333_333_3, 0.0],
+            ],
+        };
+        let path = dir.join("p.csv");
+        p.write(&path).unwrap();
+        let q = Predictions::read(&path).unwrap();
+        assert_eq!(p, q);
+        assert_eq!(q.column("clips.aus"), Some((1, vec![1.0, 0.0])));
+        std::fs::write(&path, "id,a[0]\nx,notanumber\n").unwrap();
+        let e = Predictions::read(&path).unwrap_err();
+        assert!(e.contains("p.csv:2"), "{e}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn atomic_writes_leave_no_temporary_files() {
+        let dir = std::env::temp_dir().join(format!("mer-atomic-{}", std::process::id()));
+        write_json(
+            &dir.join("s.json"),
+            &FoldStatus {
+                state: "running".into(),
+                epochs_done: 1,
+                epochs: 3,
+                message: None,
+            },
+        )
+        .unwrap();
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        let s: FoldStatus = read_json(&dir.join("s.json")).unwrap().unwrap();
+        assert_eq!(s.epochs_done, 1);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

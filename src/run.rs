@@ -1,0 +1,220 @@
+//! `mer run` and `mer report`: progress bars and exit codes around the
+//! engine's runner and report writer.
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use mer_dsl::CheckedExperiment;
+use mer_engine::runner::{self, Progress, RunOptions, VariantResult};
+use mer_registry::{Registry, Value};
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Bars for folds and for the batches of the current fold (with ETA);
+/// plain lines when stderr is not a terminal.
+pub struct Bars {
+    multi: MultiProgress,
+    folds: ProgressBar,
+    fold: RefCell<Option<ProgressBar>>,
+    label: String,
+    tty: bool,
+}
+
+impl Bars {
+    pub fn new(label: &str) -> Bars {
+        let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let multi = MultiProgress::with_draw_target(if tty {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        });
+        let folds = multi.add(ProgressBar::new(0));
+        folds.set_style(
+            ProgressStyle::with_template("{prefix} folds {bar:24} {pos}/{len} [{elapsed} < {eta}]")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        folds.set_prefix(label.to_string());
+        Bars {
+            multi,
+            folds,
+            fold: RefCell::new(None),
+            label: label.to_string(),
+            tty,
+        }
+    }
+}
+
+impl Progress for Bars {
+    fn folds(&self, total: usize) {
+        self.folds.set_length(total as u64);
+    }
+    fn fold_start(&self, _index: usize, name: &str, epochs: usize, batches: usize) {
+        let pb = self.multi.add(ProgressBar::new((epochs * batches) as u64));
+        pb.set_style(
+            ProgressStyle::with_template("  {prefix} {bar:24} epoch {msg} [{elapsed} < {eta}]")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        pb.set_prefix(name.to_string());
+        pb.set_message(format!("1/{epochs}"));
+        *self.fold.borrow_mut() = Some(pb);
+    }
+    fn batch(&self) {
+        if let Some(pb) = self.fold.borrow().as_ref() {
+            pb.inc(1);
+        }
+    }
+    fn epoch_end(&self, epoch: usize, loss: f64) {
+        if let Some(pb) = self.fold.borrow().as_ref() {
+            pb.set_message(format!("{epoch} done, loss {loss:.4}"));
+        }
+    }
+    fn fold_end(&self, name: &str, state: &str) {
+        if let Some(pb) = self.fold.borrow_mut().take() {
+            pb.finish_and_clear();
+            self.multi.remove(&pb);
+        }
+        self.folds.inc(1);
+        if !self.tty {
+            eprintln!("{}: fold {name} {state}", self.label);
+        }
+    }
+    fn note(&self, message: &str) {
+        let _ = self.multi.println(format!("{}: {message}", self.label));
+        if !self.tty {
+            eprintln!("{}: {message}", self.label);
+        }
+    }
+}
+
+impl Drop for Bars {
+    fn drop(&mut self) {
+        self.folds.finish_and_clear();
+    }
+}
+
+/// The seeds a variant runs with: `seeds = [..]`, else `seed`, else 0.
+fn seeds(config: &std::collections::BTreeMap<String, Value>) -> Vec<i64> {
+    match (config.get("seeds"), config.get("seed")) {
+        (Some(Value::List(l)), _) if !l.is_empty() => l
+            .iter()
+            .filter_map(|v| match v {
+                Value::Int(i) => Some(*i),
+                _ => None,
+            })
+            .collect(),
+        (_, Some(Value::Int(s))) => vec![*s],
+        _ => vec![0],
+    }
+}
+
+pub struct RunArgs {
+    pub variant: Option<String>,
+    pub folds: Vec<String>,
+    pub device: String,
+    pub resume: bool,
+    pub restart: bool,
+    pub runs: PathBuf,
+}
+
+/// Runs the chosen variants (all by default) × seeds; writes and prints
+/// the report.
+pub fn run(reg: &Registry, e: &CheckedExperiment, args: &RunArgs) -> ExitCode {
+    let (device, note) = match runner::device(&args.device) {
+        Ok(d) => d,
+        Err(m) => {
+            eprintln!("error: {m}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(n) = note {
+        eprintln!("{n}");
+    }
+    let variants: Vec<_> = match &args.variant {
+        Some(w) => e.variants.iter().filter(|v| &v.variant.name == w).collect(),
+        None => e.variants.iter().collect(),
+    };
+    if variants.is_empty() {
+        let names: Vec<&str> = e.variants.iter().map(|v| v.variant.name.as_str()).collect();
+        eprintln!(
+            "error: experiment `{}` has no variant `{}`; variants: {}",
+            e.name,
+            args.variant.clone().unwrap_or_default(),
+            names.join(", ")
+        );
+        return ExitCode::from(2);
+    }
+    let opts = RunOptions {
+        root: args.runs.clone(),
+        folds: args.folds.clone(),
+        resume: args.resume,
+        restart: args.restart,
+        device,
+    };
+    let mut failed = false;
+    let mut done: Vec<VariantResult> = Vec::new();
+    for v in variants {
+        for seed in seeds(&v.recipe.config) {
+            let label = format!("{}/{} seed {seed}", e.name, v.variant.name);
+            let bars = Bars::new(&label);
+            match runner::run_variant(e, v, seed, reg, &opts, &bars) {
+                Ok(r) => {
+                    if !r.failed.is_empty() {
+                        failed = true;
+                    }
+                    done.push(r);
+                }
+                Err(err) => {
+                    drop(bars);
+                    eprintln!("error: {label}: {err}");
+                    return ExitCode::from(1);
+                }
+            }
+        }
+    }
+    let exp_dir = opts
+        .root
+        .join(&e.name)
+        .join(&e.hash[..12.min(e.hash.len())]);
+    match mer_engine::report::load_results(&exp_dir) {
+        Ok(all) => {
+            let md = mer_engine::report::markdown(&all);
+            let path = exp_dir.join("report.md");
+            if let Err(err) = mer_engine::store::write_atomic(&path, md.as_bytes()) {
+                eprintln!("error: {}: {err}", path.display());
+                return ExitCode::from(1);
+            }
+            print!("{md}");
+            eprintln!("report: {}", path.display());
+        }
+        Err(err) => eprintln!("error: {err}"),
+    }
+    if failed {
+        eprintln!("error: some folds failed; see the report and `status.json` of each fold");
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// `mer report DIR`: renders every run under DIR.
+pub fn report(dir: &Path, json: bool) -> ExitCode {
+    match mer_engine::report::load_results(dir) {
+        Ok(all) => {
+            if json {
+                match serde_json::to_string_pretty(&all) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(1);
+                    }
+                }
+            } else {
+                print!("{}", mer_engine::report::markdown(&all));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
