@@ -182,7 +182,7 @@ fn fold_note(absent: &BTreeMap<String, Vec<usize>>, what: &str) -> String {
         })
         .collect();
     format!(
-        "; {what} absent from a fold are left out of that fold's mean ({})",
+        "; {what} are left out of that fold's mean ({})",
         list.join("; ")
     )
 }
@@ -220,7 +220,7 @@ impl Classification {
                 cs.join(",")
             ));
         }
-        how.push_str(&fold_note(&absent, "classes"));
+        how.push_str(&fold_note(&absent, "classes absent from a fold"));
         vec![MetricValue {
             name: name.into(),
             pooled: pooled.unwrap_or(f64::NAN),
@@ -532,6 +532,7 @@ impl Metric for MultiLabelF1 {
         let mut pooled_means = Vec::new();
         let mut fold_means: BTreeMap<String, Vec<f64>> = BTreeMap::new();
         let mut undefined: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        let mut pooled_undefined = Vec::new();
         for j in 0..l {
             let pooled = self.f1_of(&all, j, true);
             let mut per_fold = Vec::new();
@@ -545,8 +546,9 @@ impl Metric for MultiLabelF1 {
                 per_fold.push((f.clone(), v));
             }
             let vals: Vec<f64> = per_fold.iter().filter_map(|(_, v)| *v).collect();
-            if let Some(p) = pooled {
-                pooled_means.push(p);
+            match pooled {
+                Some(p) => pooled_means.push(p),
+                None => pooled_undefined.push(j),
             }
             out.push(MetricValue {
                 name: format!("{base}{suffix}[{j}]"),
@@ -571,8 +573,14 @@ impl Metric for MultiLabelF1 {
             folds_counted: vals.len(),
             per_fold,
             how: format!(
-                "mean over AUs of {avg}, {th_words}{}",
-                fold_note(&undefined, "AUs with no true or predicted positives")
+                "mean over AUs of {avg}, {th_words}{}{}",
+                if pooled_undefined.is_empty() {
+                    String::new()
+                } else {
+                    let js: Vec<String> = pooled_undefined.iter().map(|j| j.to_string()).collect();
+                    format!("; AUs {} have no true or predicted positives in any fold and are left out of the pooled mean", js.join(","))
+                },
+                fold_note(&undefined, "AUs with no true or predicted positives in a fold")
             ),
         });
         out

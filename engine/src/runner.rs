@@ -732,6 +732,15 @@ fn run_fold(
     let steps_per_epoch = train.len().div_ceil(cfg.batch * cfg.accumulate);
     let total_steps = steps_per_epoch * cfg.epochs;
 
+    // A kill between writing a temporary file and renaming it leaves the
+    // temporary behind; it was never the real file, so it goes.
+    if let Ok(entries) = std::fs::read_dir(fdir) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().contains(".tmp") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
     // Resume from the last completed epoch, if any.
     let ckpt = fdir.join("checkpoint.safetensors");
     let meta_path = fdir.join("checkpoint.json");
@@ -791,7 +800,14 @@ fn run_fold(
                 let mut aug = SeededRng::derive(useed, &format!("aug/{name}"));
                 let (_, ports) = data.load(chunk, Some(&mut aug))?;
                 let mut rng = SeededRng::derive(useed, &format!("fwd/{name}"));
-                let f = model.forward(&data.feed(ports), Mode::Train, &mut rng)?;
+                let f = model.forward(&data.feed(ports), Mode::Train, &mut rng).map_err(|e| match e {
+                    ExecError::NonFinite(v) => RunError::Setup(format!(
+                        "epoch {}, batch {}: the loss is {v}; this fold stopped (lower the learning rate or set train.clip_grad_norm)",
+                        epoch + 1,
+                        si * cfg.accumulate + bi + 1
+                    )),
+                    other => other.into(),
+                })?;
                 let loss = f
                     .loss
                     .ok_or_else(|| RunError::Setup("the recipe's loss produced nothing".into()))?;

@@ -72,7 +72,7 @@ pub fn au_motion(au: i64, i: usize) -> [f32; 2] {
     match au {
         // Inner brow raiser: the inner halves of the brows go up.
         1 => match i {
-            20 | 21 | 22 | 23 => [0.0, -m],
+            20..=23 => [0.0, -m],
             19 | 24 => [0.0, -0.5 * m],
             _ => [0.0; 2],
         },

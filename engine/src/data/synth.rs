@@ -203,7 +203,7 @@ fn identity(rng: &mut SeededRng) -> Identity {
                     rng.uniform_range(0.01, 0.04),
                     rng.uniform_range(-4.0, 4.0),
                     rng.uniform_range(-4.0, 4.0),
-                    rng.uniform_range(0.0, 6.28),
+                    rng.uniform_range(0.0, std::f32::consts::TAU),
                 ]
             })
             .collect(),
@@ -288,7 +288,7 @@ impl Synth {
                         r.uniform_range(0.002, 0.012),
                         r.uniform_range(0.002, 0.012),
                         r.uniform_range(0.0, 0.03),
-                        r.uniform_range(0.0, 6.28),
+                        r.uniform_range(0.0, std::f32::consts::TAU),
                     ],
                 });
             }

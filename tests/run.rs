@@ -1,0 +1,356 @@
+//! End-to-end tests of `mer run` and `mer report` on generated data.
+
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn mer_in(runs: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mer"))
+        .args(args)
+        .arg("--runs")
+        .arg(runs)
+        .env("NO_COLOR", "1")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("mer runs")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("mer-run-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// The single `<exp>/<hash>/<variant>/seed<S>` folder under `runs`.
+fn variant_dir(runs: &Path, exp: &str, variant: &str, seed: i64) -> PathBuf {
+    let exp_dir = runs.join(exp);
+    let hash = std::fs::read_dir(&exp_dir)
+        .expect("experiment folder")
+        .next()
+        .expect("a recipe hash")
+        .expect("entry")
+        .path();
+    hash.join(variant).join(format!("seed{seed}"))
+}
+
+fn json(p: &Path) -> Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+    )
+    .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn metric<'a>(m: &'a Value, name: &str) -> &'a Value {
+    m["metrics"]
+        .as_array()
+        .expect("metrics")
+        .iter()
+        .find(|x| x["name"] == name)
+        .unwrap_or_else(|| panic!("no metric {name}"))
+}
+
+#[test]
+fn loso_predicts_every_sample_once_with_disjoint_groups_and_both_aggregates() {
+    let runs = scratch("loso");
+    let o = mer_in(&runs, &["run", "tests/run/tiny.mer", "--variant", "base"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let dir = variant_dir(&runs, "tiny", "base", 1);
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    let folds: Vec<PathBuf> = {
+        let mut v: Vec<_> = std::fs::read_dir(dir.join("folds"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(folds.len(), 4, "one fold per subject");
+    for f in &folds {
+        let fold = f.file_name().unwrap().to_string_lossy().to_string();
+        assert_eq!(json(&f.join("status.json"))["state"], "finished");
+        let preds = std::fs::read_to_string(f.join("predictions.csv")).unwrap();
+        for line in preds.lines().skip(1) {
+            let id = line.split(',').next().unwrap().to_string();
+            // The held-out subject is the only one predicted in its fold.
+            assert!(
+                id.starts_with(&format!("clips:{fold}/")),
+                "{id} in fold {fold}"
+            );
+            assert!(
+                seen.insert(id.clone(), fold.clone()).is_none(),
+                "{id} predicted twice"
+            );
+        }
+    }
+    assert_eq!(seen.len(), 20, "every sample predicted exactly once");
+    let m = json(&dir.join("metrics.json"));
+    assert_eq!(m["complete"], true);
+    let f1 = metric(&m, "f1");
+    assert!(
+        f1["pooled"].is_number() && f1["per_fold_mean"].is_number(),
+        "{f1}"
+    );
+    assert_eq!(f1["per_fold"].as_array().unwrap().len(), 4);
+    assert!(f1["how"].as_str().unwrap().contains("positive-class"));
+    assert!(metric(&m, "f1_macro2[AU12]")["how"]
+        .as_str()
+        .unwrap()
+        .contains("2-class macro"));
+    assert!(metric(&m, "auc").is_object());
+    let report =
+        std::fs::read_to_string(dir.parent().unwrap().parent().unwrap().join("report.md")).unwrap();
+    assert!(report.contains("| f1[AU1] |"), "{report}");
+    assert!(!report.contains('†'), "nothing here is test-tuned");
+    let _ = std::fs::remove_dir_all(runs);
+}
+
+#[test]
+fn same_seed_same_numbers_other_seed_other_numbers() {
+    let a = scratch("seed-a");
+    let b = scratch("seed-b");
+    let c = scratch("seed-c");
+    for r in [&a, &b] {
+        let o = mer_in(
+            r,
+            &[
+                "run",
+                "tests/run/tiny.mer",
+                "--variant",
+                "base",
+                "--folds",
+                "1,2",
+            ],
+        );
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    }
+    let o = mer_in(
+        &c,
+        &[
+            "run",
+            "tests/run/tiny.mer",
+            "--variant",
+            "base",
+            "--folds",
+            "1,2",
+            "--set",
+            "seed=2",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let read = |r: &Path, s| {
+        std::fs::read_to_string(
+            variant_dir(r, "tiny", "base", s).join("folds/sub01/predictions.csv"),
+        )
+        .unwrap()
+    };
+    assert_eq!(read(&a, 1), read(&b, 1), "bit-identical predictions");
+    assert_ne!(
+        read(&a, 1),
+        read(&c, 2),
+        "another seed trains another model"
+    );
+    let ma = json(&variant_dir(&a, "tiny", "base", 1).join("metrics.json"));
+    assert_eq!(ma["complete"], false, "two of four folds");
+    for r in [a, b, c] {
+        let _ = std::fs::remove_dir_all(r);
+    }
+}
+
+#[test]
+fn test_tuned_thresholds_run_only_when_named_and_are_labelled() {
+    let runs = scratch("tuned");
+    let o = mer_in(&runs, &["run", "tests/run/tuned.mer", "--variant", "base"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("mer::test-tuned"), "the warning is shown");
+    let m = json(&variant_dir(&runs, "tuned", "base", 1).join("metrics.json"));
+    let tuned = metric(&m, "f1_macro2_test_tuned");
+    assert_eq!(tuned["test_tuned"], true);
+    assert!(tuned["how"].as_str().unwrap().contains("TEST-TUNED"));
+    assert_eq!(
+        metric(&m, "f1")["test_tuned"],
+        false,
+        "the fixed-threshold metric is not tainted"
+    );
+    let report = std::fs::read_to_string(
+        variant_dir(&runs, "tuned", "base", 1)
+            .parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .join("report.md"),
+    )
+    .unwrap();
+    assert!(report.contains("f1_macro2_test_tuned †"), "{report}");
+    assert!(report.contains("† test-tuned"), "{report}");
+    // And --deny-warnings refuses to check it.
+    let o = Command::new(env!("CARGO_BIN_EXE_mer"))
+        .args(["check", "--deny-warnings", "tests/run/tuned.mer"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let _ = std::fs::remove_dir_all(runs);
+}
+
+#[test]
+fn a_diverging_fold_fails_by_name_and_the_run_exits_1() {
+    let runs = scratch("diverge");
+    let o = mer_in(
+        &runs,
+        &[
+            "run",
+            "tests/run/diverge.mer",
+            "--variant",
+            "base",
+            "--folds",
+            "1",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let st = json(&variant_dir(&runs, "diverge", "base", 1).join("folds/sub01/status.json"));
+    assert_eq!(st["state"], "failed");
+    let msg = st["message"].as_str().unwrap();
+    assert!(
+        msg.contains("epoch 1, batch") && msg.contains("NaN") || msg.contains("inf"),
+        "{msg}"
+    );
+    let _ = std::fs::remove_dir_all(runs);
+}
+
+#[test]
+fn existing_results_are_never_overwritten_silently() {
+    let runs = scratch("again");
+    let args = [
+        "run",
+        "tests/run/tiny.mer",
+        "--variant",
+        "base",
+        "--folds",
+        "1",
+    ];
+    assert_eq!(mer_in(&runs, &args).status.code(), Some(0));
+    let again = mer_in(&runs, &args);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(text(&again).contains("--resume"), "{}", text(&again));
+    let resumed = mer_in(&runs, &[&args[..], &["--resume"]].concat());
+    assert_eq!(resumed.status.code(), Some(0), "{}", text(&resumed));
+    assert!(
+        text(&resumed).contains("finished earlier"),
+        "{}",
+        text(&resumed)
+    );
+    let restarted = mer_in(&runs, &[&args[..], &["--restart"]].concat());
+    assert_eq!(restarted.status.code(), Some(0), "{}", text(&restarted));
+    let bad = mer_in(
+        &runs,
+        &["run", "tests/run/tiny.mer", "--folds", "9", "--restart"],
+    );
+    assert!(text(&bad).contains("no fold `9`"), "{}", text(&bad));
+    let _ = std::fs::remove_dir_all(runs);
+}
+
+#[test]
+fn kill_dash_nine_then_resume_gives_the_uninterrupted_numbers() {
+    let straight = scratch("straight");
+    let o = mer_in(
+        &straight,
+        &["run", "tests/run/slow.mer", "--variant", "base"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+    let killed = scratch("killed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mer"))
+        .args(["run", "tests/run/slow.mer", "--variant", "base", "--runs"])
+        .arg(&killed)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the first fold has checkpointed a few epochs, then kill
+    // without warning.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let ckpt = loop {
+        let found = std::fs::read_dir(&killed)
+            .ok()
+            .and_then(|_| {
+                let d = variant_dir(&killed, "slow", "base", 1).join("folds/fold1/checkpoint.json");
+                std::fs::read_to_string(&d).ok().map(|s| (d, s))
+            })
+            .filter(|(_, s)| s.contains("\"epochs_done\": 3") || s.contains("\"epochs_done\": 4"));
+        if let Some((d, _)) = found {
+            break d;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    child.kill().unwrap(); // SIGKILL on Unix
+    let _ = child.wait();
+    // Every file the run left parses: nothing half-written.
+    let fold = ckpt.parent().unwrap();
+    for e in std::fs::read_dir(fold).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        if name.ends_with(".json") {
+            json(&p);
+        }
+    }
+    assert_ne!(json(&fold.join("status.json"))["state"], "finished");
+    let o = mer_in(
+        &killed,
+        &["run", "tests/run/slow.mer", "--variant", "base", "--resume"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("resuming after epoch"), "{}", text(&o));
+    let m = |r: &Path| {
+        std::fs::read_to_string(variant_dir(r, "slow", "base", 1).join("metrics.json")).unwrap()
+    };
+    assert_eq!(m(&straight), m(&killed), "same final metrics");
+    for f in ["fold1", "fold2"] {
+        let p = |r: &Path| {
+            std::fs::read_to_string(
+                variant_dir(r, "slow", "base", 1)
+                    .join("folds")
+                    .join(f)
+                    .join("predictions.csv"),
+            )
+            .unwrap()
+        };
+        assert_eq!(p(&straight), p(&killed), "{f}: same predictions");
+    }
+    let _ = std::fs::remove_dir_all(straight);
+    let _ = std::fs::remove_dir_all(killed);
+}
+
+#[test]
+fn the_report_renders_from_a_fixed_run_store() {
+    // A frozen metrics.json (from a tiny run) renders to a stable report.
+    let o = Command::new(env!("CARGO_BIN_EXE_mer"))
+        .args(["report", "tests/run/fixture"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    insta::assert_snapshot!("report_fixture", String::from_utf8_lossy(&o.stdout));
+    let names: BTreeSet<String> = ["md", "json"].iter().map(|s| s.to_string()).collect();
+    for f in names {
+        let o = Command::new(env!("CARGO_BIN_EXE_mer"))
+            .args(["report", "tests/run/fixture", "--format", &f])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0));
+    }
+}
