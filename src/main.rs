@@ -124,6 +124,10 @@ enum Cmd {
         /// The run store.
         #[arg(long, env = "MER_RUNS", default_value = "runs")]
         runs: PathBuf,
+        /// Recompute frozen encoders' features every time (same numbers,
+        /// slower; for measuring the cache).
+        #[arg(long)]
+        no_feature_cache: bool,
     },
     /// Render the report of everything under a run-store folder.
     Report {
@@ -286,8 +290,10 @@ fn main() -> ExitCode {
             resume,
             restart,
             runs,
+            no_feature_cache,
         } => {
             let args = run::RunArgs {
+                no_feature_cache,
                 variant: select.variant.clone(),
                 folds,
                 device,

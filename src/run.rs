@@ -113,6 +113,7 @@ pub struct RunArgs {
     pub resume: bool,
     pub restart: bool,
     pub runs: PathBuf,
+    pub no_feature_cache: bool,
 }
 
 /// Runs the chosen variants (all by default) × seeds; writes and prints
@@ -151,11 +152,14 @@ pub fn run(reg: &Registry, e: &CheckedExperiment, args: &RunArgs) -> ExitCode {
     };
     let mut failed = false;
     let mut done: Vec<VariantResult> = Vec::new();
+    // One cache for every variant, seed and fold of this invocation.
+    let mut cache = mer_engine::exec::FeatureCache::default();
+    cache.disabled = args.no_feature_cache;
     for v in variants {
         for seed in seeds(&v.recipe.config) {
             let label = format!("{}/{} seed {seed}", e.name, v.variant.name);
             let bars = Bars::new(&label);
-            match runner::run_variant(e, v, seed, reg, &opts, &bars) {
+            match runner::run_variant(e, v, seed, reg, &opts, &mut cache, &bars) {
                 Ok(r) => {
                     if !r.failed.is_empty() {
                         failed = true;
@@ -169,6 +173,15 @@ pub fn run(reg: &Registry, e: &CheckedExperiment, args: &RunArgs) -> ExitCode {
                 }
             }
         }
+    }
+    if cache.hits + cache.misses > 0 {
+        eprintln!(
+            "feature cache: {} samples held, {} hits, {} computed{}",
+            cache.len(),
+            cache.hits,
+            cache.misses,
+            if cache.disabled { " (disabled)" } else { "" }
+        );
     }
     let exp_dir = opts
         .root

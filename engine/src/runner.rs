@@ -6,7 +6,7 @@
 //! …), never from a stream's position, so resuming at an epoch boundary
 //! replays the same numbers as an uninterrupted run.
 
-use crate::exec::{ExecError, Model};
+use crate::exec::{ExecError, FeatureCache, Model};
 use crate::optim::{Optimizer, Schedule};
 use crate::store::{self, EpochRecord, FoldStatus, Predictions};
 use mer_registry::candle::{DType, Device, Tensor};
@@ -365,6 +365,7 @@ pub fn run_variant(
     seed: i64,
     reg: &Registry,
     opts: &RunOptions,
+    cache: &mut FeatureCache,
     progress: &dyn Progress,
 ) -> Result<VariantResult, RunError> {
     let config = &v.recipe.config;
@@ -457,6 +458,7 @@ pub fn run_variant(
             reg,
             &opts.device,
             &fdir,
+            cache,
             progress,
         ) {
             Ok(()) => progress.fold_end(&fold.name, "finished"),
@@ -612,6 +614,7 @@ fn predict(
     positions: &[usize],
     batch: usize,
     outputs: &[Ref],
+    cache: &mut FeatureCache,
 ) -> Result<(Predictions, Option<f64>), RunError> {
     let mut p = Predictions::default();
     let mut loss_sum = 0f64;
@@ -619,7 +622,7 @@ fn predict(
     let mut rng = SeededRng::new(0);
     for chunk in positions.chunks(batch.max(1)) {
         let (ids, ports) = data.load(chunk, None)?;
-        let f = model.forward(&data.feed(ports.clone()), Mode::Eval, &mut rng)?;
+        let f = model.forward_cached(&data.feed(ports.clone()), Mode::Eval, &mut rng, cache)?;
         if let Some(l) = &f.loss {
             loss_sum += l.to_dtype(DType::F64)?.to_scalar::<f64>()? * chunk.len() as f64;
             loss_n += chunk.len();
@@ -696,11 +699,12 @@ fn run_fold(
     reg: &Registry,
     device: &Device,
     fdir: &Path,
+    cache: &mut FeatureCache,
     progress: &dyn Progress,
 ) -> Result<(), RunError> {
     let config = &v.recipe.config;
     let useed = seed as u64;
-    let model = Model::build(&v.graph, reg, useed, device)?;
+    let mut model = Model::build(&v.graph, reg, useed, device)?;
     let (okind, oparams) = call(config, "optimizer")
         .ok_or_else(|| RunError::Setup("the recipe has no optimizer".into()))?;
     let mut opt = Optimizer::new(
@@ -772,6 +776,7 @@ fn run_fold(
         ));
         meta = m;
     }
+    model.set_frozen(&frozen_nodes(&oparams))?;
     store::write_json(
         &fdir.join("status.json"),
         &FoldStatus {
@@ -800,7 +805,7 @@ fn run_fold(
                 let mut aug = SeededRng::derive(useed, &format!("aug/{name}"));
                 let (_, ports) = data.load(chunk, Some(&mut aug))?;
                 let mut rng = SeededRng::derive(useed, &format!("fwd/{name}"));
-                let f = model.forward(&data.feed(ports), Mode::Train, &mut rng).map_err(|e| match e {
+                let f = model.forward_cached(&data.feed(ports), Mode::Train, &mut rng, cache).map_err(|e| match e {
                     ExecError::NonFinite(v) => RunError::Setup(format!(
                         "epoch {}, batch {}: the loss is {v}; this fold stopped (lower the learning rate or set train.clip_grad_norm)",
                         epoch + 1,
@@ -862,12 +867,13 @@ fn run_fold(
         if (epoch + 1) % cfg.eval_every == 0 || last {
             let score = match cfg.select.as_str() {
                 "inner_val" => {
-                    let (_, vl) = predict(&model, data, &val, cfg.batch, outputs)?;
+                    let (_, vl) = predict(&model, data, &val, cfg.batch, outputs, cache)?;
                     rec.val_loss = vl;
                     vl.map(|l| -l)
                 }
                 "test_best_epoch" => {
-                    let s = test_score(&model, data, fold, cfg.batch, outputs, metrics, reg)?;
+                    let s =
+                        test_score(&model, data, fold, cfg.batch, outputs, metrics, reg, cache)?;
                     rec.test_score = s;
                     s
                 }
@@ -919,12 +925,12 @@ fn run_fold(
             }
         }
     }
-    let (preds, _) = predict(&model, data, &fold.test, cfg.batch, outputs)?;
+    let (preds, _) = predict(&model, data, &fold.test, cfg.batch, outputs, cache)?;
     preds
         .write(&fdir.join("predictions.csv"))
         .map_err(io(fdir))?;
     if !val.is_empty() {
-        let (vp, _) = predict(&model, data, &val, cfg.batch, outputs)?;
+        let (vp, _) = predict(&model, data, &val, cfg.batch, outputs, cache)?;
         vp.write(&fdir.join("val_predictions.csv"))
             .map_err(io(fdir))?;
     }
@@ -941,8 +947,21 @@ fn run_fold(
     Ok(())
 }
 
+/// Model nodes the optimiser's groups freeze (`groups = { enc = { freeze = true } }`).
+fn frozen_nodes(oparams: &BTreeMap<String, Value>) -> BTreeSet<String> {
+    match oparams.get("groups") {
+        Some(Value::Map(g)) => g
+            .iter()
+            .filter(|(_, v)| matches!(v, Value::Map(m) if matches!(m.get("freeze"), Some(Value::Bool(true)))))
+            .map(|(k, _)| k.clone())
+            .collect(),
+        _ => BTreeSet::new(),
+    }
+}
+
 /// The first metric's aggregate on this fold's test samples (test-tuned
 /// selection only); lower-is-better metrics are negated.
+#[allow(clippy::too_many_arguments)]
 fn test_score(
     model: &Model,
     data: &Data,
@@ -951,11 +970,12 @@ fn test_score(
     outputs: &[Ref],
     metrics: &[MetricNode],
     reg: &Registry,
+    cache: &mut FeatureCache,
 ) -> Result<Option<f64>, RunError> {
     let Some(m) = metrics.first() else {
         return Ok(None);
     };
-    let (p, _) = predict(model, data, &fold.test, batch, outputs)?;
+    let (p, _) = predict(model, data, &fold.test, batch, outputs, cache)?;
     let mut metric = make_metric(reg, m)?;
     let path = Path::new("<memory>");
     metric.update(

@@ -462,12 +462,15 @@ impl Dataset for Synth {
             })?;
             let times = self.times(c, aug.as_deref_mut());
             let id = &self.identities[c.subject];
-            let mut noise = match aug.as_deref_mut() {
-                Some(r) => SeededRng::new(r.next_u64()),
-                None => SeededRng::derive(self.seed, &format!("synth/noise/{}", c.id)),
+            // Sensor noise belongs to the recording, not to augmentation:
+            // it depends on the clip and frame time only, so a frame loads
+            // the same in training and evaluation.
+            let frame_noise = |tt: f32| {
+                SeededRng::derive(self.seed, &format!("synth/noise/{}/{}", c.id, tt.to_bits()))
             };
             let mut frames = vec![vec![0f32; t * h * w]; ch];
             for (k, &tt) in times.iter().enumerate() {
+                let mut noise = frame_noise(tt);
                 let lm = self.landmarks(c, tt, true);
                 let img = face::render(id, &lm, h, w, self.color);
                 for (cidx, plane) in img.iter().enumerate() {
