@@ -231,3 +231,88 @@ pub fn report(dir: &Path, json: bool) -> ExitCode {
         }
     }
 }
+
+/// `mer data …`, parsed.
+pub enum DataArgs {
+    Synth {
+        layout: String,
+        out: PathBuf,
+        subjects: i64,
+        clips_per_subject: i64,
+        frames_per_clip: usize,
+        size: i64,
+        intensity: f64,
+        seed: i64,
+    },
+    Verify {
+        root: PathBuf,
+        dataset: String,
+    },
+}
+
+pub fn data(args: DataArgs) -> ExitCode {
+    use mer_engine::data::{casme2, synth};
+    match args {
+        DataArgs::Synth {
+            layout,
+            out,
+            subjects,
+            clips_per_subject,
+            frames_per_clip,
+            size,
+            intensity,
+            seed,
+        } => {
+            let p: std::collections::BTreeMap<String, Value> = [
+                ("subjects", Value::Int(subjects.max(1))),
+                ("clips_per_subject", Value::Int(clips_per_subject.max(1))),
+                (
+                    "size",
+                    Value::List(vec![Value::Int(size), Value::Int(size)]),
+                ),
+                ("color", Value::Bool(true)),
+                ("intensity", Value::Float(intensity)),
+                ("seed", Value::Int(seed.max(0))),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+            let s = match synth::Synth::new(synth::Flavor::Me, &p) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: {}", e.0);
+                    return ExitCode::from(2);
+                }
+            };
+            let written = match layout.as_str() {
+                "casme2" => casme2::write_layout(&s, &out, frames_per_clip, seed.max(0) as u64),
+                other => Err(format!("no writer for layout `{other}`")),
+            };
+            match written {
+                Ok(n) => {
+                    println!(
+                        "wrote {n} clips in the {layout} layout to {}",
+                        out.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        DataArgs::Verify { root, dataset } => {
+            let (report, ok) = match dataset.as_str() {
+                "me.casme2" => casme2::verify(&root),
+                other => (format!("no verifier for `{other}`"), false),
+            };
+            print!("{report}");
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}

@@ -354,3 +354,110 @@ fn the_report_renders_from_a_fixed_run_store() {
         assert_eq!(o.status.code(), Some(0));
     }
 }
+
+#[test]
+fn a_composite_of_datasets_folds_by_dataset_and_subject_and_cuts_metrics() {
+    let runs = scratch("composite");
+    let o = mer_in(
+        &runs,
+        &["run", "tests/run/composite.mer", "--variant", "base"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let dir = variant_dir(&runs, "composite", "base", 1);
+    let m = json(&dir.join("metrics.json"));
+    // Both generators number their subjects sub01..: still separate folds.
+    let folds: Vec<&str> = m["folds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        folds,
+        [
+            "clips_sub01",
+            "clips_sub02",
+            "clips_sub03",
+            "clips_sub04",
+            "other_sub01",
+            "other_sub02"
+        ]
+    );
+    for cut in ["f1@clips", "f1@other"] {
+        assert!(
+            metric(&m, cut)["how"]
+                .as_str()
+                .unwrap()
+                .contains("only the"),
+            "{cut}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(runs);
+}
+
+#[test]
+fn generated_casme2_layout_verifies_and_runs_through_the_real_loader() {
+    let runs = scratch("casme2-runs");
+    let root = scratch("casme2-data");
+    let mer = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_mer"))
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap()
+    };
+    let r = root.display().to_string();
+    let o = mer(&[
+        "data",
+        "synth",
+        "--layout",
+        "casme2",
+        "--out",
+        &r,
+        "--subjects",
+        "3",
+        "--clips-per-subject",
+        "4",
+        "--size",
+        "32",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(root.join("CASME2-coding-20140508.xlsx").is_file());
+    let o = mer(&["data", "verify", &r, "--dataset", "me.casme2"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("samples: 12   subjects: 3"),
+        "{}",
+        text(&o)
+    );
+    let set = format!("data.clips.root={:?}", r);
+    let o = mer_in(
+        &runs,
+        &[
+            "run",
+            "recipes/demo/casme2_layout.mer",
+            "--set",
+            &set,
+            "--set",
+            "train.epochs=1",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let m = json(&variant_dir(&runs, "demo_casme2_layout", "base", 1).join("metrics.json"));
+    assert_eq!(
+        m["folds"].as_array().unwrap().len(),
+        3,
+        "LOSO over the 3 subjects"
+    );
+    // A broken frame folder is named, with the label file's row.
+    std::fs::remove_dir_all(root.join("Cropped/sub02")).unwrap();
+    let o = mer(&["data", "verify", &r, "--dataset", "me.casme2"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("CASME2-coding-20140508.xlsx:6") && text(&o).contains("is missing"),
+        "{}",
+        text(&o)
+    );
+    let _ = std::fs::remove_dir_all(runs);
+    let _ = std::fs::remove_dir_all(root);
+}

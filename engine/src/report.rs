@@ -155,6 +155,9 @@ pub fn markdown(results: &[VariantResult]) -> String {
                     " (INCOMPLETE: pooled values cover only these)"
                 }
             );
+            for (node, note) in &r.data_notes {
+                let _ = writeln!(o, "- data `{node}`: {note}");
+            }
             for (f, why) in &r.failed {
                 let _ = writeln!(o, "- fold {f} FAILED: {why}");
             }

@@ -342,6 +342,9 @@ pub struct VariantResult {
     pub complete: bool,
     /// `last`, `inner_val` or `test_best_epoch` (test-tuned).
     pub select: String,
+    /// What each dataset left out or corrected, by data node.
+    #[serde(default)]
+    pub data_notes: Vec<(String, String)>,
     pub samples: usize,
     pub metrics: Vec<StoredMetric>,
 }
@@ -431,6 +434,11 @@ pub fn run_variant(
         }
     }
 
+    for s in &data.sources {
+        for n in s.dataset.notes() {
+            progress.note(&format!("data `{}`: {n}", s.name));
+        }
+    }
     progress.folds(folds.len());
     let mut failed = Vec::new();
     for (fi, fold) in folds.iter().enumerate() {
@@ -503,6 +511,11 @@ pub fn run_variant(
         failed,
         complete: finished.len() == all_folds.len(),
         select: cfg.select.clone(),
+        data_notes: data
+            .sources
+            .iter()
+            .flat_map(|s| s.dataset.notes().into_iter().map(|n| (s.name.clone(), n)))
+            .collect(),
         samples: data.index.len(),
         metrics: stored,
     };
@@ -517,35 +530,62 @@ fn compute_metrics(
     data: &Data,
     reg: &Registry,
 ) -> Result<Vec<StoredMetric>, RunError> {
+    // With several datasets (MEGC composite, cross-dataset), each metric is
+    // also cut per dataset from the same pooled predictions, as MEGC reports.
+    let mut cuts: Vec<Option<&str>> = vec![None];
+    if data.sources.len() > 1 {
+        cuts.extend(data.sources.iter().map(|s| Some(s.name.as_str())));
+    }
     let mut out = Vec::new();
     for m in metrics {
-        let mut metric = make_metric(reg, m)?;
-        for f in folds {
-            let fdir = dir.join("folds").join(&f.name);
-            for (file, calib) in [("predictions.csv", false), ("val_predictions.csv", true)] {
-                let path = fdir.join(file);
-                if calib && !path.exists() {
-                    continue;
-                }
-                let p = Predictions::read(&path).map_err(RunError::Setup)?;
-                let (pred, target) = (
-                    column_tensor(&p, &m.pred.name, &path)?,
-                    column_tensor(&p, &m.target.name, &path)?,
-                );
-                if calib {
-                    metric.calibrate(&f.name, &p.ids, &pred, &target)?;
-                } else {
-                    metric.update(&f.name, &p.ids, &pred, &target)?;
+        for cut in &cuts {
+            let mut metric = make_metric(reg, m)?;
+            for f in folds {
+                let fdir = dir.join("folds").join(&f.name);
+                for (file, calib) in [("predictions.csv", false), ("val_predictions.csv", true)] {
+                    let path = fdir.join(file);
+                    if calib && !path.exists() {
+                        continue;
+                    }
+                    let mut p = Predictions::read(&path).map_err(RunError::Setup)?;
+                    if let Some(ds) = cut {
+                        let prefix = format!("{ds}:");
+                        let keep: Vec<usize> = (0..p.ids.len())
+                            .filter(|i| p.ids[*i].starts_with(&prefix))
+                            .collect();
+                        p.ids = keep.iter().map(|i| p.ids[*i].clone()).collect();
+                        p.rows = keep.iter().map(|i| p.rows[*i].clone()).collect();
+                    }
+                    if p.ids.is_empty() {
+                        continue;
+                    }
+                    let (pred, target) = (
+                        column_tensor(&p, &m.pred.name, &path)?,
+                        column_tensor(&p, &m.target.name, &path)?,
+                    );
+                    if calib {
+                        metric.calibrate(&f.name, &p.ids, &pred, &target)?;
+                    } else {
+                        metric.update(&f.name, &p.ids, &pred, &target)?;
+                    }
                 }
             }
-        }
-        // Column indices in metric names refer to the target port's labels
-        // (AUs, or class names for single-label metrics).
-        let labels = data.label_names(&m.target.port);
-        let test_tuned_param =
-            matches!(m.params.get("threshold_from"), Some(Value::Str(s)) if s == "test_tuned");
-        for mv in metric.finish() {
-            out.push(stored(m, mv, labels.as_deref(), test_tuned_param));
+            // Column indices in metric names refer to the target port's
+            // labels (AUs, or class names for single-label metrics).
+            let labels = data.label_names(&m.target.port);
+            let test_tuned_param =
+                matches!(m.params.get("threshold_from"), Some(Value::Str(s)) if s == "test_tuned");
+            for mv in metric.finish() {
+                let mut sm = stored(m, mv, labels.as_deref(), test_tuned_param);
+                if let Some(ds) = cut {
+                    sm.name = format!("{}@{ds}", sm.name);
+                    sm.how = format!(
+                        "{} (only the `{ds}` samples of the pooled predictions)",
+                        sm.how
+                    );
+                }
+                out.push(sm);
+            }
         }
     }
     Ok(out)

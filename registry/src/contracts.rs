@@ -62,6 +62,12 @@ pub trait Dataset: Send + Sync {
         positions: &[usize],
         augment: Option<&mut SeededRng>,
     ) -> Result<Batch, DataError>;
+    /// What the dataset left out or changed and why (samples outside the
+    /// recipe's class set, corrections applied), for the run log and the
+    /// report. Nothing is dropped without a line here.
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// Names for the columns of a label port, used by metrics and reports:
     /// `aus` → `["AU1", "AU4"]`, `emotion` → the class names in label
     /// order. `None` (the default) keeps column indices.

@@ -2,5 +2,7 @@
 //! units) and, later, loaders for the real corpora in their distributed
 //! layouts.
 
+pub mod au;
+pub mod casme2;
 pub mod face;
 pub mod synth;

@@ -129,6 +129,19 @@ struct Clip {
     head: [f32; 4],
 }
 
+/// A generated clip as a label file records it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClipInfo {
+    /// 1-based subject number.
+    pub subject: usize,
+    pub id: String,
+    pub emotion: &'static str,
+    /// Coded AUs, ascending.
+    pub aus: Vec<i64>,
+    /// Onset, apex, offset as fractions of the clip.
+    pub timing: [f32; 3],
+}
+
 /// Which generator: micro-expressions with AU targets, or DFER clips.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Flavor {
@@ -388,6 +401,61 @@ impl Synth {
         }
     }
 
+    /// One frame of clip `c` at time `t`: pixel planes (noise included,
+    /// clamped to [0, 1]) and the landmarks drawn.
+    fn frame(&self, c: &Clip, t: f32, h: usize, w: usize) -> (Vec<Vec<f32>>, Landmarks) {
+        // Sensor noise belongs to the recording, not to augmentation: it
+        // depends on the clip and frame time only, so a frame loads the same
+        // in training and evaluation.
+        let mut noise =
+            SeededRng::derive(self.seed, &format!("synth/noise/{}/{}", c.id, t.to_bits()));
+        let lm = self.landmarks(c, t, true);
+        let mut img = face::render(&self.identities[c.subject], &lm, h, w, self.color);
+        for plane in img.iter_mut() {
+            for v in plane.iter_mut() {
+                let n = if self.noise > 0.0 {
+                    noise.normal() * self.noise
+                } else {
+                    0.0
+                };
+                *v = (*v + n).clamp(0.0, 1.0);
+            }
+        }
+        (img, lm)
+    }
+
+    /// Rendered frame size `[H, W]`.
+    pub fn size_hw(&self) -> [usize; 2] {
+        self.size
+    }
+
+    /// Number of generated clips.
+    pub fn len(&self) -> usize {
+        self.clips.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.clips.is_empty()
+    }
+
+    /// What a label file records about clip `p`.
+    pub fn clip_info(&self, p: usize) -> Option<ClipInfo> {
+        let c = self.clips.get(p)?;
+        Some(ClipInfo {
+            subject: c.subject + 1,
+            id: c.id.clone(),
+            emotion: self.class_names[c.class],
+            aus: c.aus.iter().map(|a| a.0).collect(),
+            timing: c.timing,
+        })
+    }
+
+    /// Renders clip `p` at clip time `t` (0..1) as `[channel][h * w]`.
+    pub fn render_at(&self, p: usize, t: f32) -> Option<Vec<Vec<f32>>> {
+        let c = self.clips.get(p)?;
+        Some(self.frame(c, t, self.size[0], self.size[1]).0)
+    }
+
     /// The emotion class names, in label order.
     pub fn class_names(&self) -> &[&'static str] {
         &self.class_names
@@ -461,27 +529,11 @@ impl Dataset for Synth {
                 ),
             })?;
             let times = self.times(c, aug.as_deref_mut());
-            let id = &self.identities[c.subject];
-            // Sensor noise belongs to the recording, not to augmentation:
-            // it depends on the clip and frame time only, so a frame loads
-            // the same in training and evaluation.
-            let frame_noise = |tt: f32| {
-                SeededRng::derive(self.seed, &format!("synth/noise/{}/{}", c.id, tt.to_bits()))
-            };
             let mut frames = vec![vec![0f32; t * h * w]; ch];
             for (k, &tt) in times.iter().enumerate() {
-                let mut noise = frame_noise(tt);
-                let lm = self.landmarks(c, tt, true);
-                let img = face::render(id, &lm, h, w, self.color);
-                for (cidx, plane) in img.iter().enumerate() {
-                    for (j, v) in plane.iter().enumerate() {
-                        let n = if self.noise > 0.0 {
-                            noise.normal() * self.noise
-                        } else {
-                            0.0
-                        };
-                        frames[cidx][k * h * w + j] = (v + n).clamp(0.0, 1.0);
-                    }
+                let (img, lm) = self.frame(c, tt, h, w);
+                for (cidx, plane) in img.into_iter().enumerate() {
+                    frames[cidx][k * h * w..(k + 1) * h * w].copy_from_slice(&plane);
                 }
                 let (mut x0, mut y0, mut x1, mut y1) = (1f32, 1f32, 0f32, 0f32);
                 for q in &lm {

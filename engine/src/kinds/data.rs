@@ -51,7 +51,20 @@ fn me(
     classes: &[&str],
     default_classes: &str,
 ) -> Kind {
-    clip(name, doc, 6, 64, false)
+    me_with(name, doc, root_env, aus, classes, default_classes, None)
+}
+
+/// [`me`] with a loader.
+fn me_with(
+    name: &str,
+    doc: &str,
+    root_env: &str,
+    aus: &[i64],
+    classes: &[&str],
+    default_classes: &str,
+    loader: Option<mer_registry::contracts::DatasetFactory>,
+) -> Kind {
+    let b = clip(name, doc, 6, 64, false)
         .output("aus", "multi-label AU targets [B, n_aus] in {0, 1}")
         .output("flow", "onset→apex optical flow [B, 2, H, W]")
         .path(
@@ -76,8 +89,11 @@ fn me(
             true,
             "Read the cropped-face release where one exists.",
         )
-        .shapes(shapes::me_data)
-        .build()
+        .shapes(shapes::me_data);
+    match loader {
+        Some(f) => b.dataset(f).build(),
+        None => b.build(),
+    }
 }
 
 fn dfer(name: &str, doc: &str, folds_doc: &str) -> Kind {
@@ -144,7 +160,7 @@ pub fn kinds() -> Vec<Kind> {
             .shapes(shapes::dfer_data)
             .dataset(crate::data::synth::synth_dfer)
             .build(),
-        me("me.casme2", "CASME II (26 subjects, 200 fps): CASME2-coding xlsx + sub*/EP*/img*.jpg, with the documented label corrections.", "CASME2_ROOT", &[1, 2, 4, 7, 12, 14, 15, 17], me5, "5class"),
+me_with("me.casme2", "CASME II (26 subjects, 200 fps): CASME2-coding xlsx + sub*/EP*/img*.jpg, with the documented label corrections.", "CASME2_ROOT", &[1, 2, 4, 7, 12, 14, 15, 17], me5, "5class", Some(crate::data::casme2::factory)),
         me("me.samm", "SAMM (32 subjects, 200 fps, gray): SAMM_Micro_FACS_Codes xlsx + subject/clip/*.jpg.", "SAMM_ROOT", &[2, 4, 7, 12], &["5class", "3class_megc", "8class"], "5class"),
         me("me.smic", "SMIC-HS (16 subjects with MEs, 100 fps): pos/neg/sur folders.", "SMIC_ROOT", ME_AUS, &["3class"], "3class"),
         me("me.casme3", "CAS(ME)^3 part A (30 fps): annotation xlsx + frame folders.", "CASME3_ROOT", ME_AUS, &["7class", "4class", "3class_megc"], "7class"),
