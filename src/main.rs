@@ -172,7 +172,7 @@ enum DataCmd {
     /// layout (label workbook + frame folders), readable by its loader.
     Synth {
         /// The layout to write.
-        #[arg(long, value_parser = ["casme2"], default_value = "casme2")]
+        #[arg(long, value_parser = ["casme2", "samm"], default_value = "casme2")]
         layout: String,
         #[arg(long)]
         out: PathBuf,
@@ -196,7 +196,7 @@ enum DataCmd {
     /// applied and every problem (file and row). Exit 1 when there are problems.
     Verify {
         root: PathBuf,
-        #[arg(long, value_parser = ["me.casme2"])]
+        #[arg(long, value_parser = ["me.casme2", "me.samm"])]
         dataset: String,
     },
 }

@@ -251,7 +251,7 @@ pub enum DataArgs {
 }
 
 pub fn data(args: DataArgs) -> ExitCode {
-    use mer_engine::data::{casme2, synth};
+    use mer_engine::data::{me_layout, synth};
     match args {
         DataArgs::Synth {
             layout,
@@ -284,9 +284,11 @@ pub fn data(args: DataArgs) -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let written = match layout.as_str() {
-                "casme2" => casme2::write_layout(&s, &out, frames_per_clip, seed.max(0) as u64),
-                other => Err(format!("no writer for layout `{other}`")),
+            let written = match me_layout::layout(&layout) {
+                Some(l) => {
+                    me_layout::write_layout(l, &s, &out, frames_per_clip, seed.max(0) as u64)
+                }
+                None => Err(format!("no writer for layout `{layout}`")),
             };
             match written {
                 Ok(n) => {
@@ -303,9 +305,9 @@ pub fn data(args: DataArgs) -> ExitCode {
             }
         }
         DataArgs::Verify { root, dataset } => {
-            let (report, ok) = match dataset.as_str() {
-                "me.casme2" => casme2::verify(&root),
-                other => (format!("no verifier for `{other}`"), false),
+            let (report, ok) = match me_layout::layout(&dataset) {
+                Some(l) => me_layout::verify(l, &root),
+                None => (format!("no verifier for `{dataset}`"), false),
             };
             print!("{report}");
             if ok {

@@ -3,6 +3,6 @@
 //! layouts.
 
 pub mod au;
-pub mod casme2;
 pub mod face;
+pub mod me_layout;
 pub mod synth;

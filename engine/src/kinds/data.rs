@@ -160,8 +160,8 @@ pub fn kinds() -> Vec<Kind> {
             .shapes(shapes::dfer_data)
             .dataset(crate::data::synth::synth_dfer)
             .build(),
-me_with("me.casme2", "CASME II (26 subjects, 200 fps): CASME2-coding xlsx + sub*/EP*/img*.jpg, with the documented label corrections.", "CASME2_ROOT", &[1, 2, 4, 7, 12, 14, 15, 17], me5, "5class", Some(crate::data::casme2::factory)),
-        me("me.samm", "SAMM (32 subjects, 200 fps, gray): SAMM_Micro_FACS_Codes xlsx + subject/clip/*.jpg.", "SAMM_ROOT", &[2, 4, 7, 12], &["5class", "3class_megc", "8class"], "5class"),
+me_with("me.casme2", "CASME II (26 subjects, 200 fps): CASME2-coding xlsx + sub*/EP*/img*.jpg, with the documented label corrections.", "CASME2_ROOT", &[1, 2, 4, 7, 12, 14, 15, 17], me5, "5class", Some(crate::data::me_layout::casme2)),
+        me_with("me.samm", "SAMM (32 subjects, 200 fps, gray): SAMM_Micro_FACS_Codes xlsx + subject/clip/*.jpg.", "SAMM_ROOT", &[2, 4, 7, 12], &["5class", "3class_megc", "8class"], "5class", Some(crate::data::me_layout::samm)),
         me("me.smic", "SMIC-HS (16 subjects with MEs, 100 fps): pos/neg/sur folders.", "SMIC_ROOT", ME_AUS, &["3class"], "3class"),
         me("me.casme3", "CAS(ME)^3 part A (30 fps): annotation xlsx + frame folders.", "CASME3_ROOT", ME_AUS, &["7class", "4class", "3class_megc"], "7class"),
         me("me.mmew", "MMEW (36 subjects, 90 fps): MMEW_Micro_Exp.xlsx + frame folders.", "MMEW_ROOT", ME_AUS, &["6class", "3class_megc"], "6class"),

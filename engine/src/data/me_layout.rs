@@ -1,13 +1,18 @@
-//! CASME II as distributed: `CASME2-coding-20140508.xlsx` (first sheet,
-//! header on row 1: Subject, Filename, -, OnsetFrame, ApexFrame,
-//! OffsetFrame, -, Action Units, Estimated Emotion) and frame folders
-//! `CASME2_RAW_selected/subXX/<Filename>/imgN.jpg` (or the cropped release
-//! `Cropped/subXX/<Filename>/reg_imgN.jpg`), N the absolute frame number the
-//! label file uses.
+//! Micro-expression corpora as distributed: a label workbook plus frame
+//! folders, described by a [`Layout`] per dataset (CASME II, SAMM), read by
+//! one loader and written by one generator writer.
 //!
-//! The documented label defects are corrected from a table that is visible
-//! here and in `mer data verify`, and only where the cell is actually
-//! defective, so a corrected or generated file passes through untouched.
+//! * CASME II: `CASME2-coding-20140508.xlsx` (first sheet, header on row 1:
+//!   Subject, Filename, -, OnsetFrame, ApexFrame, OffsetFrame, -, Action
+//!   Units, Estimated Emotion) and `CASME2_RAW_selected/subXX/<Filename>/imgN.jpg`
+//!   or the cropped release `Cropped/subXX/<Filename>/reg_imgN.jpg`.
+//! * SAMM: `SAMM_Micro_FACS_Codes_v2.xlsx` (13 rows of free text, header on
+//!   row 14) and `SAMM/<subj3>/<Filename>/<subj3>_<frame5>.jpg`.
+//!
+//! Frame numbers are absolute and the label file uses them. The documented
+//! label defects are corrected from tables visible here and in `mer data
+//! verify`, and only where the cell is actually defective, so a corrected
+//! or generated file passes through untouched.
 
 use super::au::{parse_aus, parse_numeric_au};
 use super::synth::Synth;
@@ -17,12 +22,150 @@ use mer_registry::{Batch, BuildError, DataError, Dataset, SampleMeta, SeededRng,
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// The label file's name as distributed.
-pub const LABEL_FILE: &str = "CASME2-coding-20140508.xlsx";
+/// A class set: `(class, the label file's emotions in it, lower case)`
+/// in label order.
+pub type ClassSet = Vec<(&'static str, &'static [&'static str])>;
 
-/// MEB's apex fills for rows whose ApexFrame cell is not a number
+/// How one corpus is laid out on disk.
+pub struct Layout {
+    /// The kind name, e.g. `me.casme2`.
+    pub dataset: &'static str,
+    pub label_file: &'static str,
+    /// Free-text rows before the header row.
+    pub header_row: usize,
+    /// Column names: subject, filename, onset, apex, offset, AUs, emotion.
+    pub cols: [&'static str; 7],
+    /// Every header cell in order, for the writer (`""` = unnamed).
+    pub header: &'static [&'static str],
+    /// Subject folder name from a subject number.
+    pub subject_dir: fn(u32) -> String,
+    /// `(frames folder, cropped release?)`; the loader picks by `cropped`.
+    pub releases: &'static [(&'static str, bool)],
+    /// A frame's file name from (subject folder, frame number, cropped).
+    pub frame_name: fn(&str, u32, bool) -> String,
+    /// Documented fixes by 0-based data row, applied only to defective cells.
+    pub apex_fixes: &'static [(usize, u32)],
+    pub offset_fixes: &'static [(usize, u32)],
+    pub au_fixes: &'static [(usize, &'static str)],
+    /// Class sets: `(set, [(class, emotions in the file, lower case)])`.
+    pub class_sets: fn(&str) -> ClassSet,
+    /// The label file's spelling of a generated emotion.
+    pub emotion_name: fn(&str) -> &'static str,
+    /// A clip's file name from (subject number, clip number).
+    pub clip_name: fn(u32, usize) -> String,
+}
+
+/// CASME II (26 subjects, 200 fps).
+pub const CASME2: Layout = Layout {
+    dataset: "me.casme2",
+    label_file: "CASME2-coding-20140508.xlsx",
+    header_row: 0,
+    cols: [
+        "Subject",
+        "Filename",
+        "OnsetFrame",
+        "ApexFrame",
+        "OffsetFrame",
+        "Action Units",
+        "Estimated Emotion",
+    ],
+    header: &[
+        "Subject",
+        "Filename",
+        "",
+        "OnsetFrame",
+        "ApexFrame",
+        "OffsetFrame",
+        "",
+        "Action Units",
+        "Estimated Emotion",
+    ],
+    subject_dir: |n| format!("sub{n:02}"),
+    releases: &[("CASME2_RAW_selected", false), ("Cropped", true)],
+    frame_name: |_, n, cropped| {
+        if cropped {
+            format!("reg_img{n}.jpg")
+        } else {
+            format!("img{n}.jpg")
+        }
+    },
+    apex_fixes: CASME2_APEX_FIXES,
+    offset_fixes: &[(60, 91)],
+    au_fixes: &[],
+    class_sets: casme2_classes,
+    emotion_name: |e| match e {
+        "disgust" => "disgust",
+        "happiness" => "happiness",
+        "repression" => "repression",
+        "surprise" => "surprise",
+        _ => "others",
+    },
+    clip_name: |_, k| format!("EP{k:02}_01"),
+};
+
+/// SAMM (32 subjects, 200 fps, grayscale).
+pub const SAMM: Layout = Layout {
+    dataset: "me.samm",
+    label_file: "SAMM_Micro_FACS_Codes_v2.xlsx",
+    header_row: 13,
+    cols: [
+        "Subject",
+        "Filename",
+        "Onset Frame",
+        "Apex Frame",
+        "Offset Frame",
+        "Action Units",
+        "Estimated Emotion",
+    ],
+    header: &[
+        "Subject",
+        "Filename",
+        "Inducement Code",
+        "Onset Frame",
+        "Apex Frame",
+        "Offset Frame",
+        "Duration",
+        "Micro",
+        "Action Units",
+        "Estimated Emotion",
+        "Objective Classes",
+        "Notes",
+    ],
+    subject_dir: |n| format!("{n:03}"),
+    releases: &[("SAMM", false), ("SAMM", true)],
+    frame_name: |sub, n, _| format!("{sub}_{n:05}.jpg"),
+    apex_fixes: &[(125, 1105), (132, 4945), (133, 5130)],
+    offset_fixes: &[(56, 5739)],
+    au_fixes: &[
+        (15, "R12 + R15"),
+        (18, "R12 + R15"),
+        (41, "L14"),
+        (64, "R14"),
+        (154, "R14A"),
+    ],
+    class_sets: samm_classes,
+    emotion_name: |e| match e {
+        "disgust" => "Disgust",
+        "happiness" => "Happiness",
+        "repression" => "Contempt",
+        "surprise" => "Surprise",
+        _ => "Other",
+    },
+    clip_name: |sub, k| format!("{sub:03}_1_{k}"),
+};
+
+/// The layout of a dataset kind.
+pub fn layout(dataset: &str) -> Option<&'static Layout> {
+    match dataset {
+        "me.casme2" | "casme2" => Some(&CASME2),
+        "me.samm" | "samm" => Some(&SAMM),
+        _ => None,
+    }
+}
+
+/// MEB's apex fills for CASME II rows whose ApexFrame cell is not a number
 /// (0-based data rows → apex frame estimated from optical flow).
-pub const APEX_FIXES: &[(usize, u32)] = &[
+pub const CASME2_APEX_FIXES: &[(usize, u32)] = &[
     (29, 279),
     (35, 68),
     (43, 77),
@@ -46,9 +189,6 @@ pub const APEX_FIXES: &[(usize, u32)] = &[
     (238, 98),
 ];
 
-/// MEB's offset fix: data row 60's OffsetFrame is wrong; it is 91.
-pub const OFFSET_FIXES: &[(usize, u32)] = &[(60, 91)];
-
 /// One labelled clip.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
@@ -65,7 +205,7 @@ pub struct Record {
     pub frames: Vec<PathBuf>,
 }
 
-/// The result of reading a CASME II folder: records, corrections applied,
+/// The result of reading a corpus folder: records, corrections applied,
 /// and every problem found (each names the file and row).
 #[derive(Debug, Default)]
 pub struct Scan {
@@ -94,9 +234,9 @@ fn cell_u32(d: &Data) -> Option<u32> {
 }
 
 /// Reads the label file and checks every clip's frames.
-pub fn scan(root: &Path, cropped: bool) -> Scan {
+pub fn scan(layout: &Layout, root: &Path, cropped: bool) -> Scan {
     let mut out = Scan::default();
-    let label = root.join(LABEL_FILE);
+    let label = root.join(layout.label_file);
     let lf = label.display().to_string();
     let problem = |row: Option<usize>, message: String| DataError {
         file: lf.clone(),
@@ -124,22 +264,15 @@ pub fn scan(root: &Path, cropped: bool) -> Scan {
             return out;
         }
     };
-    let mut rows = range.rows();
+    let mut rows = range.rows().skip(layout.header_row);
     let Some(header) = rows.next() else {
-        out.problems.push(problem(Some(1), "empty sheet".into()));
+        out.problems
+            .push(problem(Some(layout.header_row + 1), "no header row".into()));
         return out;
     };
     let names: Vec<String> = header.iter().map(cell_text).collect();
     let col = |want: &str| names.iter().position(|n| n.eq_ignore_ascii_case(want));
-    let needed = [
-        "Subject",
-        "Filename",
-        "OnsetFrame",
-        "ApexFrame",
-        "OffsetFrame",
-        "Action Units",
-        "Estimated Emotion",
-    ];
+    let needed = layout.cols;
     let mut idx = BTreeMap::new();
     for n in needed {
         match col(n) {
@@ -147,7 +280,7 @@ pub fn scan(root: &Path, cropped: bool) -> Scan {
                 idx.insert(n, i);
             }
             None => out.problems.push(problem(
-                Some(1),
+                Some(layout.header_row + 1),
                 format!("no `{n}` column (header: {})", names.join(", ")),
             )),
         }
@@ -155,70 +288,79 @@ pub fn scan(root: &Path, cropped: bool) -> Scan {
     if idx.len() != needed.len() {
         return out;
     }
-    let frames_dir = if cropped {
-        root.join("Cropped")
-    } else {
-        root.join("CASME2_RAW_selected")
-    };
+    let release = layout
+        .releases
+        .iter()
+        .find(|(_, c)| *c == cropped)
+        .or(layout.releases.first())
+        .map(|(d, _)| *d)
+        .unwrap_or(".");
+    let frames_dir = root.join(release);
     if !frames_dir.is_dir() {
+        let other: Vec<&str> = layout
+            .releases
+            .iter()
+            .filter(|(d, _)| *d != release)
+            .map(|(d, _)| *d)
+            .collect();
         out.problems.push(DataError {
             file: frames_dir.display().to_string(),
             row: None,
-            message: if cropped {
-                "no cropped release here; set `cropped = false` to read CASME2_RAW_selected".into()
+            message: if other.is_empty() {
+                format!("no `{release}` frame folder here")
             } else {
-                "no CASME2_RAW_selected folder here".into()
+                format!(
+                    "no `{release}` frame folder here; set `cropped = {}` to read `{}`",
+                    !cropped,
+                    other.join("`, `")
+                )
             },
         });
         return out;
     }
+    let [c_subject, c_file, c_onset, c_apex, c_offset, c_aus, c_emotion] = layout.cols;
     for (i, r) in rows.enumerate() {
-        let row = i + 2;
+        let row = i + layout.header_row + 2;
         let get = |n: &str| r.get(idx[n]).cloned().unwrap_or(Data::Empty);
         if r.iter().all(|c| matches!(c, Data::Empty)) {
             continue;
         }
-        let subject = match get("Subject") {
-            Data::Float(f) if f.fract() == 0.0 => format!("sub{:02}", f as i64),
-            Data::Int(n) => format!("sub{n:02}"),
-            Data::String(s) if s.trim().starts_with("sub") => s.trim().to_string(),
-            Data::String(s) => match s.trim().parse::<u32>() {
-                Ok(n) => format!("sub{n:02}"),
-                Err(_) => {
-                    out.problems.push(problem(
-                        Some(row),
-                        format!("Subject `{s}` is not a subject number"),
-                    ));
-                    continue;
-                }
-            },
-            other => {
-                out.problems.push(problem(
-                    Some(row),
-                    format!("Subject `{other}` is not a subject number"),
-                ));
-                continue;
-            }
+        let number = match get(c_subject) {
+            Data::Float(f) if f.fract() == 0.0 && f >= 0.0 => Some(f as u32),
+            Data::Int(n) if n >= 0 => Some(n as u32),
+            Data::String(s) => s.trim().trim_start_matches("sub").parse::<u32>().ok(),
+            _ => None,
         };
-        let filename = cell_text(&get("Filename"));
+        let Some(number) = number else {
+            out.problems.push(problem(
+                Some(row),
+                format!(
+                    "{c_subject} `{}` is not a subject number",
+                    cell_text(&get(c_subject))
+                ),
+            ));
+            continue;
+        };
+        let subject = (layout.subject_dir)(number);
+        let filename = cell_text(&get(c_file));
         let name = format!("{subject}/{filename}");
-        let mut onset = cell_u32(&get("OnsetFrame"));
-        let mut apex = cell_u32(&get("ApexFrame"));
-        let mut offset = cell_u32(&get("OffsetFrame"));
+        let mut onset = cell_u32(&get(c_onset));
+        let mut apex = cell_u32(&get(c_apex));
+        let mut offset = cell_u32(&get(c_offset));
         if apex.is_none() {
-            if let Some((_, fix)) = APEX_FIXES.iter().find(|(r, _)| *r == i) {
+            if let Some((_, fix)) = layout.apex_fixes.iter().find(|(r, _)| *r == i) {
                 out.corrections.push(format!(
-                    "row {row} ({name}): ApexFrame `{}` → {fix} (MEB's optical-flow apex table)",
-                    cell_text(&get("ApexFrame"))
+                    "row {row} ({name}): {c_apex} `{}` → {fix} (MEB's table)",
+                    cell_text(&get(c_apex))
                 ));
                 apex = Some(*fix);
             }
         }
         if let (Some(a), Some(f)) = (apex, offset) {
             if f < a {
-                if let Some((_, fix)) = OFFSET_FIXES.iter().find(|(r, _)| *r == i) {
+                if let Some((_, fix)) = layout.offset_fixes.iter().find(|(r, _)| *r == i) {
                     out.corrections.push(format!(
-                        "row {row} ({name}): OffsetFrame {f} → {fix} (MEB's fix)"
+                        "row {row} ({name}): {c_offset} {f} → {fix} (MEB's table)"
                     ));
                     offset = Some(*fix);
                 }
@@ -229,9 +371,9 @@ pub fn scan(root: &Path, cropped: bool) -> Scan {
                 Some(row),
                 format!(
                     "{name}: onset/apex/offset `{}`/`{}`/`{}` are not all frame numbers",
-                    cell_text(&get("OnsetFrame")),
-                    cell_text(&get("ApexFrame")),
-                    cell_text(&get("OffsetFrame"))
+                    cell_text(&get(c_onset)),
+                    cell_text(&get(c_apex)),
+                    cell_text(&get(c_offset))
                 ),
             ));
             continue;
@@ -243,11 +385,20 @@ pub fn scan(root: &Path, cropped: bool) -> Scan {
             ));
             continue;
         }
-        let aus = match get("Action Units") {
+        let mut aus = match get(c_aus) {
             Data::Float(f) => parse_numeric_au(f),
             Data::Int(n) => parse_numeric_au(n as f64),
             other => parse_aus(&cell_text(&other)),
         };
+        if aus.is_err() {
+            if let Some((_, fix)) = layout.au_fixes.iter().find(|(r, _)| *r == i) {
+                out.corrections.push(format!(
+                    "row {row} ({name}): {c_aus} `{}` → `{fix}` (MEB's table)",
+                    cell_text(&get(c_aus))
+                ));
+                aus = parse_aus(fix);
+            }
+        }
         let aus = match aus {
             Ok(a) => {
                 let mut v: Vec<u32> = a.iter().map(|c| c.au).collect();
@@ -261,9 +412,8 @@ pub fn scan(root: &Path, cropped: bool) -> Scan {
             }
         };
         let dir = frames_dir.join(&subject).join(&filename);
-        let prefix = if cropped { "reg_img" } else { "img" };
         let frames: Vec<PathBuf> = (on..=off)
-            .map(|n| dir.join(format!("{prefix}{n}.jpg")))
+            .map(|n| dir.join((layout.frame_name)(&subject, n, cropped)))
             .collect();
         if let Some(missing) = frames.iter().find(|p| !p.is_file()) {
             out.problems.push(problem(
@@ -284,7 +434,7 @@ pub fn scan(root: &Path, cropped: bool) -> Scan {
             apex: ap,
             offset: off,
             aus,
-            emotion: cell_text(&get("Estimated Emotion")).to_lowercase(),
+            emotion: cell_text(&get(c_emotion)).to_lowercase(),
             frames,
         });
     }
@@ -300,8 +450,8 @@ pub fn scan(root: &Path, cropped: bool) -> Scan {
     out
 }
 
-/// The class sets: name → index, in label order.
-fn class_set(set: &str) -> Vec<(&'static str, &'static [&'static str])> {
+/// CASME II's class sets, in label order.
+fn casme2_classes(set: &str) -> ClassSet {
     match set {
         "3class_megc" => vec![
             ("negative", &["disgust", "repression"][..]),
@@ -327,8 +477,40 @@ fn class_set(set: &str) -> Vec<(&'static str, &'static [&'static str])> {
     }
 }
 
-/// The `me.casme2` dataset.
-pub struct Casme2 {
+/// SAMM's class sets (emotions lower-cased; `Other`/`Others` both).
+fn samm_classes(set: &str) -> ClassSet {
+    match set {
+        "3class_megc" => vec![
+            (
+                "negative",
+                &["anger", "contempt", "disgust", "sadness", "fear"][..],
+            ),
+            ("positive", &["happiness"][..]),
+            ("surprise", &["surprise"][..]),
+        ],
+        "8class" => vec![
+            ("anger", &["anger"][..]),
+            ("contempt", &["contempt"][..]),
+            ("disgust", &["disgust"][..]),
+            ("fear", &["fear"][..]),
+            ("happiness", &["happiness"][..]),
+            ("other", &["other", "others"][..]),
+            ("sadness", &["sadness"][..]),
+            ("surprise", &["surprise"][..]),
+        ],
+        _ => vec![
+            ("anger", &["anger"][..]),
+            ("contempt", &["contempt"][..]),
+            ("happiness", &["happiness"][..]),
+            ("other", &["other", "others"][..]),
+            ("surprise", &["surprise"][..]),
+        ],
+    }
+}
+
+/// A micro-expression corpus read through its [`Layout`].
+pub struct MeDataset {
+    layout: &'static Layout,
     records: Vec<(Record, usize)>,
     corrections: Vec<String>,
     classes: Vec<&'static str>,
@@ -347,25 +529,27 @@ fn p_int(p: &BTreeMap<String, Value>, k: &str, d: i64) -> i64 {
     }
 }
 
-impl Casme2 {
-    pub fn new(p: &BTreeMap<String, Value>) -> Result<Self, BuildError> {
+impl MeDataset {
+    pub fn new(layout: &'static Layout, p: &BTreeMap<String, Value>) -> Result<Self, BuildError> {
         let root = match p.get("root") {
             Some(Value::Str(s)) => PathBuf::from(s),
             _ => {
-                return Err(BuildError(
-                    "`root` is required: the CASME II folder as distributed".into(),
-                ))
+                return Err(BuildError(format!(
+                    "`root` is required: the {} folder as distributed",
+                    layout.dataset
+                )))
             }
         };
         let cropped = !matches!(p.get("cropped"), Some(Value::Bool(false)));
-        let s = scan(&root, cropped);
+        let s = scan(layout, &root, cropped);
         if !s.problems.is_empty() {
             let list: Vec<String> = s.problems.iter().take(5).map(|e| e.to_string()).collect();
             return Err(BuildError(format!(
-                "{} problem(s) in {} (`mer data verify {} --dataset me.casme2` lists all):\n  {}",
+                "{} problem(s) in {} (`mer data verify {} --dataset {}` lists all):\n  {}",
                 s.problems.len(),
                 root.display(),
                 root.display(),
+                layout.dataset,
                 list.join("\n  ")
             )));
         }
@@ -373,7 +557,7 @@ impl Casme2 {
             Some(Value::Str(c)) => c.clone(),
             _ => "5class".into(),
         };
-        let table = class_set(&set);
+        let table = (layout.class_sets)(&set);
         let mut records = Vec::new();
         let mut excluded = BTreeMap::new();
         for r in s.records {
@@ -398,7 +582,8 @@ impl Casme2 {
                 .collect::<Vec<_>>(),
             _ => vec![64, 64],
         };
-        Ok(Casme2 {
+        Ok(MeDataset {
+            layout,
             records,
             corrections: s.corrections,
             classes: table.iter().map(|(n, _)| *n).collect(),
@@ -461,7 +646,7 @@ impl Casme2 {
     }
 }
 
-impl Dataset for Casme2 {
+impl Dataset for MeDataset {
     fn notes(&self) -> Vec<String> {
         let mut out: Vec<String> = self.corrections.clone();
         if !self.excluded.is_empty() {
@@ -510,7 +695,7 @@ impl Dataset for Casme2 {
         let (mut emotion, mut subject, mut aus, mut ids) = (vec![], vec![], vec![], vec![]);
         for &p in positions {
             let (r, c) = self.records.get(p).ok_or_else(|| DataError {
-                file: LABEL_FILE.into(),
+                file: self.layout.label_file.into(),
                 row: None,
                 message: format!("position {p} is outside the {} clips", self.records.len()),
             })?;
@@ -560,7 +745,7 @@ impl Dataset for Casme2 {
         }
         let d = &Device::Cpu;
         let e = |e: mer_registry::candle::Error| DataError {
-            file: LABEL_FILE.into(),
+            file: self.layout.label_file.into(),
             row: None,
             message: e.to_string(),
         };
@@ -594,19 +779,29 @@ impl Dataset for Casme2 {
 }
 
 /// `me.casme2`'s factory.
-pub fn factory(p: &BTreeMap<String, Value>) -> Result<Box<dyn Dataset>, BuildError> {
-    Ok(Box::new(Casme2::new(p)?))
+pub fn casme2(p: &BTreeMap<String, Value>) -> Result<Box<dyn Dataset>, BuildError> {
+    Ok(Box::new(MeDataset::new(&CASME2, p)?))
 }
 
-/// `mer data verify ROOT --dataset me.casme2`: samples, subjects, classes,
-/// AU frequencies, corrections applied, and every problem with its row.
-pub fn verify(root: &Path) -> (String, bool) {
+/// `me.samm`'s factory.
+pub fn samm(p: &BTreeMap<String, Value>) -> Result<Box<dyn Dataset>, BuildError> {
+    Ok(Box::new(MeDataset::new(&SAMM, p)?))
+}
+
+/// `mer data verify ROOT --dataset D`: samples, subjects, emotions, AU
+/// frequencies, corrections applied, and every problem with its row.
+pub fn verify(layout: &Layout, root: &Path) -> (String, bool) {
     use std::fmt::Write;
-    let s = scan(root, root.join("Cropped").is_dir());
+    // The cropped release when the folder has it, else the full frames.
+    let cropped = layout
+        .releases
+        .iter()
+        .any(|(d, c)| *c && root.join(d).is_dir());
+    let s = scan(layout, root, cropped);
     let mut o = String::new();
     let subjects: std::collections::BTreeSet<&String> =
         s.records.iter().map(|r| &r.subject).collect();
-    let _ = writeln!(o, "CASME II at {}", root.display());
+    let _ = writeln!(o, "{} at {}", layout.dataset, root.display());
     let _ = writeln!(
         o,
         "samples: {}   subjects: {}",
@@ -621,21 +816,16 @@ pub fn verify(root: &Path) -> (String, bool) {
             *aus.entry(*a).or_default() += 1;
         }
     }
+    let list = |v: Vec<String>| v.join(", ");
     let _ = writeln!(
         o,
         "emotions: {}",
-        emo.iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        list(emo.iter().map(|(k, v)| format!("{k} {v}")).collect())
     );
     let _ = writeln!(
         o,
         "AUs: {}",
-        aus.iter()
-            .map(|(k, v)| format!("AU{k} {v}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        list(aus.iter().map(|(k, v)| format!("AU{k} {v}")).collect())
     );
     let _ = writeln!(o, "corrections applied: {}", s.corrections.len());
     for c in &s.corrections {
@@ -648,35 +838,39 @@ pub fn verify(root: &Path) -> (String, bool) {
     (o, s.problems.is_empty())
 }
 
-/// Writes generated clips in the CASME II layout: the label workbook and
-/// both frame releases (`CASME2_RAW_selected/…/imgN.jpg`,
-/// `Cropped/…/reg_imgN.jpg`), `frames_per_clip` frames from onset to
-/// offset at absolute frame numbers, AU cells in the forms the real file
-/// uses (`4+L10`, numeric cells for single AUs).
+/// Writes generated clips in `layout`: the label workbook (with the free
+/// text above the header where the real file has it) and every frame
+/// release, `frames_per_clip` frames from onset to offset at absolute frame
+/// numbers, AU cells in the forms the real files use (`4+L10`, `R12 + R15`,
+/// numeric cells for single AUs).
 pub fn write_layout(
+    layout: &Layout,
     synth: &Synth,
     root: &Path,
     frames_per_clip: usize,
     seed: u64,
 ) -> Result<usize, String> {
     use rust_xlsxwriter::Workbook;
+    let w = |e: rust_xlsxwriter::XlsxError| e.to_string();
     let mut wb = Workbook::new();
     let ws = wb.add_worksheet();
-    let header = [
-        "Subject",
-        "Filename",
-        "",
-        "OnsetFrame",
-        "ApexFrame",
-        "OffsetFrame",
-        "",
-        "Action Units",
-        "Estimated Emotion",
-    ];
-    for (c, h) in header.iter().enumerate() {
-        ws.write_string(0, c as u16, *h)
-            .map_err(|e| e.to_string())?;
+    for r in 0..layout.header_row {
+        let text = if r == 0 {
+            format!(
+                "{} (generated by mer data synth; not the real corpus)",
+                layout.label_file
+            )
+        } else {
+            String::new()
+        };
+        ws.write_string(r as u32, 0, text).map_err(w)?;
     }
+    let hr = layout.header_row as u32;
+    for (c, h) in layout.header.iter().enumerate() {
+        ws.write_string(hr, c as u16, *h).map_err(w)?;
+    }
+    let col = |name: &str| layout.header.iter().position(|h| *h == name).unwrap_or(0) as u16;
+    let [c_subject, c_file, c_onset, c_apex, c_offset, c_aus, c_emotion] = layout.cols.map(col);
     let n = frames_per_clip.max(3);
     for p in 0..synth.len() {
         let Some(super::synth::ClipInfo {
@@ -689,21 +883,32 @@ pub fn write_layout(
         else {
             continue;
         };
-        let filename = id.split('/').nth(1).unwrap_or(&id).to_string();
+        // SAMM numbers its subjects from 006.
+        let number = if layout.header_row > 0 {
+            subject as u32 + 5
+        } else {
+            subject as u32
+        };
+        let clip = id
+            .split('/')
+            .nth(1)
+            .and_then(|c| c.get(2..4))
+            .and_then(|k| k.parse().ok())
+            .unwrap_or(p + 1);
+        let filename = (layout.clip_name)(number, clip);
         let mut r = SeededRng::derive(seed, &format!("layout/{id}"));
         let onset = 20 + r.below(200) as u32;
         let offset = onset + n as u32 - 1;
         let [o, a, f] = timing;
         let apex = onset + (((a - o) / (f - o)) * (n - 1) as f32).round() as u32;
-        let row = (p + 1) as u32;
-        let w = |e: rust_xlsxwriter::XlsxError| e.to_string();
-        ws.write_number(row, 0, subject as f64).map_err(w)?;
-        ws.write_string(row, 1, &filename).map_err(w)?;
-        ws.write_number(row, 3, onset as f64).map_err(w)?;
-        ws.write_number(row, 4, apex as f64).map_err(w)?;
-        ws.write_number(row, 5, offset as f64).map_err(w)?;
+        let row = hr + 1 + p as u32;
+        ws.write_number(row, c_subject, number as f64).map_err(w)?;
+        ws.write_string(row, c_file, &filename).map_err(w)?;
+        ws.write_number(row, c_onset, onset as f64).map_err(w)?;
+        ws.write_number(row, c_apex, apex as f64).map_err(w)?;
+        ws.write_number(row, c_offset, offset as f64).map_err(w)?;
         if aus.len() == 1 {
-            ws.write_number(row, 7, aus[0] as f64).map_err(w)?;
+            ws.write_number(row, c_aus, aus[0] as f64).map_err(w)?;
         } else {
             let cell: Vec<String> = aus
                 .iter()
@@ -713,28 +918,31 @@ pub fn write_layout(
                     _ => a.to_string(),
                 })
                 .collect();
-            ws.write_string(row, 7, cell.join("+")).map_err(w)?;
+            let sep = if layout.header_row > 0 { " + " } else { "+" };
+            ws.write_string(row, c_aus, cell.join(sep)).map_err(w)?;
         }
-        ws.write_string(row, 8, emotion).map_err(w)?;
-        let sub = format!("sub{subject:02}");
+        ws.write_string(row, c_emotion, (layout.emotion_name)(emotion))
+            .map_err(w)?;
+        let sub = (layout.subject_dir)(number);
+        let mut releases: Vec<(&str, bool)> = layout.releases.to_vec();
+        releases.dedup_by_key(|(d, _)| *d);
         for k in 0..n {
             let t = o + (f - o) * k as f32 / (n - 1) as f32;
             let planes = synth.render_at(p, t).ok_or("clip vanished")?;
             let frame = onset + k as u32;
             let img = to_image(&planes, synth.size_hw());
-            for (dir, name) in [
-                ("CASME2_RAW_selected", format!("img{frame}.jpg")),
-                ("Cropped", format!("reg_img{frame}.jpg")),
-            ] {
+            for (dir, cropped) in &releases {
                 let d = root.join(dir).join(&sub).join(&filename);
                 std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+                let name = (layout.frame_name)(&sub, frame, *cropped);
                 img.save(d.join(&name))
                     .map_err(|e| format!("{}: {e}", d.join(&name).display()))?;
             }
         }
     }
     std::fs::create_dir_all(root).map_err(|e| e.to_string())?;
-    wb.save(root.join(LABEL_FILE)).map_err(|e| e.to_string())?;
+    wb.save(root.join(layout.label_file))
+        .map_err(|e| e.to_string())?;
     Ok(synth.len())
 }
 
@@ -793,8 +1001,8 @@ mod tests {
         let root = std::env::temp_dir().join(format!("mer-casme2-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         let s = synth(4);
-        assert_eq!(write_layout(&s, &root, 8, 1).unwrap(), 12);
-        let d = Casme2::new(&params(&root)).unwrap();
+        assert_eq!(write_layout(&CASME2, &s, &root, 8, 1).unwrap(), 12);
+        let d = MeDataset::new(&CASME2, &params(&root)).unwrap();
         let idx = d.index().unwrap();
         // Every generated clip is either loaded or counted as excluded.
         let excluded: usize = d.excluded().values().sum();
@@ -814,7 +1022,7 @@ mod tests {
                 aus0.contains(&12) as u8 as f32
             ]
         );
-        let (report, ok) = verify(&root);
+        let (report, ok) = verify(&CASME2, &root);
         assert!(ok, "{report}");
         assert!(report.contains("samples: 12"), "{report}");
         let _ = std::fs::remove_dir_all(&root);
@@ -824,7 +1032,7 @@ mod tests {
     fn defects_are_named_by_file_and_row() {
         let root = std::env::temp_dir().join(format!("mer-casme2-bad-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
-        write_layout(&synth(2), &root, 5, 1).unwrap();
+        write_layout(&CASME2, &synth(2), &root, 5, 1).unwrap();
         // Rewrite the label file with defects: a missing apex on data row
         // 0 (not in the table: a problem), an AU cell `4 or 5`, and a
         // missing frame.
@@ -851,8 +1059,8 @@ mod tests {
                 ws.write_string(r as u32, c as u16, *v).unwrap();
             }
         }
-        wb.save(root.join(LABEL_FILE)).unwrap();
-        let s = scan(&root, true);
+        wb.save(root.join(CASME2.label_file)).unwrap();
+        let s = scan(&CASME2, &root, true);
         assert_eq!(s.problems.len(), 3, "{:?}", s.problems);
         assert_eq!(s.problems[0].row, Some(2));
         assert!(s.problems[0]
@@ -874,7 +1082,7 @@ mod tests {
             s.problems[2]
         );
         assert!(s.corrections.is_empty(), "row 0 is not in the apex table");
-        let e = Casme2::new(&params(&root)).err().unwrap().0;
+        let e = MeDataset::new(&CASME2, &params(&root)).err().unwrap().0;
         assert!(e.contains("mer data verify"), "{e}");
         let _ = std::fs::remove_dir_all(&root);
     }
@@ -884,12 +1092,12 @@ mod tests {
         let root = std::env::temp_dir().join(format!("mer-casme2-fix-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         // 3 subjects x 10 clips: data rows 0..29; row 29 is in the table.
-        write_layout(&synth(10), &root, 4, 1).unwrap();
+        write_layout(&CASME2, &synth(10), &root, 4, 1).unwrap();
         assert!(
-            scan(&root, true).corrections.is_empty(),
+            scan(&CASME2, &root, true).corrections.is_empty(),
             "a clean file is untouched"
         );
-        let mut wb = open_workbook_auto(root.join(LABEL_FILE)).unwrap();
+        let mut wb = open_workbook_auto(root.join(CASME2.label_file)).unwrap();
         let range = wb.worksheet_range_at(0).unwrap().unwrap();
         let mut out = rust_xlsxwriter::Workbook::new();
         let ws = out.add_worksheet();
@@ -905,8 +1113,8 @@ mod tests {
                 .unwrap();
             }
         }
-        out.save(root.join(LABEL_FILE)).unwrap();
-        let s = scan(&root, true);
+        out.save(root.join(CASME2.label_file)).unwrap();
+        let s = scan(&CASME2, &root, true);
         assert_eq!(s.corrections.len(), 1, "{:?}", s.corrections);
         assert!(
             s.corrections[0].starts_with("row 31 ") && s.corrections[0].contains("`/` → 279"),
@@ -918,8 +1126,49 @@ mod tests {
 
     #[test]
     fn the_correction_tables_match_the_documented_rows() {
-        assert_eq!(APEX_FIXES.len(), 21);
-        assert_eq!(APEX_FIXES[0], (29, 279));
-        assert_eq!(OFFSET_FIXES, &[(60, 91)]);
+        assert_eq!(CASME2_APEX_FIXES.len(), 21);
+        assert_eq!(CASME2_APEX_FIXES[0], (29, 279));
+        assert_eq!(CASME2.offset_fixes, &[(60, 91)]);
+        assert_eq!(SAMM.apex_fixes, &[(125, 1105), (132, 4945), (133, 5130)]);
+        assert_eq!(SAMM.au_fixes.len(), 5);
+    }
+
+    #[test]
+    fn samm_layout_has_its_free_text_header_and_three_digit_subjects() {
+        let root = std::env::temp_dir().join(format!("mer-samm-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let s = synth(3);
+        write_layout(&SAMM, &s, &root, 5, 2).unwrap();
+        let clip = root.join("SAMM/006/006_1_1");
+        let names: Vec<String> = std::fs::read_dir(&clip)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 5, "{names:?}");
+        let framed = |n: &String| n.len() == 13 && n.starts_with("006_") && n.ends_with(".jpg");
+        assert!(names.iter().all(framed), "{names:?}");
+        let (report, ok) = verify(&SAMM, &root);
+        assert!(ok, "{report}");
+        assert!(report.contains("samples: 9   subjects: 3"), "{report}");
+        let mut p = params(&root);
+        p.insert(
+            "aus".into(),
+            Value::List(vec![Value::Int(4), Value::Int(12)]),
+        );
+        let d = MeDataset::new(&SAMM, &p).unwrap();
+        let idx = d.index().unwrap();
+        assert!(
+            idx.iter()
+                .all(|m| m.group.len() == 3 && m.group.starts_with('0')),
+            "{:?}",
+            idx[0]
+        );
+        // Rows are numbered as a spreadsheet shows them: data starts on 15.
+        assert!(idx
+            .iter()
+            .any(|m| m.labels.get("row") == Some(&Value::Int(15))));
+        let excluded: usize = d.excluded().values().sum();
+        assert_eq!(idx.len() + excluded, 9);
+        let _ = std::fs::remove_dir_all(&root);
     }
 }
