@@ -138,7 +138,7 @@ enum Cmd {
     /// Datasets: generate one in a real on-disk layout, or verify a folder.
     Data {
         #[command(subcommand)]
-        cmd: DataCmd,
+        cmd: run::DataCmd,
     },
     /// Create things: `mer new plugin NAME` writes a working plugin crate.
     New {
@@ -167,41 +167,6 @@ enum NewCmd {
 }
 
 #[derive(Subcommand)]
-enum DataCmd {
-    /// Write generated micro-expression clips in a dataset's distributed
-    /// layout (label workbook + frame folders), readable by its loader.
-    Synth {
-        /// The layout to write.
-        #[arg(long, value_parser = ["casme2", "samm"], default_value = "casme2")]
-        layout: String,
-        #[arg(long)]
-        out: PathBuf,
-        #[arg(long, default_value_t = 6)]
-        subjects: i64,
-        #[arg(long, default_value_t = 10)]
-        clips_per_subject: i64,
-        /// Frames written per clip, onset to offset.
-        #[arg(long, default_value_t = 12)]
-        frames_per_clip: usize,
-        /// Frame size in pixels (square).
-        #[arg(long, default_value_t = 64)]
-        size: i64,
-        /// Expression intensity relative to a macro-expression.
-        #[arg(long, default_value_t = 0.5)]
-        intensity: f64,
-        #[arg(long, default_value_t = 0)]
-        seed: i64,
-    },
-    /// Report samples, subjects, classes, AU frequencies, corrections
-    /// applied and every problem (file and row). Exit 1 when there are problems.
-    Verify {
-        root: PathBuf,
-        #[arg(long, value_parser = ["me.casme2", "me.samm"])]
-        dataset: String,
-    },
-}
-
-#[derive(Subcommand)]
 enum PluginsCmd {
     /// List every kind, grouped by namespace.
     List,
@@ -220,31 +185,6 @@ enum PluginsCmd {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
-}
-
-fn cmd_to_args(cmd: DataCmd) -> run::DataArgs {
-    match cmd {
-        DataCmd::Synth {
-            layout,
-            out,
-            subjects,
-            clips_per_subject,
-            frames_per_clip,
-            size,
-            intensity,
-            seed,
-        } => run::DataArgs::Synth {
-            layout,
-            out,
-            subjects,
-            clips_per_subject,
-            frames_per_clip,
-            size,
-            intensity,
-            seed,
-        },
-        DataCmd::Verify { root, dataset } => run::DataArgs::Verify { root, dataset },
-    }
 }
 
 fn registry() -> Registry {
@@ -347,7 +287,7 @@ fn main() -> ExitCode {
             with_variant(&file, &select, |_, s, v| explain(s, v, &key))
         }
         Cmd::Plugins { cmd } => plugins(cmd),
-        Cmd::Data { cmd } => run::data(cmd_to_args(cmd)),
+        Cmd::Data { cmd } => run::data(cmd),
         Cmd::Run {
             file,
             select,

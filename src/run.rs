@@ -232,28 +232,46 @@ pub fn report(dir: &Path, json: bool) -> ExitCode {
     }
 }
 
-/// `mer data …`, parsed.
-pub enum DataArgs {
+/// `mer data …`.
+#[derive(clap::Subcommand)]
+pub enum DataCmd {
+    /// Write generated micro-expression clips in a dataset's distributed
+    /// layout (label workbook + frame folders), readable by its loader.
     Synth {
+        /// The layout to write.
+        #[arg(long, value_parser = ["casme2", "samm"], default_value = "casme2")]
         layout: String,
+        #[arg(long)]
         out: PathBuf,
+        #[arg(long, default_value_t = 6)]
         subjects: i64,
+        #[arg(long, default_value_t = 10)]
         clips_per_subject: i64,
+        /// Frames written per clip, onset to offset.
+        #[arg(long, default_value_t = 12)]
         frames_per_clip: usize,
+        /// Frame size in pixels (square).
+        #[arg(long, default_value_t = 64)]
         size: i64,
+        /// Expression intensity relative to a macro-expression.
+        #[arg(long, default_value_t = 0.5)]
         intensity: f64,
+        #[arg(long, default_value_t = 0)]
         seed: i64,
     },
+    /// Report samples, subjects, classes, AU frequencies, corrections
+    /// applied and every problem (file and row). Exit 1 when there are problems.
     Verify {
         root: PathBuf,
+        #[arg(long, value_parser = ["me.casme2", "me.samm"])]
         dataset: String,
     },
 }
 
-pub fn data(args: DataArgs) -> ExitCode {
+pub fn data(args: DataCmd) -> ExitCode {
     use mer_engine::data::{me_layout, synth};
     match args {
-        DataArgs::Synth {
+        DataCmd::Synth {
             layout,
             out,
             subjects,
@@ -304,7 +322,7 @@ pub fn data(args: DataArgs) -> ExitCode {
                 }
             }
         }
-        DataArgs::Verify { root, dataset } => {
+        DataCmd::Verify { root, dataset } => {
             let (report, ok) = match me_layout::layout(&dataset) {
                 Some(l) => me_layout::verify(l, &root),
                 None => (format!("no verifier for `{dataset}`"), false),

@@ -265,28 +265,20 @@ impl Classification {
                     );
                 }
             } else {
+                let ratio = |num: usize, den: usize| (den > 0).then(|| num as f64 / den as f64);
                 push(
                     format!("precision[{t}]"),
-                    &|c: &Counts| {
-                        let d = c.tp[t] + c.fp[t];
-                        (d > 0).then(|| c.tp[t] as f64 / d as f64)
-                    },
+                    &|c: &Counts| ratio(c.tp[t], c.tp[t] + c.fp[t]),
                     "precision of the class; undefined (left out) where the class is never predicted",
                 );
                 push(
                     format!("recall[{t}]"),
-                    &|c: &Counts| {
-                        let d = c.tp[t] + c.fn_[t];
-                        (d > 0).then(|| c.tp[t] as f64 / d as f64)
-                    },
+                    &|c: &Counts| ratio(c.tp[t], c.tp[t] + c.fn_[t]),
                     "recall of the class; undefined (left out) where the class never occurs",
                 );
                 push(
                     format!("f1[{t}]"),
-                    &|c: &Counts| {
-                        let d = 2 * c.tp[t] + c.fp[t] + c.fn_[t];
-                        (d > 0).then(|| 2.0 * c.tp[t] as f64 / d as f64)
-                    },
+                    &|c: &Counts| ratio(2 * c.tp[t], 2 * c.tp[t] + c.fp[t] + c.fn_[t]),
                     "F1 of the class; undefined (left out) where it neither occurs nor is predicted",
                 );
             }

@@ -68,13 +68,22 @@ fn group_key(s: &SampleMeta, col: &str, multi: bool) -> Result<String, String> {
     })
 }
 
-/// One fold per value of `col`: train on the rest.
-fn leave_one_out(index: &[SampleMeta], col: &str) -> Result<Vec<Fold>, String> {
+/// Sample positions by group key, sorted by key.
+fn group_positions(
+    index: &[SampleMeta],
+    col: &str,
+) -> Result<BTreeMap<String, Vec<usize>>, String> {
     let m = multi(index) && col != "dataset";
     let mut by: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, s) in index.iter().enumerate() {
         by.entry(group_key(s, col, m)?).or_default().push(i);
     }
+    Ok(by)
+}
+
+/// One fold per value of `col`: train on the rest.
+fn leave_one_out(index: &[SampleMeta], col: &str) -> Result<Vec<Fold>, String> {
+    let by = group_positions(index, col)?;
     if by.len() < 2 {
         return Err(format!(
             "leave-one-out over `{col}` needs at least 2 groups, the data has {}",
@@ -133,14 +142,7 @@ impl Protocol for KFold {
                 })
                 .collect());
         }
-        let m = multi(index);
-        let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-        for (i, s) in index.iter().enumerate() {
-            groups
-                .entry(group_key(s, &self.col, m)?)
-                .or_default()
-                .push(i);
-        }
+        let groups = group_positions(index, &self.col)?;
         if groups.len() < self.k {
             return Err(format!(
                 "k = {} folds need at least {} `{}` groups, the data has {}",
@@ -214,14 +216,7 @@ struct Holdout {
 
 impl Protocol for Holdout {
     fn folds(&self, index: &[SampleMeta]) -> Result<Vec<Fold>, String> {
-        let m = multi(index);
-        let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-        for (i, s) in index.iter().enumerate() {
-            groups
-                .entry(group_key(s, &self.col, m)?)
-                .or_default()
-                .push(i);
-        }
+        let groups = group_positions(index, &self.col)?;
         if groups.len() < 2 {
             return Err(format!(
                 "a holdout split needs at least 2 `{}` groups",

@@ -1038,21 +1038,11 @@ mod tests {
         // missing frame.
         let mut wb = rust_xlsxwriter::Workbook::new();
         let ws = wb.add_worksheet();
-        let rows: [[&str; 9]; 4] = [
-            [
-                "Subject",
-                "Filename",
-                "",
-                "OnsetFrame",
-                "ApexFrame",
-                "OffsetFrame",
-                "",
-                "Action Units",
-                "Estimated Emotion",
-            ],
-            ["1", "EP01_01", "", "1", "/", "3", "", "4", "others"],
-            ["1", "EP02_01", "", "1", "2", "3", "", "4 or 5", "others"],
-            ["2", "EP01_01", "", "1", "2", "3", "", "4", "others"],
+        let rows: [&[&str]; 4] = [
+            CASME2.header,
+            &["1", "EP01_01", "", "1", "/", "3", "", "4", "others"],
+            &["1", "EP02_01", "", "1", "2", "3", "", "4 or 5", "others"],
+            &["2", "EP01_01", "", "1", "2", "3", "", "4", "others"],
         ];
         for (r, row) in rows.iter().enumerate() {
             for (c, v) in row.iter().enumerate() {
