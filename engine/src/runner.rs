@@ -165,10 +165,9 @@ impl Data {
         }
         let mut out = BTreeMap::new();
         for (k, ts) in ports {
-            let t = if ts.len() == 1 {
-                ts.into_iter().next().unwrap_or_else(|| unreachable!())
-            } else {
-                Tensor::cat(&ts, 0)?
+            let t = match <[Tensor; 1]>::try_from(ts) {
+                Ok([one]) => one,
+                Err(ts) => Tensor::cat(&ts, 0)?,
             };
             out.insert(k, t);
         }
