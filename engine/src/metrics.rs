@@ -10,6 +10,36 @@ use mer_registry::candle::{DType, Result as CResult, Tensor};
 use mer_registry::{BuildError, Metric, MetricValue, Value};
 use std::collections::BTreeMap;
 
+/// Names for column indices (AUs, classes), passed by the runner as the
+/// `labels` parameter; indices stand in where there are none.
+#[derive(Debug, Default, Clone)]
+struct Labels(Vec<String>);
+
+impl Labels {
+    fn from(p: &BTreeMap<String, Value>) -> Labels {
+        match p.get("labels") {
+            Some(Value::List(l)) => Labels(
+                l.iter()
+                    .map(|v| match v {
+                        Value::Str(s) => s.clone(),
+                        other => format!("{other:?}"),
+                    })
+                    .collect(),
+            ),
+            _ => Labels(vec![]),
+        }
+    }
+    fn name(&self, i: usize) -> String {
+        self.0.get(i).cloned().unwrap_or_else(|| i.to_string())
+    }
+    fn list(&self, is: &[usize]) -> String {
+        is.iter()
+            .map(|i| self.name(*i))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
 /// One prediction row.
 #[derive(Debug, Clone, PartialEq)]
 struct Row {
@@ -132,6 +162,7 @@ enum ClassStat {
 struct Classification {
     stat: ClassStat,
     rows: Rows,
+    labels: Labels,
 }
 
 /// `(value, classes left out)` of one statistic over one set of rows.
@@ -170,16 +201,13 @@ fn class_stat(stat: ClassStat, c: &Counts) -> (Option<f64>, Vec<usize>) {
     }
 }
 
-fn fold_note(absent: &BTreeMap<String, Vec<usize>>, what: &str) -> String {
+fn fold_note(absent: &BTreeMap<String, Vec<usize>>, what: &str, labels: &Labels) -> String {
     if absent.is_empty() {
         return String::new();
     }
     let list: Vec<String> = absent
         .iter()
-        .map(|(f, cs)| {
-            let cs: Vec<String> = cs.iter().map(|c| c.to_string()).collect();
-            format!("{f}: {}", cs.join(","))
-        })
+        .map(|(f, cs)| format!("{f}: {}", labels.list(cs)))
         .collect();
     format!(
         "; {what} are left out of that fold's mean ({})",
@@ -214,13 +242,17 @@ impl Classification {
         let vals: Vec<f64> = per_fold.iter().filter_map(|(_, v)| *v).collect();
         let mut how = how.to_string();
         if !pooled_absent.is_empty() {
-            let cs: Vec<String> = pooled_absent.iter().map(|c| c.to_string()).collect();
+            let cs = [self.labels.list(&pooled_absent)];
             how.push_str(&format!(
                 "; classes {} never occur (pooled mean covers the others)",
                 cs.join(",")
             ));
         }
-        how.push_str(&fold_note(&absent, "classes absent from a fold"));
+        how.push_str(&fold_note(
+            &absent,
+            "classes absent from a fold",
+            &self.labels,
+        ));
         vec![MetricValue {
             name: name.into(),
             pooled: pooled.unwrap_or(f64::NAN),
@@ -259,7 +291,7 @@ impl Classification {
             if self.stat == ClassStat::Confusion {
                 for p in 0..k {
                     push(
-                        format!("confusion[{t},{p}]"),
+                        format!("confusion[{},{}]", self.labels.name(t), self.labels.name(p)),
                         &|c: &Counts| Some(c.matrix[t][p] as f64),
                         "count of samples with truth (row) and prediction (column); pooled sums all folds",
                     );
@@ -267,17 +299,17 @@ impl Classification {
             } else {
                 let ratio = |num: usize, den: usize| (den > 0).then(|| num as f64 / den as f64);
                 push(
-                    format!("precision[{t}]"),
+                    format!("precision[{}]", self.labels.name(t)),
                     &|c: &Counts| ratio(c.tp[t], c.tp[t] + c.fp[t]),
                     "precision of the class; undefined (left out) where the class is never predicted",
                 );
                 push(
-                    format!("recall[{t}]"),
+                    format!("recall[{}]", self.labels.name(t)),
                     &|c: &Counts| ratio(c.tp[t], c.tp[t] + c.fn_[t]),
                     "recall of the class; undefined (left out) where the class never occurs",
                 );
                 push(
-                    format!("f1[{t}]"),
+                    format!("f1[{}]", self.labels.name(t)),
                     &|c: &Counts| ratio(2 * c.tp[t], 2 * c.tp[t] + c.fp[t] + c.fn_[t]),
                     "F1 of the class; undefined (left out) where it neither occurs nor is predicted",
                 );
@@ -382,6 +414,7 @@ enum ThresholdFrom {
 
 /// Multi-label AU F1 over logits `[B, L]` and 0/1 targets `[B, L]`.
 struct MultiLabelF1 {
+    labels: Labels,
     macro2: bool,
     threshold: f64,
     from: ThresholdFrom,
@@ -543,7 +576,7 @@ impl Metric for MultiLabelF1 {
                 None => pooled_undefined.push(j),
             }
             out.push(MetricValue {
-                name: format!("{base}{suffix}[{j}]"),
+                name: format!("{base}{suffix}[{}]", self.labels.name(j)),
                 pooled: pooled.unwrap_or(f64::NAN),
                 per_fold_mean: mean(&vals),
                 folds_counted: vals.len(),
@@ -569,10 +602,10 @@ impl Metric for MultiLabelF1 {
                 if pooled_undefined.is_empty() {
                     String::new()
                 } else {
-                    let js: Vec<String> = pooled_undefined.iter().map(|j| j.to_string()).collect();
-                    format!("; AUs {} have no true or predicted positives in any fold and are left out of the pooled mean", js.join(","))
+                    let js = [self.labels.list(&pooled_undefined)];
+                    format!("; left out of the pooled mean, with no true or predicted positives in any fold: {}", js.join(","))
                 },
-                fold_note(&undefined, "AUs with no true or predicted positives in a fold")
+                fold_note(&undefined, "AUs with no true or predicted positives in a fold", &self.labels)
             ),
         });
         out
@@ -613,6 +646,7 @@ fn auc(scores: &[f32], truth: &[bool]) -> Option<f64> {
 
 struct Auc {
     rows: Rows,
+    labels: Labels,
 }
 
 impl Metric for Auc {
@@ -657,7 +691,7 @@ impl Metric for Auc {
             let pooled = of(&self.rows.all(), j);
             pooled_all.extend(pooled);
             out.push(MetricValue {
-                name: format!("auc[{j}]"),
+                name: format!("auc[{}]", self.labels.name(j)),
                 pooled: pooled.unwrap_or(f64::NAN),
                 per_fold_mean: mean(&vals),
                 folds_counted: vals.len(),
@@ -720,27 +754,28 @@ impl Metric for Mae {
     }
 }
 
-fn class_metric(stat: ClassStat) -> Box<dyn Metric> {
+fn class_metric(stat: ClassStat, p: &BTreeMap<String, Value>) -> Box<dyn Metric> {
     Box::new(Classification {
         stat,
         rows: Rows::default(),
+        labels: Labels::from(p),
     })
 }
 
-pub fn accuracy(_: &BTreeMap<String, Value>) -> Result<Box<dyn Metric>, BuildError> {
-    Ok(class_metric(ClassStat::Accuracy))
+pub fn accuracy(p: &BTreeMap<String, Value>) -> Result<Box<dyn Metric>, BuildError> {
+    Ok(class_metric(ClassStat::Accuracy, p))
 }
-pub fn uar(_: &BTreeMap<String, Value>) -> Result<Box<dyn Metric>, BuildError> {
-    Ok(class_metric(ClassStat::Uar))
+pub fn uar(p: &BTreeMap<String, Value>) -> Result<Box<dyn Metric>, BuildError> {
+    Ok(class_metric(ClassStat::Uar, p))
 }
-pub fn uf1(_: &BTreeMap<String, Value>) -> Result<Box<dyn Metric>, BuildError> {
-    Ok(class_metric(ClassStat::Uf1))
+pub fn uf1(p: &BTreeMap<String, Value>) -> Result<Box<dyn Metric>, BuildError> {
+    Ok(class_metric(ClassStat::Uf1, p))
 }
-pub fn confusion(_: &BTreeMap<String, Value>) -> Result<Box<dyn Metric>, BuildError> {
-    Ok(class_metric(ClassStat::Confusion))
+pub fn confusion(p: &BTreeMap<String, Value>) -> Result<Box<dyn Metric>, BuildError> {
+    Ok(class_metric(ClassStat::Confusion, p))
 }
-pub fn per_class(_: &BTreeMap<String, Value>) -> Result<Box<dyn Metric>, BuildError> {
-    Ok(class_metric(ClassStat::PerClass))
+pub fn per_class(p: &BTreeMap<String, Value>) -> Result<Box<dyn Metric>, BuildError> {
+    Ok(class_metric(ClassStat::PerClass, p))
 }
 pub fn f1(p: &BTreeMap<String, Value>) -> Result<Box<dyn Metric>, BuildError> {
     let s = |k: &str, d: &str| match p.get(k) {
@@ -748,6 +783,7 @@ pub fn f1(p: &BTreeMap<String, Value>) -> Result<Box<dyn Metric>, BuildError> {
         _ => d.to_string(),
     };
     Ok(Box::new(MultiLabelF1 {
+        labels: Labels::from(p),
         macro2: s("average", "binary") == "macro2",
         threshold: p.get("threshold").and_then(Value::as_f64).unwrap_or(0.5),
         from: match s("threshold_from", "fixed").as_str() {
@@ -759,9 +795,10 @@ pub fn f1(p: &BTreeMap<String, Value>) -> Result<Box<dyn Metric>, BuildError> {
         calib: Rows::default(),
     }))
 }
-pub fn roc_auc(_: &BTreeMap<String, Value>) -> Result<Box<dyn Metric>, BuildError> {
+pub fn roc_auc(p: &BTreeMap<String, Value>) -> Result<Box<dyn Metric>, BuildError> {
     Ok(Box::new(Auc {
         rows: Rows::default(),
+        labels: Labels::from(p),
     }))
 }
 pub fn mae(_: &BTreeMap<String, Value>) -> Result<Box<dyn Metric>, BuildError> {
@@ -803,6 +840,7 @@ mod tests {
         let mut m = Classification {
             stat,
             rows: Rows::default(),
+            labels: Labels::default(),
         };
         m.update(
             "A",
@@ -869,6 +907,7 @@ mod tests {
         //   AU1 truth A: 0 0 0 0, pred A: 0 0 0 0 | B: truth 1 0, pred 1 0
         let t = |v: Vec<f32>, n| Tensor::from_vec(v, (n, 2), &Device::Cpu).unwrap();
         let mut m = MultiLabelF1 {
+            labels: Labels::default(),
             macro2: false,
             threshold: 0.5,
             from: ThresholdFrom::Fixed,

@@ -538,7 +538,7 @@ fn compute_metrics(
     let mut out = Vec::new();
     for m in metrics {
         for cut in &cuts {
-            let mut metric = make_metric(reg, m)?;
+            let mut metric = make_metric(reg, m, data)?;
             for f in folds {
                 let fdir = dir.join("folds").join(&f.name);
                 for (file, calib) in [("predictions.csv", false), ("val_predictions.csv", true)] {
@@ -569,13 +569,10 @@ fn compute_metrics(
                     }
                 }
             }
-            // Column indices in metric names refer to the target port's
-            // labels (AUs, or class names for single-label metrics).
-            let labels = data.label_names(&m.target.port);
             let test_tuned_param =
                 matches!(m.params.get("threshold_from"), Some(Value::Str(s)) if s == "test_tuned");
             for mv in metric.finish() {
-                let mut sm = stored(m, mv, labels.as_deref(), test_tuned_param);
+                let mut sm = stored(m, mv, test_tuned_param);
                 if let Some(ds) = cut {
                     sm.name = format!("{}@{ds}", sm.name);
                     sm.how = format!(
@@ -590,42 +587,32 @@ fn compute_metrics(
     Ok(out)
 }
 
-fn make_metric(reg: &Registry, m: &MetricNode) -> Result<Box<dyn Metric>, RunError> {
+/// Builds a metric node's implementation. Column indices in its names
+/// refer to the target port's labels (AUs, or class names), which it gets
+/// as the `labels` parameter.
+fn make_metric(reg: &Registry, m: &MetricNode, data: &Data) -> Result<Box<dyn Metric>, RunError> {
     let f = reg.get(&m.kind).and_then(|k| k.metric).ok_or_else(|| {
         RunError::Setup(format!(
             "metric `{}` has no implementation in this build",
             m.kind
         ))
     })?;
-    f(&m.params).map_err(|e| RunError::Setup(format!("{}: {}", m.name, e.0)))
+    let mut params = m.params.clone();
+    if let Some(l) = data.label_names(&m.target.port) {
+        params.insert(
+            "labels".into(),
+            Value::List(l.into_iter().map(Value::Str).collect()),
+        );
+    }
+    f(&params).map_err(|e| RunError::Setup(format!("{}: {}", m.name, e.0)))
 }
 
-/// Renames `[j]` suffixes to label names and records test-tuning.
-fn stored(
-    m: &MetricNode,
-    mv: MetricValue,
-    labels: Option<&[String]>,
-    tuned_param: bool,
-) -> StoredMetric {
-    let mut name = mv.name.clone();
-    if let (Some(labels), Some((base, rest))) = (labels, mv.name.split_once('[')) {
-        let idx: Vec<&str> = rest.trim_end_matches(']').split(',').collect();
-        let mapped: Vec<String> = idx
-            .iter()
-            .map(|i| {
-                i.parse::<usize>()
-                    .ok()
-                    .and_then(|i| labels.get(i))
-                    .cloned()
-                    .unwrap_or_else(|| i.to_string())
-            })
-            .collect();
-        name = format!("{base}[{}]", mapped.join(","));
-    }
+/// A metric value as `metrics.json` stores it.
+fn stored(m: &MetricNode, mv: MetricValue, tuned_param: bool) -> StoredMetric {
     StoredMetric {
         node: m.name.clone(),
         kind: m.kind.clone(),
-        name,
+        name: mv.name,
         pooled: fnum(mv.pooled),
         per_fold_mean: fnum(mv.per_fold_mean),
         folds_counted: mv.folds_counted,
@@ -1015,7 +1002,7 @@ fn test_score(
         return Ok(None);
     };
     let (p, _) = predict(model, data, &fold.test, batch, outputs, cache)?;
-    let mut metric = make_metric(reg, m)?;
+    let mut metric = make_metric(reg, m, data)?;
     let path = Path::new("<memory>");
     metric.update(
         &fold.name,
