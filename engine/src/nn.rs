@@ -280,6 +280,62 @@ pub fn build_flatten(ctx: &mut BuildCtx) -> Result<Box<dyn Component>, BuildErro
     Ok(Box::new(Flatten(ctx.usize("start")?)))
 }
 
+/// `nn.reshape`: the per-sample dims become `shape` (one entry may be -1).
+struct Reshape(Vec<i64>);
+
+impl Component for Reshape {
+    fn forward(
+        &self,
+        inputs: &[Tensor],
+        _mode: Mode,
+        _rng: &mut SeededRng,
+    ) -> CResult<Vec<Tensor>> {
+        let x = input(inputs, 0, "nn.reshape")?;
+        let b = x.dim(0)?;
+        let per = x.elem_count().checked_div(b).unwrap_or(0);
+        let known: usize = self
+            .0
+            .iter()
+            .filter(|d| **d != -1)
+            .map(|d| *d as usize)
+            .product();
+        let mut dims = vec![b];
+        for d in &self.0 {
+            dims.push(match *d {
+                -1 if known > 0 => per / known,
+                -1 => mer_registry::candle::bail!("nn.reshape: -1 beside a zero-sized dim"),
+                d => d as usize,
+            });
+        }
+        if dims[1..].iter().product::<usize>() != per {
+            mer_registry::candle::bail!(
+                "nn.reshape: {per} values per sample do not fit {:?}",
+                self.0
+            );
+        }
+        Ok(vec![x.reshape(dims)?])
+    }
+}
+
+pub fn build_reshape(ctx: &mut BuildCtx) -> Result<Box<dyn Component>, BuildError> {
+    let shape: Vec<i64> = match ctx.params.get("shape") {
+        Some(Value::List(l)) => l
+            .iter()
+            .map(|v| match v {
+                Value::Int(i) if *i == -1 || *i > 0 => Ok(*i),
+                other => Err(BuildError(format!(
+                    "`nn.reshape` shape entries are positive or -1, not {other:?}"
+                ))),
+            })
+            .collect::<Result<_, _>>()?,
+        _ => return Err(BuildError("`nn.reshape` needs `shape`".into())),
+    };
+    if shape.iter().filter(|d| **d == -1).count() > 1 {
+        return Err(BuildError("`nn.reshape`: at most one -1".into()));
+    }
+    Ok(Box::new(Reshape(shape)))
+}
+
 fn norm_dim(dim: i64, rank: usize) -> CResult<usize> {
     let d = if dim < 0 { rank as i64 + dim } else { dim };
     if (0..rank as i64).contains(&d) {

@@ -199,6 +199,8 @@ pub fn kinds() -> Vec<Kind> {
         unary("nn.reshape", "Reshapes to `shape` (one entry may be -1).")
             .param("shape", ParamType::List(Box::new(ParamType::Int { min: Some(-1), max: None })), None, "Target shape after the batch dimension.")
             .shapes(shapes::reshape)
+            .factory(crate::nn::build_reshape)
+            .example(&[("shape", Value::List(vec![Value::Int(3), Value::Int(-1)]))], &[&[2, 4, 3]])
             .build(),
         unary("nn.pool_tokens", "Reduces a token sequence [B, N, D] to [B, D].")
             .choice("mode", &["mean", "max", "first", "last"], Some("mean"), "Reduction.")
