@@ -57,6 +57,9 @@ pub struct Model {
     /// Frozen nodes fed by data only (directly or through other such
     /// nodes), with the BLAKE3 of their sub-graph and weights.
     frozen: HashMap<NodeIndex, blake3::Hash>,
+    /// The frozen nodes that something outside the frozen set reads: the
+    /// only ones a forward pass asks the cache for.
+    frontier: std::collections::HashSet<NodeIndex>,
 }
 
 /// Outputs of frozen, data-only sub-graphs per sample, keyed by the
@@ -196,6 +199,7 @@ impl Model {
             params,
             device: device.clone(),
             frozen: HashMap::new(),
+            frontier: Default::default(),
         })
     }
 
@@ -246,6 +250,15 @@ impl Model {
             }
             sub.insert(n.idx, h.finalize());
         }
+        self.frontier = sub
+            .keys()
+            .copied()
+            .filter(|f| {
+                self.nodes
+                    .iter()
+                    .any(|m| !sub.contains_key(&m.idx) && m.inputs.iter().any(|(s, _)| s == f))
+            })
+            .collect();
         self.frozen = sub;
         Ok(())
     }
@@ -450,20 +463,14 @@ impl Model {
                     }
                     values.insert(n.idx, outs);
                 }
-                Role::Component if self.frozen.contains_key(&n.idx) => {
-                    // Only frozen nodes read by something outside the frozen
-                    // set are computed (through the cache); the ones inside
-                    // are computed as their ancestors.
-                    let read_outside = self.nodes.iter().any(|m| {
-                        !self.frozen.contains_key(&m.idx)
-                            && m.inputs.iter().any(|(s, _)| *s == n.idx)
-                    });
-                    if read_outside {
-                        let outs = self.frozen_outputs(n.idx, data, cache)?;
-                        outputs.insert(n.name.clone(), outs.clone());
-                        values.insert(n.idx, outs);
-                    }
+                // Only the frozen frontier is computed (through the cache);
+                // the frozen nodes behind it are computed as its ancestors.
+                Role::Component if self.frontier.contains(&n.idx) => {
+                    let outs = self.frozen_outputs(n.idx, data, cache)?;
+                    outputs.insert(n.name.clone(), outs.clone());
+                    values.insert(n.idx, outs);
                 }
+                Role::Component if self.frozen.contains_key(&n.idx) => {}
                 Role::Component | Role::Loss => {
                     let Some(c) = n.component.as_ref() else {
                         continue;

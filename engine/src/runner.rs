@@ -535,38 +535,49 @@ fn compute_metrics(
     if data.sources.len() > 1 {
         cuts.extend(data.sources.iter().map(|s| Some(s.name.as_str())));
     }
+    // Each fold's files are read once, then fed to every metric and cut.
+    let mut stored_preds: Vec<(&str, PathBuf, Predictions, bool)> = Vec::new();
+    for f in folds {
+        let fdir = dir.join("folds").join(&f.name);
+        for (file, calib) in [("predictions.csv", false), ("val_predictions.csv", true)] {
+            let path = fdir.join(file);
+            if calib && !path.exists() {
+                continue;
+            }
+            let p = Predictions::read(&path).map_err(RunError::Setup)?;
+            stored_preds.push((&f.name, path, p, calib));
+        }
+    }
     let mut out = Vec::new();
     for m in metrics {
         for cut in &cuts {
             let mut metric = make_metric(reg, m, data)?;
-            for f in folds {
-                let fdir = dir.join("folds").join(&f.name);
-                for (file, calib) in [("predictions.csv", false), ("val_predictions.csv", true)] {
-                    let path = fdir.join(file);
-                    if calib && !path.exists() {
-                        continue;
-                    }
-                    let mut p = Predictions::read(&path).map_err(RunError::Setup)?;
-                    if let Some(ds) = cut {
+            for (fold, path, all, calib) in &stored_preds {
+                let keep: Vec<usize> = match cut {
+                    Some(ds) => {
                         let prefix = format!("{ds}:");
-                        let keep: Vec<usize> = (0..p.ids.len())
-                            .filter(|i| p.ids[*i].starts_with(&prefix))
-                            .collect();
-                        p.ids = keep.iter().map(|i| p.ids[*i].clone()).collect();
-                        p.rows = keep.iter().map(|i| p.rows[*i].clone()).collect();
+                        (0..all.ids.len())
+                            .filter(|i| all.ids[*i].starts_with(&prefix))
+                            .collect()
                     }
-                    if p.ids.is_empty() {
-                        continue;
-                    }
-                    let (pred, target) = (
-                        column_tensor(&p, &m.pred.name, &path)?,
-                        column_tensor(&p, &m.target.name, &path)?,
-                    );
-                    if calib {
-                        metric.calibrate(&f.name, &p.ids, &pred, &target)?;
-                    } else {
-                        metric.update(&f.name, &p.ids, &pred, &target)?;
-                    }
+                    None => (0..all.ids.len()).collect(),
+                };
+                if keep.is_empty() {
+                    continue;
+                }
+                let p = Predictions {
+                    ids: keep.iter().map(|i| all.ids[*i].clone()).collect(),
+                    columns: all.columns.clone(),
+                    rows: keep.iter().map(|i| all.rows[*i].clone()).collect(),
+                };
+                let (pred, target) = (
+                    column_tensor(&p, &m.pred.name, path)?,
+                    column_tensor(&p, &m.target.name, path)?,
+                );
+                if *calib {
+                    metric.calibrate(fold, &p.ids, &pred, &target)?;
+                } else {
+                    metric.update(fold, &p.ids, &pred, &target)?;
                 }
             }
             let test_tuned_param =
