@@ -131,7 +131,7 @@ pub fn markdown(results: &[VariantResult]) -> String {
                     "| {} | {} | `{}` | {} | {} |",
                     r.variant,
                     r.seed,
-                    &r.recipe_hash[..8.min(r.recipe_hash.len())],
+                    r.recipe_hash.get(..8).unwrap_or(&r.recipe_hash),
                     folds,
                     cells.join(" | ")
                 );
