@@ -7,8 +7,9 @@
 //! kind here declares an example and is gradient-checked by finite
 //! differences in this crate's tests.
 
-use mer_registry::candle::{DType, Tensor, D};
+use mer_registry::candle::{DType, Tensor};
 use mer_registry::component::input;
+use mer_registry::layers::{dropout, Attention, LayerNorm, Linear};
 use mer_registry::{BuildCtx, BuildError, Component, Init, Mode, SeededRng, Value};
 use std::sync::Mutex;
 
@@ -50,52 +51,16 @@ fn input_dims(ctx: &BuildCtx, i: usize) -> Result<Vec<usize>, BuildError> {
 
 // ---- linear and MLP -------------------------------------------------------
 
-struct Linear {
-    w: Tensor,
-    b: Option<Tensor>,
-}
+struct LinearNode(Linear);
 
-impl Linear {
-    fn new(
-        ctx: &mut BuildCtx,
-        prefix: &str,
-        d_in: usize,
-        d_out: usize,
-        bias: bool,
-    ) -> Result<Self, BuildError> {
-        let w = ctx.param(
-            &format!("{prefix}weight"),
-            &[d_in, d_out],
-            Init::KaimingUniform { fan_in: d_in },
-        )?;
-        let b = if bias {
-            Some(ctx.param(
-                &format!("{prefix}bias"),
-                &[d_out],
-                Init::Uniform(1.0 / (d_in.max(1) as f32).sqrt()),
-            )?)
-        } else {
-            None
-        };
-        Ok(Linear { w, b })
-    }
-    fn apply(&self, x: &Tensor) -> CResult<Tensor> {
-        let y = x.broadcast_matmul(&self.w)?;
-        match &self.b {
-            Some(b) => y.broadcast_add(b),
-            None => Ok(y),
-        }
-    }
-}
-
-impl Component for Linear {
+impl Component for LinearNode {
     fn forward(
         &self,
         inputs: &[Tensor],
         _mode: Mode,
         _rng: &mut SeededRng,
     ) -> CResult<Vec<Tensor>> {
-        Ok(vec![self.apply(input(inputs, 0, "nn.linear")?)?])
+        Ok(vec![self.0.apply(input(inputs, 0, "nn.linear")?)?])
     }
 }
 
@@ -103,7 +68,7 @@ pub fn build_linear(ctx: &mut BuildCtx) -> Result<Box<dyn Component>, BuildError
     let d_in = ctx.input_width(0)?;
     let out = ctx.usize("out")?;
     let bias = ctx.bool("bias")?;
-    Ok(Box::new(Linear::new(ctx, "", d_in, out, bias)?))
+    Ok(Box::new(LinearNode(Linear::new(ctx, "", d_in, out, bias)?)))
 }
 
 #[derive(Clone, Copy)]
@@ -164,44 +129,6 @@ pub fn build_silu(_ctx: &mut BuildCtx) -> Result<Box<dyn Component>, BuildError>
 }
 pub fn build_sigmoid(_ctx: &mut BuildCtx) -> Result<Box<dyn Component>, BuildError> {
     Ok(Box::new(Activation(Act::Sigmoid, "nn.sigmoid")))
-}
-
-fn dropout(
-    x: &Tensor,
-    p: f64,
-    channelwise: bool,
-    mode: Mode,
-    rng: &mut SeededRng,
-) -> CResult<Tensor> {
-    if mode == Mode::Eval || p <= 0.0 {
-        return Ok(x.clone());
-    }
-    if p >= 1.0 {
-        return x.zeros_like();
-    }
-    // Mask over whole channels ([B, C, 1, ...]) or every element.
-    let mask_dims: Vec<usize> = if channelwise && x.rank() > 2 {
-        x.dims()
-            .iter()
-            .enumerate()
-            .map(|(i, d)| if i < 2 { *d } else { 1 })
-            .collect()
-    } else {
-        x.dims().to_vec()
-    };
-    let n: usize = mask_dims.iter().product();
-    let keep = (1.0 - p) as f32;
-    let mask: Vec<f32> = (0..n)
-        .map(|_| {
-            if rng.uniform() < keep {
-                1.0 / keep
-            } else {
-                0.0
-            }
-        })
-        .collect();
-    let mask = Tensor::from_vec(mask, mask_dims, x.device())?.to_dtype(x.dtype())?;
-    x.broadcast_mul(&mask)
 }
 
 struct Mlp {
@@ -434,33 +361,16 @@ pub fn build_pool_tokens(ctx: &mut BuildCtx) -> Result<Box<dyn Component>, Build
 
 // ---- normalisation (differentiable forms) ---------------------------------
 
-struct LayerNorm {
-    eps: f64,
-    affine: Option<(Tensor, Tensor)>,
-    rms: bool,
-}
+struct LayerNormNode(LayerNorm);
 
-impl Component for LayerNorm {
+impl Component for LayerNormNode {
     fn forward(
         &self,
         inputs: &[Tensor],
         _mode: Mode,
         _rng: &mut SeededRng,
     ) -> CResult<Vec<Tensor>> {
-        let x = input(inputs, 0, "nn.layernorm")?;
-        let y = if self.rms {
-            let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
-            x.broadcast_div(&(ms + self.eps)?.sqrt()?)?
-        } else {
-            let mean = x.mean_keepdim(D::Minus1)?;
-            let xc = x.broadcast_sub(&mean)?;
-            let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-            xc.broadcast_div(&(var + self.eps)?.sqrt()?)?
-        };
-        Ok(vec![match &self.affine {
-            Some((g, b)) => y.broadcast_mul(g)?.broadcast_add(b)?,
-            None => y,
-        }])
+        Ok(vec![self.0.apply(input(inputs, 0, "nn.layernorm")?)?])
     }
 }
 
@@ -474,22 +384,22 @@ pub fn build_layernorm(ctx: &mut BuildCtx) -> Result<Box<dyn Component>, BuildEr
     } else {
         None
     };
-    Ok(Box::new(LayerNorm {
+    Ok(Box::new(LayerNormNode(LayerNorm {
         eps: ctx.float("eps")?,
         affine,
         rms: false,
-    }))
+    })))
 }
 
 pub fn build_rmsnorm(ctx: &mut BuildCtx) -> Result<Box<dyn Component>, BuildError> {
     let d = ctx.input_width(0)?;
     let g = ctx.param("weight", &[d], Init::Ones)?;
     let zeros = Tensor::zeros(d, DType::F32, &ctx.device())?;
-    Ok(Box::new(LayerNorm {
+    Ok(Box::new(LayerNormNode(LayerNorm {
         eps: ctx.float("eps")?,
         affine: Some((g, zeros)),
         rms: true,
-    }))
+    })))
 }
 
 /// Batch norm over the channel dimension (dim 1). Running statistics are
@@ -806,89 +716,24 @@ pub fn build_se(ctx: &mut BuildCtx) -> Result<Box<dyn Component>, BuildError> {
 
 // ---- attention and transformers -------------------------------------------
 
-/// Softmax over the last dimension from primitives (candle-nn's fused
-/// `softmax_last_dim` records no backward pass).
-pub fn softmax(x: &Tensor) -> CResult<Tensor> {
-    let max = x.max_keepdim(D::Minus1)?.detach();
-    let e = x.broadcast_sub(&max)?.exp()?;
-    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
-}
-
-/// Multi-head attention: queries from one sequence, keys and values from
-/// another (the same one for self-attention).
-struct Mha {
-    q: Linear,
-    kv: Linear,
-    out: Linear,
+/// Multi-head attention with the model width split evenly over heads.
+fn mha(
+    ctx: &mut BuildCtx,
+    prefix: &str,
+    d: usize,
+    d_ctx: usize,
     heads: usize,
     p: f64,
     causal: bool,
+) -> Result<Attention, BuildError> {
+    let head_dim = Attention::split_width(ctx.kind, d, heads)?;
+    let mut a = Attention::new(ctx, prefix, d, d_ctx, heads, head_dim)?;
+    a.dropout = p;
+    a.causal = causal;
+    Ok(a)
 }
 
-impl Mha {
-    fn new(
-        ctx: &mut BuildCtx,
-        prefix: &str,
-        d: usize,
-        d_ctx: usize,
-        heads: usize,
-        p: f64,
-        causal: bool,
-    ) -> Result<Self, BuildError> {
-        if heads == 0 || !d.is_multiple_of(heads) {
-            return Err(BuildError(format!(
-                "width {d} does not split into {heads} heads"
-            )));
-        }
-        Ok(Mha {
-            q: Linear::new(ctx, &format!("{prefix}q."), d, d, true)?,
-            kv: Linear::new(ctx, &format!("{prefix}kv."), d_ctx, 2 * d, true)?,
-            out: Linear::new(ctx, &format!("{prefix}out."), d, d, true)?,
-            heads,
-            p,
-            causal,
-        })
-    }
-
-    fn split(&self, x: &Tensor) -> CResult<Tensor> {
-        let (b, n, d) = x.dims3()?;
-        x.reshape((b, n, self.heads, d / self.heads))?
-            .transpose(1, 2)?
-            .contiguous()
-    }
-
-    fn apply(
-        &self,
-        x: &Tensor,
-        ctx: &Tensor,
-        mask: Option<&Tensor>,
-        mode: Mode,
-        rng: &mut SeededRng,
-    ) -> CResult<Tensor> {
-        let (b, nq, d) = x.dims3()?;
-        let nk = ctx.dim(1)?;
-        let q = self.split(&self.q.apply(x)?)?;
-        let kv = self.kv.apply(ctx)?;
-        let k = self.split(&kv.narrow(2, 0, d)?)?;
-        let v = self.split(&kv.narrow(2, d, d)?)?;
-        let hd = (d / self.heads) as f64;
-        let mut scores = (q.matmul(&k.t()?)? / hd.sqrt())?;
-        if self.causal {
-            let m: Vec<f32> = (0..nq)
-                .flat_map(|i| (0..nk).map(move |j| if j > i { -1e9 } else { 0.0 }))
-                .collect();
-            scores = scores.broadcast_add(&Tensor::from_vec(m, (nq, nk), x.device())?)?;
-        }
-        if let Some(m) = mask {
-            scores = scores.broadcast_add(&m.unsqueeze(1)?)?;
-        }
-        let attn = dropout(&softmax(&scores)?, self.p, false, mode, rng)?;
-        let y = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, nq, d))?;
-        self.out.apply(&y)
-    }
-}
-
-struct SelfAttention(Mha);
+struct SelfAttention(Attention);
 
 impl Component for SelfAttention {
     fn forward(&self, inputs: &[Tensor], mode: Mode, rng: &mut SeededRng) -> CResult<Vec<Tensor>> {
@@ -904,12 +749,10 @@ pub fn build_attention(ctx: &mut BuildCtx) -> Result<Box<dyn Component>, BuildEr
         ctx.float("dropout")?,
         ctx.bool("causal")?,
     );
-    Ok(Box::new(SelfAttention(Mha::new(
-        ctx, "", d, d, h, p, causal,
-    )?)))
+    Ok(Box::new(SelfAttention(mha(ctx, "", d, d, h, p, causal)?)))
 }
 
-struct CrossAttention(Mha);
+struct CrossAttention(Attention);
 
 impl Component for CrossAttention {
     fn forward(&self, inputs: &[Tensor], mode: Mode, rng: &mut SeededRng) -> CResult<Vec<Tensor>> {
@@ -923,38 +766,26 @@ pub fn build_cross_attention(ctx: &mut BuildCtx) -> Result<Box<dyn Component>, B
     let d = ctx.input_width(0)?;
     let dc = ctx.input_width(1)?;
     let (h, p) = (ctx.usize("heads")?, ctx.float("dropout")?);
-    Ok(Box::new(CrossAttention(Mha::new(
-        ctx, "", d, dc, h, p, false,
-    )?)))
+    Ok(Box::new(CrossAttention(mha(ctx, "", d, dc, h, p, false)?)))
 }
 
 /// One pre-norm block: [self-attention], [cross-attention], MLP.
 struct Block {
     norms: Vec<LayerNorm>,
-    self_attn: Option<Mha>,
-    cross: Option<Mha>,
+    self_attn: Option<Attention>,
+    cross: Option<Attention>,
     fc1: Linear,
     fc2: Linear,
     p: f64,
 }
 
 fn layer_norm(ctx: &mut BuildCtx, prefix: &str, d: usize) -> Result<LayerNorm, BuildError> {
-    Ok(LayerNorm {
-        eps: 1e-5,
-        affine: Some((
-            ctx.param(&format!("{prefix}weight"), &[d], Init::Ones)?,
-            ctx.param(&format!("{prefix}bias"), &[d], Init::Zeros)?,
-        )),
-        rms: false,
-    })
+    LayerNorm::new(ctx, prefix, d, 1e-5)
 }
 
 impl Block {
     fn norm(&self, i: usize, x: &Tensor) -> CResult<Tensor> {
-        let mut r = SeededRng::new(0);
-        Ok(self.norms[i]
-            .forward(std::slice::from_ref(x), Mode::Eval, &mut r)?
-            .remove(0))
+        self.norms[i].apply(x)
     }
 
     fn apply(
@@ -999,11 +830,7 @@ impl Component for Transformer {
         for b in &self.blocks {
             x = b.apply(&x, memory, mode, rng)?;
         }
-        let mut r = SeededRng::new(0);
-        Ok(vec![self
-            .final_norm
-            .forward(&[x], Mode::Eval, &mut r)?
-            .remove(0)])
+        Ok(vec![self.final_norm.apply(&x)?])
     }
 }
 
@@ -1021,29 +848,13 @@ fn build_transformer(ctx: &mut BuildCtx, decoder: bool) -> Result<Box<dyn Compon
         let mut norms = Vec::new();
         let self_attn = if with_self {
             norms.push(layer_norm(ctx, &format!("{pre}norm_self."), d)?);
-            Some(Mha::new(
-                ctx,
-                &format!("{pre}self."),
-                d,
-                d,
-                heads,
-                p,
-                false,
-            )?)
+            Some(mha(ctx, &format!("{pre}self."), d, d, heads, p, false)?)
         } else {
             None
         };
         let cross = if decoder {
             norms.push(layer_norm(ctx, &format!("{pre}norm_cross."), d)?);
-            Some(Mha::new(
-                ctx,
-                &format!("{pre}cross."),
-                d,
-                dm,
-                heads,
-                p,
-                false,
-            )?)
+            Some(mha(ctx, &format!("{pre}cross."), d, dm, heads, p, false)?)
         } else {
             None
         };

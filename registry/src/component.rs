@@ -145,6 +145,30 @@ impl ParamStore {
         Ok(t)
     }
 
+    /// Creates parameter `name` from given values (pretrained weights), as
+    /// f32. An existing parameter of that name must have the same shape and
+    /// is overwritten, so loading after a seeded build is also allowed.
+    pub fn set(&mut self, name: &str, value: &Tensor) -> candle_core::Result<Tensor> {
+        let value = value
+            .to_dtype(candle_core::DType::F32)?
+            .to_device(&self.device)?;
+        if let Some(v) = self.vars.get(name) {
+            if v.dims() != value.dims() {
+                candle_core::bail!(
+                    "parameter `{name}` has shape {:?}, the given weights {:?}",
+                    v.dims(),
+                    value.dims()
+                );
+            }
+            v.set(&value)?;
+            return Ok(v.as_tensor().clone());
+        }
+        let var = Var::from_tensor(&value)?;
+        let t = var.as_tensor().clone();
+        self.vars.insert(name.to_string(), var);
+        Ok(t)
+    }
+
     /// Every parameter, sorted by name.
     pub fn vars(&self) -> impl Iterator<Item = (&String, &Var)> {
         self.vars.iter()
@@ -230,6 +254,14 @@ impl BuildCtx<'_> {
         let full = format!("{}.{name}", self.node);
         Ok(self.vars.get(&full, shape, init)?)
     }
+    /// Creates the parameter `<node>.<name>` from given values (pretrained
+    /// weights). It stays a trainable variable; recipes freeze it with an
+    /// optimiser group (`freeze = true`).
+    pub fn param_from(&mut self, name: &str, value: &Tensor) -> Result<Tensor, BuildError> {
+        let full = format!("{}.{name}", self.node);
+        Ok(self.vars.set(&full, value)?)
+    }
+
     /// The device to build on.
     pub fn device(&self) -> Device {
         self.vars.device().clone()

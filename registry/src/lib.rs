@@ -53,6 +53,7 @@ pub mod component;
 pub mod contracts;
 mod describe;
 pub mod gradcheck;
+pub mod layers;
 pub mod loader;
 pub mod plugin;
 pub mod rng;
