@@ -235,11 +235,12 @@ pub fn report(dir: &Path, json: bool) -> ExitCode {
 /// `mer data …`.
 #[derive(clap::Subcommand)]
 pub enum DataCmd {
-    /// Write generated micro-expression clips in a dataset's distributed
-    /// layout (label workbook + frame folders), readable by its loader.
+    /// Write generated clips in a dataset's distributed layout (label
+    /// workbook + frame folders for micro-expressions; named frame folders
+    /// with OpenFace landmark CSVs for DFER corpora), readable by its loader.
     Synth {
         /// The layout to write.
-        #[arg(long, value_parser = ["casme2", "samm"], default_value = "casme2")]
+        #[arg(long, value_parser = ["casme2", "samm", "ravdess", "crema_d", "mead"], default_value = "casme2")]
         layout: String,
         #[arg(long)]
         out: PathBuf,
@@ -263,13 +264,13 @@ pub enum DataCmd {
     /// applied and every problem (file and row). Exit 1 when there are problems.
     Verify {
         root: PathBuf,
-        #[arg(long, value_parser = ["me.casme2", "me.samm"])]
+        #[arg(long, value_parser = ["me.casme2", "me.samm", "dfer.ravdess", "dfer.crema_d", "dfer.mead"])]
         dataset: String,
     },
 }
 
 pub fn data(args: DataCmd) -> ExitCode {
-    use mer_engine::data::{me_layout, synth};
+    use mer_engine::data::{dfer_layout, me_layout, synth};
     match args {
         DataCmd::Synth {
             layout,
@@ -295,6 +296,13 @@ pub fn data(args: DataCmd) -> ExitCode {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect();
+            if let Some(corpus) = dfer_layout::Corpus::from_kind(&format!("dfer.{layout}")) {
+                return report_written(
+                    dfer_layout::write_layout(corpus, &p, &out, frames_per_clip),
+                    &layout,
+                    &out,
+                );
+            }
             let s = match synth::Synth::new(synth::Flavor::Me, &p) {
                 Ok(s) => s,
                 Err(e) => {
@@ -308,24 +316,16 @@ pub fn data(args: DataCmd) -> ExitCode {
                 }
                 None => Err(format!("no writer for layout `{layout}`")),
             };
-            match written {
-                Ok(n) => {
-                    println!(
-                        "wrote {n} clips in the {layout} layout to {}",
-                        out.display()
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(1)
-                }
-            }
+            report_written(written, &layout, &out)
         }
         DataCmd::Verify { root, dataset } => {
-            let (report, ok) = match me_layout::layout(&dataset) {
-                Some(l) => me_layout::verify(l, &root),
-                None => (format!("no verifier for `{dataset}`"), false),
+            let (report, ok) = match (
+                me_layout::layout(&dataset),
+                dfer_layout::Corpus::from_kind(&dataset),
+            ) {
+                (Some(l), _) => me_layout::verify(l, &root),
+                (None, Some(c)) => dfer_layout::verify(c, &root),
+                (None, None) => (format!("no verifier for `{dataset}`"), false),
             };
             print!("{report}");
             if ok {
@@ -333,6 +333,22 @@ pub fn data(args: DataCmd) -> ExitCode {
             } else {
                 ExitCode::from(1)
             }
+        }
+    }
+}
+
+fn report_written(written: Result<usize, String>, layout: &str, out: &std::path::Path) -> ExitCode {
+    match written {
+        Ok(n) => {
+            println!(
+                "wrote {n} clips in the {layout} layout to {}",
+                out.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
         }
     }
 }

@@ -207,6 +207,38 @@ pub fn build_flatten(ctx: &mut BuildCtx) -> Result<Box<dyn Component>, BuildErro
     Ok(Box::new(Flatten(ctx.usize("start")?)))
 }
 
+/// `nn.tokens`: `[B, C, ...]` → `[B, N, C]`, plus learned positions.
+struct Tokens(Option<Tensor>);
+
+impl Component for Tokens {
+    fn forward(
+        &self,
+        inputs: &[Tensor],
+        _mode: Mode,
+        _rng: &mut SeededRng,
+    ) -> CResult<Vec<Tensor>> {
+        let x = input(inputs, 0, "nn.tokens")?;
+        let t = x.flatten_from(2)?.transpose(1, 2)?.contiguous()?;
+        Ok(vec![match &self.0 {
+            Some(p) => t.broadcast_add(p)?,
+            None => t,
+        }])
+    }
+}
+
+pub fn build_tokens(ctx: &mut BuildCtx) -> Result<Box<dyn Component>, BuildError> {
+    if !ctx.bool("positions")? {
+        return Ok(Box::new(Tokens(None)));
+    }
+    let dims = input_dims(ctx, 0)?;
+    let c = *dims
+        .first()
+        .ok_or_else(|| BuildError("`nn.tokens` needs a channel dimension".into()))?;
+    let n: usize = dims[1..].iter().product();
+    let pos = ctx.param("pos", &[1, n, c], Init::Normal(0.02))?;
+    Ok(Box::new(Tokens(Some(pos))))
+}
+
 /// `nn.reshape`: the per-sample dims become `shape` (one entry may be -1).
 struct Reshape(Vec<i64>);
 

@@ -316,12 +316,19 @@ pub enum Schedule {
         every: usize,
         gamma: f64,
     },
+    /// ×`factor` after `patience` epochs without a lower monitored loss
+    /// (Keras' ReduceLROnPlateau with min_delta 0 and no cooldown).
+    Plateau {
+        factor: f64,
+        patience: usize,
+        min_factor: f64,
+    },
 }
 
 impl Schedule {
     /// From a `sched.*` kind and its parameters (`base_lr` turns `min_lr`
-    /// into a factor). `sched.plateau` needs the validation loop and is not
-    /// a step-wise schedule.
+    /// into a factor). `sched.plateau` depends on the epochs so far: see
+    /// [`Schedule::history_factor`].
     pub fn new(
         kind: Option<&str>,
         params: &BTreeMap<String, Value>,
@@ -341,9 +348,16 @@ impl Schedule {
                 every: f(params, "every").unwrap_or(1.0).max(1.0) as usize,
                 gamma: f(params, "gamma").unwrap_or(0.1),
             },
-            Some(other) => {
-                return Err(BuildError(format!("`{other}` is not a step-wise schedule")))
-            }
+            Some("sched.plateau") => Schedule::Plateau {
+                factor: f(params, "factor").unwrap_or(0.1),
+                patience: f(params, "patience").unwrap_or(10.0).max(1.0) as usize,
+                min_factor: if base_lr > 0.0 {
+                    f(params, "min_lr").unwrap_or(0.0) / base_lr
+                } else {
+                    0.0
+                },
+            },
+            Some(other) => return Err(BuildError(format!("`{other}` is not a known schedule"))),
         })
     }
 
@@ -362,7 +376,37 @@ impl Schedule {
                 }
             }
             Schedule::Step { every, gamma } => gamma.powi((epoch / every) as i32),
+            Schedule::Plateau { .. } => 1.0,
         }
+    }
+
+    /// The factor that the epochs so far impose, given each finished
+    /// epoch's monitored loss. Only `Plateau` depends on it. Recomputing it
+    /// from the stored history (rather than keeping a counter) makes a
+    /// resumed run take exactly the same decisions.
+    pub fn history_factor(&self, monitored: &[f64]) -> f64 {
+        let Schedule::Plateau {
+            factor,
+            patience,
+            min_factor,
+        } = *self
+        else {
+            return 1.0;
+        };
+        let (mut best, mut bad, mut f) = (f64::INFINITY, 0usize, 1.0f64);
+        for &v in monitored {
+            if v < best {
+                best = v;
+                bad = 0;
+            } else {
+                bad += 1;
+                if bad >= patience {
+                    f = (f * factor).max(min_factor);
+                    bad = 0;
+                }
+            }
+        }
+        f
     }
 }
 
@@ -450,6 +494,23 @@ mod tests {
             5,
         );
         assert!((a - w).abs() > 1e-3, "{a} vs {w}");
+    }
+
+    #[test]
+    fn plateau_cuts_after_patience_epochs_without_improvement() {
+        let p = Schedule::Plateau {
+            factor: 0.1,
+            patience: 2,
+            min_factor: 0.005,
+        };
+        assert_eq!(p.history_factor(&[]), 1.0);
+        assert_eq!(p.history_factor(&[3.0, 2.0, 2.5]), 1.0);
+        assert!((p.history_factor(&[3.0, 2.0, 2.5, 2.1]) - 0.1).abs() < 1e-12);
+        // The floor holds; an improvement resets the count.
+        let losses = [3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0];
+        assert!((p.history_factor(&losses) - 0.005).abs() < 1e-12);
+        assert!((p.history_factor(&[3.0, 3.0, 2.0, 3.0]) - 1.0).abs() < 1e-12);
+        assert_eq!(Schedule::Constant.history_factor(&[1.0, 2.0, 3.0]), 1.0);
     }
 
     #[test]

@@ -136,6 +136,32 @@ pub fn markdown(results: &[VariantResult]) -> String {
                     cells.join(" | ")
                 );
             }
+            let paper = &first.reported;
+            if paper.iter().any(|(k, _)| heads.contains(k)) {
+                let cells: Vec<String> = heads
+                    .iter()
+                    .map(|h| {
+                        paper
+                            .iter()
+                            .find(|(k, _)| k == h)
+                            .map(|(_, v)| format!("{v}‡"))
+                            .unwrap_or_else(|| "–".into())
+                    })
+                    .collect();
+                let _ = writeln!(
+                    o,
+                    "| reported by paper | – | – | – | {} |",
+                    cells.join(" | ")
+                );
+            }
+            if !paper.is_empty() {
+                let source = paper
+                    .iter()
+                    .find(|(k, _)| k == "source")
+                    .map(|(_, v)| v.as_str())
+                    .unwrap_or("the paper");
+                let _ = writeln!(o, "\n‡ reported by {source}, copied from the recipe's `reported` map; not computed by mer (the paper's folds, preprocessing and selection may differ).");
+            }
             if rs.iter().any(|r| r.metrics.iter().any(|m| m.test_tuned)) {
                 let _ = writeln!(o, "\n† test-tuned: a choice was made on the test predictions; shown to reproduce published numbers, not as an estimate.");
             }

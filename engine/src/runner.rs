@@ -346,6 +346,30 @@ pub struct VariantResult {
     pub data_notes: Vec<(String, String)>,
     pub samples: usize,
     pub metrics: Vec<StoredMetric>,
+    /// The recipe's `reported` map: the paper's own figures (`source` and
+    /// values by mer metric name, in percent), shown beside ours, never
+    /// mixed with them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reported: Vec<(String, String)>,
+}
+
+/// The recipe's `reported = { source = "…", uar = 82.73, … }`, as text.
+fn reported(config: &BTreeMap<String, Value>) -> Vec<(String, String)> {
+    match config.get("reported") {
+        Some(Value::Map(m)) => m
+            .iter()
+            .map(|(k, v)| {
+                let text = match v {
+                    Value::Str(s) => s.clone(),
+                    Value::Int(i) => format!("{i}.00"),
+                    Value::Float(f) => format!("{f:.2}"),
+                    other => format!("{other:?}"),
+                };
+                (k.clone(), text)
+            })
+            .collect(),
+        _ => vec![],
+    }
 }
 
 fn fnum(x: f64) -> Option<f64> {
@@ -517,6 +541,7 @@ pub fn run_variant(
             .collect(),
         samples: data.index.len(),
         metrics: stored,
+        reported: reported(config),
     };
     store::write_json(&dir.join("metrics.json"), &result).map_err(io(&dir))?;
     Ok(result)
@@ -835,6 +860,14 @@ fn run_fold(
         let (mut loss_sum, mut n_batches, mut gnorm) = (0f64, 0usize, 0f64);
         let mut terms: BTreeMap<String, f64> = BTreeMap::new();
         let mut lr_factor = 1.0;
+        // sched.plateau watches the inner-validation loss when the run has
+        // one, else the training loss (never the test fold).
+        let monitored: Vec<f64> = if meta.history.iter().any(|r| r.val_loss.is_some()) {
+            meta.history.iter().filter_map(|r| r.val_loss).collect()
+        } else {
+            meta.history.iter().map(|r| r.train_loss).collect()
+        };
+        let plateau = sched.history_factor(&monitored);
         for (si, group) in order.chunks(cfg.batch * cfg.accumulate).enumerate() {
             let mut grads: Option<mer_registry::candle::backprop::GradStore> = None;
             for (bi, chunk) in group.chunks(cfg.batch).enumerate() {
@@ -881,7 +914,7 @@ fn run_fold(
                 });
                 progress.batch();
             }
-            lr_factor = sched.factor(step, total_steps, epoch);
+            lr_factor = sched.factor(step, total_steps, epoch) * plateau;
             if let Some(g) = grads {
                 gnorm += opt.step(&g, epoch, lr_factor)?.grad_norm;
             }

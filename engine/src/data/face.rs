@@ -312,6 +312,29 @@ pub fn flow_field(from: &Landmarks, to: &Landmarks, h: usize, w: usize) -> [Vec<
     [fx, fy]
 }
 
+/// The face box `[x, y, w, h]` around a set of points (same units).
+pub fn bounding_box(points: &[[f32; 2]]) -> [f32; 4] {
+    let (mut x0, mut y0, mut x1, mut y1) = (f32::MAX, f32::MAX, f32::MIN, f32::MIN);
+    for q in points {
+        x0 = x0.min(q[0]);
+        y0 = y0.min(q[1]);
+        x1 = x1.max(q[0]);
+        y1 = y1.max(q[1]);
+    }
+    [x0, y0, x1 - x0, y1 - y0]
+}
+
+/// The 5-point landmarks face detectors give (MTCNN, DBFace: eye centres,
+/// nose tip, mouth corners) from the 68-point iBUG scheme.
+pub fn five_points(lm: &[[f32; 2]]) -> [[f32; 2]; 5] {
+    let mean = |r: std::ops::Range<usize>| {
+        let n = r.len() as f32;
+        let (sx, sy) = r.fold((0f32, 0f32), |(a, b), i| (a + lm[i][0], b + lm[i][1]));
+        [sx / n, sy / n]
+    };
+    [mean(36..42), mean(42..48), lm[30], lm[48], lm[54]]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -946,7 +946,7 @@ pub fn write_layout(
     Ok(synth.len())
 }
 
-fn to_image(planes: &[Vec<f32>], [h, w]: [usize; 2]) -> image::RgbImage {
+pub(crate) fn to_image(planes: &[Vec<f32>], [h, w]: [usize; 2]) -> image::RgbImage {
     let mut img = image::RgbImage::new(w as u32, h as u32);
     for (i, px) in img.pixels_mut().enumerate() {
         let g = |c: usize| {

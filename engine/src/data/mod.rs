@@ -3,6 +3,7 @@
 //! layouts.
 
 pub mod au;
+pub mod dfer_layout;
 pub mod face;
 pub mod me_layout;
 pub mod synth;

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 
 /// One emotion class: its name, relative frequency and AU patterns (one
 /// pattern is drawn per clip).
+#[derive(Clone)]
 struct Class {
     name: &'static str,
     weight: f32,
@@ -113,6 +114,30 @@ fn dfer_classes(n: usize) -> Vec<Class> {
         c("fear", 1.5, P_FEAR),
     ];
     base.into_iter().take(n.clamp(2, 7)).collect()
+}
+
+/// The generator's classes picked by name, in the given (label-file)
+/// order. Beyond the seven basic ones it knows `calm` (RAVDESS: a faint
+/// smile, deliberately close to neutral, as the real class is) and
+/// `contempt` (MEAD: a one-sided AU14).
+fn dfer_classes_named(names: &[&str]) -> Option<Vec<Class>> {
+    const P_CALM: &[&[i64]] = &[&[12], &[6]];
+    const P_CONTEMPT: &[&[i64]] = &[&[14], &[14, 12]];
+    let mut all = dfer_classes(7);
+    all.push(Class {
+        name: "calm",
+        weight: 2.0,
+        patterns: P_CALM,
+    });
+    all.push(Class {
+        name: "contempt",
+        weight: 1.5,
+        patterns: P_CONTEMPT,
+    });
+    names
+        .iter()
+        .map(|n| all.iter().find(|c| c.name == *n).cloned())
+        .collect()
 }
 
 /// One generated clip, as the index knows it.
@@ -251,7 +276,21 @@ impl Synth {
                 Some(Value::Str(s)) => s,
                 _ => "5class",
             }),
-            Flavor::Dfer => dfer_classes(int(p, "classes", 7).max(2) as usize),
+            Flavor::Dfer => match p.get("class_names") {
+                Some(Value::List(l)) => {
+                    let names: Vec<&str> = l
+                        .iter()
+                        .filter_map(|v| match v {
+                            Value::Str(s) => Some(s.as_str()),
+                            _ => None,
+                        })
+                        .collect();
+                    dfer_classes_named(&names).ok_or_else(|| {
+                        BuildError(format!("the generator has no class among {names:?}"))
+                    })?
+                }
+                _ => dfer_classes(int(p, "classes", 7).max(2) as usize),
+            },
         };
         let intensity = float(p, "intensity", 0.15) as f32;
         let total_w: f32 = classes.iter().map(|c| c.weight).sum();
@@ -452,8 +491,14 @@ impl Synth {
 
     /// Renders clip `p` at clip time `t` (0..1) as `[channel][h * w]`.
     pub fn render_at(&self, p: usize, t: f32) -> Option<Vec<Vec<f32>>> {
+        Some(self.render_with_landmarks(p, t)?.0)
+    }
+
+    /// [`Synth::render_at`] plus the 68 landmarks drawn, as `[x, y]`
+    /// fractions of the frame width and height.
+    pub fn render_with_landmarks(&self, p: usize, t: f32) -> Option<(Vec<Vec<f32>>, Landmarks)> {
         let c = self.clips.get(p)?;
-        Some(self.frame(c, t, self.size[0], self.size[1]).0)
+        Some(self.frame(c, t, self.size[0], self.size[1]))
     }
 
     /// The emotion class names, in label order.
@@ -514,6 +559,7 @@ impl Dataset for Synth {
         let b = positions.len();
         let mut video = Vec::with_capacity(b * ch * t * h * w);
         let mut lms = Vec::with_capacity(b * t * 136);
+        let mut lms5: Vec<f32> = Vec::with_capacity(b * t * 10);
         let mut boxes = Vec::with_capacity(b * t * 4);
         let mut emotion = Vec::with_capacity(b);
         let mut subject = Vec::with_capacity(b);
@@ -535,15 +581,11 @@ impl Dataset for Synth {
                 for (cidx, plane) in img.into_iter().enumerate() {
                     frames[cidx][k * h * w..(k + 1) * h * w].copy_from_slice(&plane);
                 }
-                let (mut x0, mut y0, mut x1, mut y1) = (1f32, 1f32, 0f32, 0f32);
                 for q in &lm {
                     lms.extend_from_slice(q);
-                    x0 = x0.min(q[0]);
-                    y0 = y0.min(q[1]);
-                    x1 = x1.max(q[0]);
-                    y1 = y1.max(q[1]);
                 }
-                boxes.extend_from_slice(&[x0, y0, x1 - x0, y1 - y0]);
+                boxes.extend_from_slice(&face::bounding_box(&lm));
+                lms5.extend(face::five_points(&lm).iter().flatten());
             }
             for plane in frames {
                 video.extend(plane);
@@ -582,6 +624,10 @@ impl Dataset for Synth {
         ports.insert(
             "box".into(),
             Tensor::from_vec(boxes, (b, t, 4), d).map_err(tensor_err)?,
+        );
+        ports.insert(
+            "landmarks5".into(),
+            Tensor::from_vec(lms5, (b, t, 5, 2), d).map_err(tensor_err)?,
         );
         ports.insert(
             "subject".into(),

@@ -96,21 +96,46 @@ fn me_with(
     }
 }
 
-fn dfer(name: &str, doc: &str, folds_doc: &str) -> Kind {
-    clip(name, doc, 16, 224, true)
+/// The port every DFER kind adds: the 5-point landmarks MTCAE-DFER
+/// regresses.
+fn with_five_points(b: KindBuilder) -> KindBuilder {
+    b.output(
+        "landmarks5",
+        "5-point landmarks per frame [B, T, 5, 2] (eye centres, nose tip, mouth corners), normalised",
+    )
+}
+
+fn dfer(
+    name: &str,
+    doc: &str,
+    folds_doc: &str,
+    classes: &[&str],
+    loader: Option<mer_registry::contracts::DatasetFactory>,
+) -> Kind {
+    let b = with_five_points(clip(name, doc, 16, 224, true))
         .path(
             "root",
             None,
-            &format!("Dataset folder as distributed. {folds_doc}"),
+            &format!("Dataset folder as distributed, with videos extracted to frame folders. {folds_doc}"),
         )
+        .choice("classes", classes, classes.first().copied(), "Emotion label set.")
         .int(
             "sampling_rate",
-            Some(3),
             Some(1),
-            "Take every N-th frame before uniform subsampling.",
+            Some(1),
+            "Take every N-th frame before uniform subsampling (MTCAE-DFER: RAVDESS 6, CREMA-D 3, MEAD 3).",
         )
-        .shapes(shapes::dfer_data)
-        .build()
+        .choice(
+            "landmarks",
+            &["openface", "none"],
+            Some("openface"),
+            "Where face boxes and landmarks come from: `openface` reads `<clip>.csv` beside each frame folder (OpenFace 2 FeatureExtraction output, as RAVDESS's landmark release ships); `none` provides video and emotion only.",
+        )
+        .shapes(shapes::dfer_data);
+    match loader {
+        Some(f) => b.dataset(f).build(),
+        None => b.build(),
+    }
 }
 
 fn au(name: &str, doc: &str, aus: &[i64]) -> Kind {
@@ -150,7 +175,7 @@ pub fn kinds() -> Vec<Kind> {
             .shapes(shapes::me_data)
             .dataset(crate::data::synth::synth_me)
             .build(),
-        clip("synth.dfer", "Generated dynamic facial-expression clips with per-frame face boxes and landmarks, for multi-task recipes.", 16, 64, true)
+        with_five_points(clip("synth.dfer", "Generated dynamic facial-expression clips with per-frame face boxes and landmarks, for multi-task recipes.", 16, 64, true))
             .int("subjects", Some(10), Some(2), "Number of synthetic actors.")
             .int("clips_per_subject", Some(14), Some(1), "Clips generated per actor.")
             .int("classes", Some(7), Some(2), "Number of expression classes.")
@@ -170,11 +195,11 @@ me_with("me.casme2", "CASME II (26 subjects, 200 fps): CASME2-coding xlsx + sub*
         still("fer.affectnet", "AffectNet: training.csv / validation.csv (7 or 8 classes).")
             .choice("classes", &["7class", "8class"], Some("7class"), "Label set (8 adds contempt).")
             .build(),
-        dfer("dfer.dfew", "DFEW: clip frames + 5 official fold sets (set_1..set_5).", "Folds come from its official set files."),
-        dfer("dfer.ferv39k", "FERV39k: official train/test lists.", "Official split."),
-        dfer("dfer.ravdess", "RAVDESS video (Actor_01..24), filename-coded labels.", "Actor-block folds."),
-        dfer("dfer.crema_d", "CREMA-D video (91 actors), filename-coded labels.", "Actor-block folds (MAE-DFER's 5 blocks)."),
-        dfer("dfer.mead", "MEAD (front view), per-actor folders.", "Actor folds."),
+        dfer("dfer.dfew", "DFEW: clip frames + 5 official fold sets (set_1..set_5).", "Folds come from its official set files.", &["7class"], None),
+        dfer("dfer.ferv39k", "FERV39k: official train/test lists.", "Official split.", &["7class"], None),
+        dfer("dfer.ravdess", "RAVDESS (Actor_01..24): `Actor_XX/<MM-VV-EE-II-SS-RR-AA>/` frame folders with filename-coded labels; speech clips, one copy per clip (audio-video preferred over its video-only twin).", "Actor-block folds (protocol.kfold).", &["8class", "7class"], Some(crate::data::dfer_layout::ravdess)),
+        dfer("dfer.crema_d", "CREMA-D (91 actors): `VideoFlash/<actor>_<sentence>_<EMO>_<level>/` frame folders.", "Official folds: MAE-DFER's 5 actor blocks (1001–1018, 1019–1036, 1037–1054, 1055–1072, 1073–1091), as a `fold` label.", &["6class"], Some(crate::data::dfer_layout::crema_d)),
+        dfer("dfer.mead", "MEAD front view: `<actor>/video/front/<emotion>/level_<n>/<nnn>/` frame folders.", "Actor folds (protocol.kfold; no official list exists).", &["8class"], Some(crate::data::dfer_layout::mead)),
         au("au.disfa", "DISFA (27 subjects, 20 fps): per-AU intensity txt files.", &[1, 2, 4, 6, 9, 12, 25, 26]),
         au("au.bp4d", "BP4D (41 subjects, 25 fps): per-task occurrence csv files.", &[1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24]),
     ]

@@ -196,6 +196,12 @@ pub fn kinds() -> Vec<Kind> {
             .factory(crate::nn::build_flatten)
             .example(&[], &[&[2, 3, 4]])
             .build(),
+        unary("nn.tokens", "Feature map [B, C, ...] → tokens [B, N, C], N the product of the dims after C (a convolutional stem feeding attention).")
+            .bool("positions", false, "Add a learned position embedding, so attention and pooling downstream know where each token came from.")
+            .shapes(shapes::tokens)
+            .factory(crate::nn::build_tokens)
+            .example(&[("positions", Value::Bool(true))], &[&[2, 3, 2, 2, 2]])
+            .build(),
         unary("nn.reshape", "Reshapes to `shape` (one entry may be -1).")
             .param("shape", ParamType::List(Box::new(ParamType::Int { min: Some(-1), max: None })), None, "Target shape after the batch dimension.")
             .shapes(shapes::reshape)

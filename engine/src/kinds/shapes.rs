@@ -82,8 +82,21 @@ pub fn me_data(c: &ShapeCtx) -> Result<Vec<TensorType>, ShapeError> {
 
 /// `dfer.*` and `synth.dfer`: clip ports.
 pub fn dfer_data(c: &ShapeCtx) -> Result<Vec<TensorType>, ShapeError> {
-    let classes = c.usize("classes").or(Some(7));
-    Ok(clip_ports(c, classes))
+    let classes = c
+        .usize("classes")
+        .or_else(|| c.str("classes").and_then(classes_of))
+        .or(Some(7));
+    let mut v = clip_ports(c, classes);
+    v.push(TensorType::f32(
+        vec![
+            b(),
+            sz(c.int("frames").unwrap_or(1)),
+            Dim::Size(5),
+            Dim::Size(2),
+        ],
+        Semantic::Landmarks,
+    ));
+    Ok(v)
 }
 
 /// `fer.*`: image, emotion, landmarks.
@@ -224,6 +237,22 @@ pub fn flatten(c: &ShapeCtx) -> Result<Vec<TensorType>, ShapeError> {
     let mut dims: Vec<Dim> = t.dims[..start].to_vec();
     dims.push(t.dims[start..].iter().fold(Dim::Size(1), |a, d| a.mul(d)));
     Ok(vec![TensorType::features(dims)])
+}
+
+pub fn tokens(c: &ShapeCtx) -> Result<Vec<TensorType>, ShapeError> {
+    let t = c.input(0)?;
+    if t.rank() < 3 {
+        return Err(ShapeError::new(format!(
+            "`nn.tokens` expects a feature map [B, C, ...], but `{}` is {t}",
+            c.source(0)
+        ))
+        .at_input(0));
+    }
+    let n = t.dims[2..].iter().fold(Dim::Size(1), |a, d| a.mul(d));
+    Ok(vec![TensorType::f32(
+        vec![t.dims[0].clone(), n, t.dims[1].clone()],
+        Semantic::Tokens,
+    )])
 }
 
 pub fn reshape(c: &ShapeCtx) -> Result<Vec<TensorType>, ShapeError> {

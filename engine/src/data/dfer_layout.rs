@@ -1,0 +1,1269 @@
+//! Dynamic facial-expression corpora as distributed, with each video
+//! extracted to a frame folder of the same name:
+//!
+//! * RAVDESS: `Actor_XX/MM-VV-EE-II-SS-RR-AA/` (modality, vocal channel,
+//!   emotion 01–08, intensity, statement, repetition, actor). Every clip
+//!   ships twice, audio-video (01) and video-only (02) with the same
+//!   frames: one copy is kept. Song clips are left out (the DFER
+//!   convention is speech only). Both are counted in the notes.
+//! * CREMA-D: `VideoFlash/<actor>_<sentence>_<EMO>_<level>/`, actors
+//!   1001–1091; the official folds are MAE-DFER's five actor blocks.
+//! * MEAD: `<actor>/video/front/<emotion>/level_<n>/<nnn>/`.
+//!
+//! Face boxes and landmarks come from OpenFace 2 `FeatureExtraction` CSVs
+//! beside each frame folder (`<clip>.csv`: `frame, …, success, …, x_0 …
+//! x_67, y_0 … y_67` in pixels), which is what RAVDESS's landmark release
+//! ships and what OpenFace writes for the others. Frames OpenFace did not
+//! track take the nearest tracked frame's landmarks.
+//!
+//! Videos that were not extracted are reported with the command that
+//! extracts them: mer reads frames, it does not link a video decoder.
+
+use super::face;
+use super::synth::Synth;
+use mer_registry::candle::{Device, Tensor};
+use mer_registry::{Batch, BuildError, DataError, Dataset, SampleMeta, SeededRng, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// One clip found on disk.
+#[derive(Debug, Clone)]
+pub struct ClipRecord {
+    /// Path of the frame folder relative to the root (the sample id).
+    pub id: String,
+    pub subject: String,
+    /// Index into the loader's class list.
+    pub class: usize,
+    pub frames: Vec<PathBuf>,
+    pub landmarks: Option<PathBuf>,
+    /// Official fold number, where the corpus has one.
+    pub fold: Option<i64>,
+}
+
+/// What reading a corpus folder found.
+#[derive(Debug, Default)]
+pub struct Scan {
+    pub records: Vec<ClipRecord>,
+    /// Counted exclusions and conventions applied (shown in reports).
+    pub notes: Vec<String>,
+    pub problems: Vec<DataError>,
+}
+
+/// Which corpus, and its label set.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Corpus {
+    Ravdess,
+    CremaD,
+    Mead,
+}
+
+const RAVDESS_8: &[&str] = &[
+    "neutral",
+    "calm",
+    "happy",
+    "sad",
+    "angry",
+    "fearful",
+    "disgust",
+    "surprised",
+];
+const CREMA_CODES: &[&str] = &["ANG", "DIS", "FEA", "HAP", "NEU", "SAD"];
+const CREMA_NAMES: &[&str] = &["angry", "disgust", "fear", "happy", "neutral", "sad"];
+const CREMA_SENTENCES: &[&str] = &[
+    "IEO", "TIE", "IOM", "IWW", "TAI", "MTI", "IWL", "ITH", "DFA", "ITS", "TSI", "WSI",
+];
+const CREMA_LEVELS: &[&str] = &["LO", "MD", "HI", "XX"];
+/// MAE-DFER's CREMA-D folds: the last actor of each block.
+const CREMA_FOLD_ENDS: &[u32] = &[1018, 1036, 1054, 1072, 1091];
+const MEAD_8: &[&str] = &[
+    "angry",
+    "contempt",
+    "disgusted",
+    "fear",
+    "happy",
+    "neutral",
+    "sad",
+    "surprised",
+];
+
+impl Corpus {
+    pub fn from_kind(kind: &str) -> Option<Corpus> {
+        match kind {
+            "dfer.ravdess" => Some(Corpus::Ravdess),
+            "dfer.crema_d" => Some(Corpus::CremaD),
+            "dfer.mead" => Some(Corpus::Mead),
+            _ => None,
+        }
+    }
+
+    pub fn kind(self) -> &'static str {
+        match self {
+            Corpus::Ravdess => "dfer.ravdess",
+            Corpus::CremaD => "dfer.crema_d",
+            Corpus::Mead => "dfer.mead",
+        }
+    }
+
+    /// Class names in label order for a label set.
+    pub fn classes(self, set: &str) -> Vec<&'static str> {
+        match (self, set) {
+            (Corpus::Ravdess, "7class") => {
+                RAVDESS_8.iter().copied().filter(|c| *c != "calm").collect()
+            }
+            (Corpus::Ravdess, _) => RAVDESS_8.to_vec(),
+            (Corpus::CremaD, _) => CREMA_NAMES.to_vec(),
+            (Corpus::Mead, _) => MEAD_8.to_vec(),
+        }
+    }
+
+    /// The generator's name for a class (RAVDESS says `fearful`, the
+    /// generator `fear`).
+    fn synth_name(class: &str) -> &str {
+        match class {
+            "fearful" => "fear",
+            "surprised" => "surprise",
+            "disgusted" => "disgust",
+            c => c,
+        }
+    }
+}
+
+fn problem(file: &Path, message: String) -> DataError {
+    DataError {
+        file: file.display().to_string(),
+        row: None,
+        message,
+    }
+}
+
+fn sorted_dir(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+    let rd = std::fs::read_dir(dir).map_err(|e| problem(dir, format!("cannot list: {e}")))?;
+    let mut v: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+    v.sort();
+    Ok(v)
+}
+
+fn is_image(p: &Path) -> bool {
+    p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+        matches!(
+            e.to_ascii_lowercase().as_str(),
+            "png" | "jpg" | "jpeg" | "bmp"
+        )
+    })
+}
+
+fn is_video(p: &Path) -> bool {
+    p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+        matches!(
+            e.to_ascii_lowercase().as_str(),
+            "mp4" | "flv" | "avi" | "mov"
+        )
+    })
+}
+
+/// Frame files sorted by the number in their name (`img2` before `img10`).
+fn frames_of(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+    let mut frames: Vec<PathBuf> = sorted_dir(dir)?
+        .into_iter()
+        .filter(|p| is_image(p))
+        .collect();
+    let key = |p: &PathBuf| -> (u64, String) {
+        let name = p.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+        let digits: String = name.chars().filter(|c| c.is_ascii_digit()).collect();
+        (digits.parse().unwrap_or(u64::MAX), name.to_string())
+    };
+    frames.sort_by_key(key);
+    if frames.is_empty() {
+        return Err(problem(
+            dir,
+            "frame folder holds no images (png, jpg, bmp)".into(),
+        ));
+    }
+    Ok(frames)
+}
+
+/// A video without its frame folder: say how to extract it.
+fn unextracted(video: &Path) -> DataError {
+    let dir = video.with_extension("");
+    problem(
+        video,
+        format!(
+            "video not extracted to frames; mer reads frame folders: run `mkdir -p {d} && ffmpeg -i {v} {d}/%05d.png` (and OpenFace `FeatureExtraction -fdir {d} -2Dfp -out_dir {p}` for landmarks)",
+            d = dir.display(),
+            v = video.display(),
+            p = dir.parent().unwrap_or(Path::new(".")).display()
+        ),
+    )
+}
+
+/// Reads the corpus folder: every clip, or a problem naming its file.
+pub fn scan(corpus: Corpus, root: &Path, set: &str, landmarks: bool) -> Scan {
+    let mut out = Scan::default();
+    if !root.is_dir() {
+        out.problems
+            .push(problem(root, "dataset folder does not exist".into()));
+        return out;
+    }
+    let classes = corpus.classes(set);
+    // (folder, subject, class name, fold) before frame checks.
+    let mut found: Vec<(PathBuf, String, &'static str, Option<i64>)> = Vec::new();
+    let mut left_out: BTreeMap<String, usize> = BTreeMap::new();
+    match corpus {
+        Corpus::Ravdess => scan_ravdess(root, &mut found, &mut left_out, &mut out.problems),
+        Corpus::CremaD => scan_crema(root, &mut found, &mut out.problems),
+        Corpus::Mead => scan_mead(root, &mut found, &mut out.problems),
+    }
+    for (dir, subject, class, fold) in found {
+        let Some(ci) = classes.iter().position(|c| *c == class) else {
+            *left_out
+                .entry(format!("{class} (not in {set})"))
+                .or_default() += 1;
+            continue;
+        };
+        let frames = match frames_of(&dir) {
+            Ok(f) => f,
+            Err(e) => {
+                out.problems.push(e);
+                continue;
+            }
+        };
+        let csv = dir.with_extension("csv");
+        let lm = if landmarks {
+            if !csv.is_file() {
+                out.problems.push(problem(
+                    &csv,
+                    format!(
+                        "no landmarks for this clip (landmarks = \"openface\"): run OpenFace `FeatureExtraction -fdir {} -2Dfp`, or set landmarks = \"none\"",
+                        dir.display()
+                    ),
+                ));
+                continue;
+            }
+            Some(csv)
+        } else {
+            None
+        };
+        let id = dir
+            .strip_prefix(root)
+            .unwrap_or(&dir)
+            .to_string_lossy()
+            .replace('\\', "/");
+        out.records.push(ClipRecord {
+            id,
+            subject,
+            class: ci,
+            frames,
+            landmarks: lm,
+            fold,
+        });
+    }
+    out.records.sort_by(|a, b| a.id.cmp(&b.id));
+    for (what, n) in left_out {
+        out.notes.push(format!("left out: {n} {what}"));
+    }
+    out
+}
+
+fn scan_ravdess(
+    root: &Path,
+    found: &mut Vec<(PathBuf, String, &'static str, Option<i64>)>,
+    left_out: &mut BTreeMap<String, usize>,
+    problems: &mut Vec<DataError>,
+) {
+    let actors = match sorted_dir(root) {
+        Ok(a) => a,
+        Err(e) => return problems.push(e),
+    };
+    let mut any = false;
+    for actor_dir in actors.into_iter().filter(|p| p.is_dir()) {
+        let Some(name) = actor_dir.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let Some(actor) = name
+            .strip_prefix("Actor_")
+            .and_then(|a| a.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        any = true;
+        let entries = match sorted_dir(&actor_dir) {
+            Ok(e) => e,
+            Err(e) => {
+                problems.push(e);
+                continue;
+            }
+        };
+        let dirs: BTreeSet<String> = entries
+            .iter()
+            .filter(|p| p.is_dir())
+            .filter_map(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_string))
+            .collect();
+        for v in entries.iter().filter(|p| p.is_file() && is_video(p)) {
+            let stem = v.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+            if !dirs.contains(stem) {
+                problems.push(unextracted(v));
+            }
+        }
+        for stem in &dirs {
+            let dir = actor_dir.join(stem);
+            let f: Vec<&str> = stem.split('-').collect();
+            let field = |i: usize, lo: u32, hi: u32| -> Option<u32> {
+                f.get(i)
+                    .filter(|s| s.len() == 2)
+                    .and_then(|s| s.parse::<u32>().ok())
+                    .filter(|v| (lo..=hi).contains(v))
+            };
+            let parsed = (f.len() == 7)
+                .then(|| {
+                    Some((
+                        field(0, 1, 3)?,
+                        field(1, 1, 2)?,
+                        field(2, 1, 8)?,
+                        field(3, 1, 2)?,
+                        field(4, 1, 2)?,
+                        field(5, 1, 2)?,
+                        field(6, 1, 24)?,
+                    ))
+                })
+                .flatten();
+            let Some((modality, vocal, emotion, ..)) = parsed else {
+                problems.push(problem(&dir, "not a RAVDESS clip name MM-VV-EE-II-SS-RR-AA (modality 01–03, vocal channel 01–02, emotion 01–08, intensity/statement/repetition 01–02, actor 01–24)".into()));
+                continue;
+            };
+            let aa = parsed.map(|p| p.6).unwrap_or(0);
+            if aa != actor {
+                problems.push(problem(
+                    &dir,
+                    format!("names actor {aa:02} but lies in Actor_{actor:02}"),
+                ));
+                continue;
+            }
+            if modality == 3 {
+                problems.push(problem(
+                    &dir,
+                    "modality 03 is audio-only: it has no frames".into(),
+                ));
+                continue;
+            }
+            if vocal == 2 {
+                *left_out
+                    .entry("song clips (the DFER convention is speech only)".into())
+                    .or_default() += 1;
+                continue;
+            }
+            if modality == 2 && dirs.contains(&format!("01{}", &stem[2..])) {
+                *left_out
+                    .entry("video-only copies of audio-video clips (same frames)".into())
+                    .or_default() += 1;
+                continue;
+            }
+            found.push((
+                dir,
+                format!("Actor_{actor:02}"),
+                RAVDESS_8[emotion as usize - 1],
+                None,
+            ));
+        }
+    }
+    if !any {
+        problems.push(problem(
+            root,
+            "no Actor_XX folders: is this the RAVDESS root?".into(),
+        ));
+    }
+}
+
+fn scan_crema(
+    root: &Path,
+    found: &mut Vec<(PathBuf, String, &'static str, Option<i64>)>,
+    problems: &mut Vec<DataError>,
+) {
+    let base = root.join("VideoFlash");
+    let entries = match sorted_dir(&base) {
+        Ok(e) => e,
+        Err(_) => {
+            return problems.push(problem(
+                &base,
+                "missing: CREMA-D keeps its videos in VideoFlash/".into(),
+            ))
+        }
+    };
+    let dirs: BTreeSet<PathBuf> = entries.iter().filter(|p| p.is_dir()).cloned().collect();
+    for v in entries.iter().filter(|p| p.is_file() && is_video(p)) {
+        if !dirs.contains(&v.with_extension("")) {
+            problems.push(unextracted(v));
+        }
+    }
+    for dir in dirs {
+        let stem = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("")
+            .to_string();
+        let f: Vec<&str> = stem.split('_').collect();
+        let actor = f
+            .first()
+            .and_then(|a| a.parse::<u32>().ok())
+            .filter(|a| (1001..=1091).contains(a));
+        let emo = f
+            .get(2)
+            .and_then(|e| CREMA_CODES.iter().position(|c| c == e));
+        let ok = f.len() == 4
+            && f.get(1).is_some_and(|s| CREMA_SENTENCES.contains(s))
+            && f.get(3).is_some_and(|l| CREMA_LEVELS.contains(l));
+        match (actor, emo, ok) {
+            (Some(a), Some(e), true) => {
+                let fold = CREMA_FOLD_ENDS.iter().position(|end| a <= *end).unwrap_or(4) as i64 + 1;
+                found.push((dir, a.to_string(), CREMA_NAMES[e], Some(fold)));
+            }
+            (_, None, _) if f.len() == 4 => problems.push(problem(
+                &dir,
+                format!("unknown emotion `{}` (CREMA-D codes: {})", f[2], CREMA_CODES.join(", ")),
+            )),
+            _ => problems.push(problem(
+                &dir,
+                "not a CREMA-D clip name <actor 1001–1091>_<sentence>_<ANG|DIS|FEA|HAP|NEU|SAD>_<LO|MD|HI|XX>".into(),
+            )),
+        }
+    }
+}
+
+fn scan_mead(
+    root: &Path,
+    found: &mut Vec<(PathBuf, String, &'static str, Option<i64>)>,
+    problems: &mut Vec<DataError>,
+) {
+    let actors = match sorted_dir(root) {
+        Ok(a) => a,
+        Err(e) => return problems.push(e),
+    };
+    for actor_dir in actors.into_iter().filter(|p| p.is_dir()) {
+        let actor = actor_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("")
+            .to_string();
+        let front = actor_dir.join("video/front");
+        let Ok(emotions) = sorted_dir(&front) else {
+            problems.push(problem(
+                &front,
+                format!("missing: MEAD keeps actor {actor}'s frontal clips in video/front/"),
+            ));
+            continue;
+        };
+        for edir in emotions.into_iter().filter(|p| p.is_dir()) {
+            let ename = edir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("")
+                .to_string();
+            let Some(class) = MEAD_8.iter().find(|c| **c == ename) else {
+                problems.push(problem(
+                    &edir,
+                    format!("unknown emotion `{ename}` (MEAD: {})", MEAD_8.join(", ")),
+                ));
+                continue;
+            };
+            let levels = sorted_dir(&edir).unwrap_or_default();
+            for ldir in levels.into_iter().filter(|p| p.is_dir()) {
+                let lname = ldir.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                if !lname
+                    .strip_prefix("level_")
+                    .and_then(|l| l.parse::<u32>().ok())
+                    .is_some_and(|l| (1..=3).contains(&l))
+                {
+                    problems.push(problem(
+                        &ldir,
+                        "not an intensity folder level_1 … level_3".into(),
+                    ));
+                    continue;
+                }
+                let clips = sorted_dir(&ldir).unwrap_or_default();
+                let dirs: BTreeSet<PathBuf> =
+                    clips.iter().filter(|p| p.is_dir()).cloned().collect();
+                for v in clips.iter().filter(|p| p.is_file() && is_video(p)) {
+                    if !dirs.contains(&v.with_extension("")) {
+                        problems.push(unextracted(v));
+                    }
+                }
+                for d in dirs {
+                    found.push((d, actor.clone(), class, None));
+                }
+            }
+        }
+    }
+}
+
+/// Per-frame 68-point landmarks from an OpenFace CSV, in pixels, by
+/// 1-based frame number; untracked frames are absent.
+pub fn read_openface(path: &Path) -> Result<BTreeMap<usize, Vec<[f32; 2]>>, DataError> {
+    let mut rd = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_path(path)
+        .map_err(|e| problem(path, format!("cannot read: {e}")))?;
+    let header: Vec<String> = rd
+        .headers()
+        .map_err(|e| problem(path, format!("no header: {e}")))?
+        .iter()
+        .map(str::to_string)
+        .collect();
+    let col = |name: &str| header.iter().position(|h| h == name);
+    let need = |name: &str| {
+        col(name).ok_or_else(|| {
+            problem(
+                path,
+                format!("no `{name}` column: not an OpenFace FeatureExtraction CSV with 2-D landmarks (-2Dfp)"),
+            )
+        })
+    };
+    let frame_col = need("frame")?;
+    let success = col("success");
+    let xs: Vec<usize> = (0..68)
+        .map(|i| need(&format!("x_{i}")))
+        .collect::<Result<_, _>>()?;
+    let ys: Vec<usize> = (0..68)
+        .map(|i| need(&format!("y_{i}")))
+        .collect::<Result<_, _>>()?;
+    let mut out = BTreeMap::new();
+    for (i, rec) in rd.records().enumerate() {
+        let row = i + 2;
+        let rec = rec.map_err(|e| DataError {
+            file: path.display().to_string(),
+            row: Some(row),
+            message: e.to_string(),
+        })?;
+        let num = |c: usize| -> Result<f32, DataError> {
+            rec.get(c)
+                .and_then(|v| v.parse::<f32>().ok())
+                .filter(|v| v.is_finite())
+                .ok_or_else(|| DataError {
+                    file: path.display().to_string(),
+                    row: Some(row),
+                    message: format!(
+                        "column `{}` is not a number: `{}`",
+                        header[c],
+                        rec.get(c).unwrap_or("")
+                    ),
+                })
+        };
+        if success.is_some_and(|c| rec.get(c).is_some_and(|v| v.trim() == "0")) {
+            continue;
+        }
+        let frame = num(frame_col)? as usize;
+        let pts = xs
+            .iter()
+            .zip(&ys)
+            .map(|(x, y)| Ok([num(*x)?, num(*y)?]))
+            .collect::<Result<Vec<_>, DataError>>()?;
+        out.insert(frame, pts);
+    }
+    if out.is_empty() {
+        return Err(problem(
+            path,
+            "OpenFace tracked no face in any frame".into(),
+        ));
+    }
+    Ok(out)
+}
+
+/// The loader behind `dfer.ravdess`, `dfer.crema_d` and `dfer.mead`.
+pub struct DferDataset {
+    corpus: Corpus,
+    records: Vec<ClipRecord>,
+    classes: Vec<&'static str>,
+    notes: Vec<String>,
+    frames: usize,
+    size: [usize; 2],
+    color: bool,
+    sampling: String,
+    rate: usize,
+    landmarks: bool,
+}
+
+fn pint(p: &BTreeMap<String, Value>, k: &str, d: i64) -> i64 {
+    match p.get(k) {
+        Some(Value::Int(i)) => *i,
+        _ => d,
+    }
+}
+
+fn pstr<'a>(p: &'a BTreeMap<String, Value>, k: &str, d: &'a str) -> &'a str {
+    match p.get(k) {
+        Some(Value::Str(s)) => s,
+        _ => d,
+    }
+}
+
+impl DferDataset {
+    pub fn new(corpus: Corpus, p: &BTreeMap<String, Value>) -> Result<Self, BuildError> {
+        let root = match p.get("root") {
+            Some(Value::Str(s)) if !s.is_empty() => PathBuf::from(s),
+            _ => return Err(BuildError(format!("`{}` needs `root`", corpus.kind()))),
+        };
+        let set = pstr(p, "classes", "").to_string();
+        let landmarks = pstr(p, "landmarks", "openface") == "openface";
+        let s = scan(corpus, &root, &set, landmarks);
+        if let Some(first) = s.problems.first() {
+            let more = s.problems.len() - 1;
+            return Err(BuildError(format!(
+                "{first}{}",
+                if more > 0 {
+                    format!(
+                        " (and {more} more problems: `mer data verify {} --dataset {}` lists them)",
+                        root.display(),
+                        corpus.kind()
+                    )
+                } else {
+                    String::new()
+                }
+            )));
+        }
+        if s.records.is_empty() {
+            return Err(BuildError(format!(
+                "`{}` found no clips under {}",
+                corpus.kind(),
+                root.display()
+            )));
+        }
+        let size = match p.get("size") {
+            Some(Value::List(l)) => {
+                let v: Vec<usize> = l
+                    .iter()
+                    .filter_map(|x| match x {
+                        Value::Int(i) if *i > 0 => Some(*i as usize),
+                        _ => None,
+                    })
+                    .collect();
+                match v[..] {
+                    [h, w] => [h, w],
+                    [s] => [s, s],
+                    _ => return Err(BuildError("`size` must be [H, W]".into())),
+                }
+            }
+            _ => [224, 224],
+        };
+        Ok(DferDataset {
+            corpus,
+            classes: corpus.classes(&set),
+            records: s.records,
+            notes: s.notes,
+            frames: pint(p, "frames", 16).max(1) as usize,
+            size,
+            color: !matches!(p.get("color"), Some(Value::Bool(false))),
+            sampling: pstr(p, "sampling", "uniform").to_string(),
+            rate: pint(p, "sampling_rate", 1).max(1) as usize,
+            landmarks,
+        })
+    }
+
+    /// Frame positions for one clip: every `rate`-th frame, then `frames`
+    /// uniformly over those (repeating frames of short clips).
+    fn pick(&self, n: usize, aug: Option<&mut SeededRng>) -> Vec<usize> {
+        let cand: Vec<usize> = (0..n).step_by(self.rate).collect();
+        let m = cand.len();
+        let k = self.frames;
+        let mut aug = aug.filter(|_| self.sampling == "noisy_uniform");
+        (0..k)
+            .map(|i| {
+                let mut x = (i as f32 + 0.5) * m as f32 / k as f32 - 0.5;
+                if let Some(r) = aug.as_deref_mut() {
+                    x += r.uniform_range(-0.5, 0.5) * m as f32 / k as f32;
+                }
+                cand[(x.round().max(0.0) as usize).min(m - 1)]
+            })
+            .collect()
+    }
+}
+
+impl Dataset for DferDataset {
+    fn notes(&self) -> Vec<String> {
+        self.notes.clone()
+    }
+
+    fn label_names(&self, port: &str) -> Option<Vec<String>> {
+        (port == "emotion").then(|| self.classes.iter().map(|c| c.to_string()).collect())
+    }
+
+    fn index(&self) -> Result<Vec<SampleMeta>, DataError> {
+        Ok(self
+            .records
+            .iter()
+            .map(|r| {
+                let mut labels = BTreeMap::from([(
+                    "emotion".to_string(),
+                    Value::Str(self.classes[r.class].to_string()),
+                )]);
+                if let Some(f) = r.fold {
+                    labels.insert("fold".into(), Value::Int(f));
+                }
+                SampleMeta {
+                    id: r.id.clone(),
+                    dataset: String::new(),
+                    group: r.subject.clone(),
+                    labels,
+                }
+            })
+            .collect())
+    }
+
+    fn load(
+        &self,
+        positions: &[usize],
+        mut aug: Option<&mut SeededRng>,
+    ) -> Result<Batch, DataError> {
+        let [h, w] = self.size;
+        let ch = if self.color { 3 } else { 1 };
+        let t = self.frames;
+        let b = positions.len();
+        let mut video = Vec::with_capacity(b * ch * t * h * w);
+        let (mut lms, mut lms5, mut boxes): (Vec<f32>, Vec<f32>, Vec<f32>) =
+            (vec![], vec![], vec![]);
+        let (mut emotion, mut subject, mut ids) = (vec![], vec![], vec![]);
+        let subjects: Vec<&String> = {
+            let s: BTreeSet<&String> = self.records.iter().map(|r| &r.subject).collect();
+            s.into_iter().collect()
+        };
+        for &p in positions {
+            let r = self.records.get(p).ok_or_else(|| DataError {
+                file: self.corpus.kind().into(),
+                row: None,
+                message: format!("position {p} is outside the {} clips", self.records.len()),
+            })?;
+            let picks = self.pick(r.frames.len(), aug.as_deref_mut());
+            let mut planes = vec![Vec::with_capacity(t * h * w); ch];
+            let mut dims = (1u32, 1u32);
+            for &fi in &picks {
+                let path = &r.frames[fi];
+                let img =
+                    image::open(path).map_err(|e| problem(path, format!("cannot decode: {e}")))?;
+                dims = (img.width().max(1), img.height().max(1));
+                let rgb = image::imageops::resize(
+                    &img.to_rgb8(),
+                    w as u32,
+                    h as u32,
+                    image::imageops::FilterType::Triangle,
+                );
+                for px in rgb.pixels() {
+                    let [rr, gg, bb] = px.0.map(|v| v as f32 / 255.0);
+                    if self.color {
+                        planes[0].push(rr);
+                        planes[1].push(gg);
+                        planes[2].push(bb);
+                    } else {
+                        planes[0].push(0.299 * rr + 0.587 * gg + 0.114 * bb);
+                    }
+                }
+            }
+            for pl in planes {
+                video.extend(pl);
+            }
+            if let (true, Some(csv)) = (self.landmarks, &r.landmarks) {
+                let tracked = read_openface(csv)?;
+                for &fi in &picks {
+                    // Nearest tracked frame (OpenFace numbers frames from 1).
+                    let want = fi + 1;
+                    let near = tracked
+                        .range(..=want)
+                        .next_back()
+                        .map(|(k, v)| (want - k, v))
+                        .into_iter()
+                        .chain(tracked.range(want..).next().map(|(k, v)| (k - want, v)))
+                        .min_by_key(|(d, _)| *d)
+                        .map(|(_, v)| v)
+                        .ok_or_else(|| problem(csv, "no tracked frame".into()))?;
+                    let pts: Vec<[f32; 2]> = near
+                        .iter()
+                        .map(|q| [q[0] / dims.0 as f32, q[1] / dims.1 as f32])
+                        .collect();
+                    lms.extend(pts.iter().flatten());
+                    boxes.extend(face::bounding_box(&pts));
+                    lms5.extend(face::five_points(&pts).iter().flatten());
+                }
+            }
+            emotion.push(r.class as i64);
+            subject.push(subjects.binary_search(&&r.subject).unwrap_or(0) as i64);
+            ids.push(r.id.clone());
+        }
+        let d = &Device::Cpu;
+        let e =
+            |e: mer_registry::candle::Error| problem(Path::new(self.corpus.kind()), e.to_string());
+        let mut ports = BTreeMap::new();
+        ports.insert(
+            "video".into(),
+            Tensor::from_vec(video, (b, ch, t, h, w), d).map_err(e)?,
+        );
+        ports.insert(
+            "emotion".into(),
+            Tensor::from_vec(emotion, b, d).map_err(e)?,
+        );
+        ports.insert(
+            "subject".into(),
+            Tensor::from_vec(subject, b, d).map_err(e)?,
+        );
+        if self.landmarks {
+            ports.insert(
+                "landmarks".into(),
+                Tensor::from_vec(lms, (b, t, 68, 2), d).map_err(e)?,
+            );
+            ports.insert(
+                "landmarks5".into(),
+                Tensor::from_vec(lms5, (b, t, 5, 2), d).map_err(e)?,
+            );
+            ports.insert(
+                "box".into(),
+                Tensor::from_vec(boxes, (b, t, 4), d).map_err(e)?,
+            );
+        }
+        Ok(Batch { ids, ports })
+    }
+}
+
+/// `dfer.ravdess`'s factory.
+pub fn ravdess(p: &BTreeMap<String, Value>) -> Result<Box<dyn Dataset>, BuildError> {
+    Ok(Box::new(DferDataset::new(Corpus::Ravdess, p)?))
+}
+
+/// `dfer.crema_d`'s factory.
+pub fn crema_d(p: &BTreeMap<String, Value>) -> Result<Box<dyn Dataset>, BuildError> {
+    Ok(Box::new(DferDataset::new(Corpus::CremaD, p)?))
+}
+
+/// `dfer.mead`'s factory.
+pub fn mead(p: &BTreeMap<String, Value>) -> Result<Box<dyn Dataset>, BuildError> {
+    Ok(Box::new(DferDataset::new(Corpus::Mead, p)?))
+}
+
+/// `mer data verify` for a DFER corpus: counts, notes and every problem.
+pub fn verify(corpus: Corpus, root: &Path) -> (String, bool) {
+    use std::fmt::Write;
+    let set = match corpus {
+        Corpus::Ravdess => "8class",
+        Corpus::CremaD => "6class",
+        Corpus::Mead => "8class",
+    };
+    let mut s = scan(corpus, root, set, false);
+    let classes = corpus.classes(set);
+    let mut untracked = 0usize;
+    for r in &s.records {
+        let csv = Path::new(&r.frames[0])
+            .parent()
+            .map(|d| d.with_extension("csv"));
+        match csv.filter(|c| c.is_file()) {
+            None => s.notes.push(format!(
+                "{}: no OpenFace landmarks CSV (landmarks = \"none\" only)",
+                r.id
+            )),
+            Some(c) => match read_openface(&c) {
+                Ok(t) => untracked += r.frames.len().saturating_sub(t.len()),
+                Err(e) => s.problems.push(e),
+            },
+        }
+    }
+    let mut o = String::new();
+    let subjects: BTreeSet<&String> = s.records.iter().map(|r| &r.subject).collect();
+    let _ = writeln!(o, "{} at {}", corpus.kind(), root.display());
+    let _ = writeln!(
+        o,
+        "samples: {}   subjects: {}",
+        s.records.len(),
+        subjects.len()
+    );
+    let mut per: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in &s.records {
+        *per.entry(classes[r.class]).or_default() += 1;
+    }
+    let list: Vec<String> = per.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    let _ = writeln!(o, "emotions: {}", list.join(", "));
+    let folds: BTreeSet<i64> = s.records.iter().filter_map(|r| r.fold).collect();
+    if !folds.is_empty() {
+        let _ = writeln!(o, "official folds: {}", folds.len());
+    }
+    let _ = writeln!(
+        o,
+        "frames without a tracked face (filled from the nearest tracked frame): {untracked}"
+    );
+    let _ = writeln!(o, "notes: {}", s.notes.len());
+    for n in &s.notes {
+        let _ = writeln!(o, "  {n}");
+    }
+    let _ = writeln!(o, "problems: {}", s.problems.len());
+    for p in &s.problems {
+        let _ = writeln!(o, "  {p}");
+    }
+    (o, s.problems.is_empty())
+}
+
+/// The OpenFace CSV header mer writes and reads (the columns it needs, in
+/// OpenFace's order and spelling).
+fn openface_header() -> String {
+    let mut h = vec![
+        "frame".to_string(),
+        "face_id".into(),
+        "timestamp".into(),
+        "confidence".into(),
+        "success".into(),
+    ];
+    h.extend((0..68).map(|i| format!("x_{i}")));
+    h.extend((0..68).map(|i| format!("y_{i}")));
+    h.join(", ")
+}
+
+/// Writes generated clips in the corpus layout: frame folders named as the
+/// real files are, an OpenFace CSV beside each, and (RAVDESS) the
+/// video-only twin of each actor's first clip, which the loader must drop.
+pub fn write_layout(
+    corpus: Corpus,
+    p: &BTreeMap<String, Value>,
+    root: &Path,
+    frames_per_clip: usize,
+) -> Result<usize, String> {
+    let classes = corpus.classes(match corpus {
+        Corpus::Ravdess => "8class",
+        Corpus::CremaD => "6class",
+        Corpus::Mead => "8class",
+    });
+    let mut params = p.clone();
+    params.insert(
+        "class_names".into(),
+        Value::List(
+            classes
+                .iter()
+                .map(|c| Value::Str(Corpus::synth_name(c).to_string()))
+                .collect(),
+        ),
+    );
+    let synth = Synth::new(super::synth::Flavor::Dfer, &params).map_err(|e| e.0)?;
+    let [h, w] = synth.size_hw();
+    let n = frames_per_clip.max(2);
+    let subjects = pint(p, "subjects", 1).max(1) as usize;
+    let mut per_subject: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut written = 0;
+    for i in 0..synth.len() {
+        let info = synth.clip_info(i).ok_or("clip vanished")?;
+        let k = {
+            let c = per_subject.entry(info.subject).or_default();
+            *c += 1;
+            *c - 1
+        };
+        let class = classes
+            .iter()
+            .position(|c| Corpus::synth_name(c) == info.emotion)
+            .ok_or_else(|| {
+                format!(
+                    "generated class {} has no {} name",
+                    info.emotion,
+                    corpus.kind()
+                )
+            })?;
+        let s = info.subject;
+        let mut dirs: Vec<PathBuf> = match corpus {
+            Corpus::Ravdess => {
+                if k >= 8 {
+                    return Err("RAVDESS names allow at most 8 generated clips per actor here (--clips-per-subject 8)".into());
+                }
+                let intensity = if class == 0 { 1 } else { k % 2 + 1 };
+                let name = |m: u32| {
+                    format!(
+                        "{m:02}-01-{:02}-{intensity:02}-{:02}-{:02}-{s:02}",
+                        class + 1,
+                        (k / 2) % 2 + 1,
+                        (k / 4) % 2 + 1
+                    )
+                };
+                let mut v = vec![root.join(format!("Actor_{s:02}")).join(name(1))];
+                if k == 0 {
+                    v.push(root.join(format!("Actor_{s:02}")).join(name(2)));
+                }
+                v
+            }
+            Corpus::CremaD => {
+                if k >= CREMA_SENTENCES.len() {
+                    return Err(format!("CREMA-D names allow at most {} generated clips per actor (one per sentence)", CREMA_SENTENCES.len()));
+                }
+                let level = if CREMA_CODES[class] == "NEU" {
+                    "XX"
+                } else {
+                    CREMA_LEVELS[k % 3]
+                };
+                // Spread generated actors over 1001–1091 so that they fall
+                // into all five official folds.
+                let actor = 1001 + (s - 1) * 91 / subjects;
+                vec![root.join("VideoFlash").join(format!(
+                    "{actor}_{}_{}_{level}",
+                    CREMA_SENTENCES[k], CREMA_CODES[class]
+                ))]
+            }
+            Corpus::Mead => {
+                let actor = if s % 2 == 1 {
+                    format!("M{:03}", s)
+                } else {
+                    format!("W{:03}", s)
+                };
+                let level = if classes[class] == "neutral" {
+                    1
+                } else {
+                    k % 3 + 1
+                };
+                vec![root
+                    .join(actor)
+                    .join("video/front")
+                    .join(classes[class])
+                    .join(format!("level_{level}"))
+                    .join(format!("{:03}", k + 1))]
+            }
+        };
+        let mut csv = openface_header();
+        csv.push('\n');
+        let first = dirs.remove(0);
+        std::fs::create_dir_all(&first).map_err(|e| format!("{}: {e}", first.display()))?;
+        for f in 0..n {
+            let t = f as f32 / (n - 1) as f32;
+            let (planes, lm) = synth.render_with_landmarks(i, t).ok_or("clip vanished")?;
+            let img = super::me_layout::to_image(&planes, [h, w]);
+            let path = first.join(format!("{:05}.png", f + 1));
+            img.save(&path)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            let mut row = format!("{}, 0, {:.3}, 0.98, 1", f + 1, f as f32 / 30.0);
+            for q in lm.iter() {
+                row.push_str(&format!(", {:.2}", q[0] * w as f32));
+            }
+            for q in lm.iter() {
+                row.push_str(&format!(", {:.2}", q[1] * h as f32));
+            }
+            csv.push_str(&row);
+            csv.push('\n');
+        }
+        std::fs::write(first.with_extension("csv"), &csv).map_err(|e| e.to_string())?;
+        for twin in dirs {
+            std::fs::create_dir_all(&twin).map_err(|e| format!("{}: {e}", twin.display()))?;
+            for f in 0..n {
+                let name = format!("{:05}.png", f + 1);
+                std::fs::copy(first.join(&name), twin.join(&name)).map_err(|e| e.to_string())?;
+            }
+            std::fs::write(twin.with_extension("csv"), &csv).map_err(|e| e.to_string())?;
+        }
+        written += 1;
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("mer-dfer-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn synth_params(subjects: i64, clips: i64) -> BTreeMap<String, Value> {
+        [
+            ("subjects", Value::Int(subjects)),
+            ("clips_per_subject", Value::Int(clips)),
+            ("size", Value::List(vec![Value::Int(24), Value::Int(24)])),
+            ("color", Value::Bool(true)),
+            ("intensity", Value::Float(1.0)),
+            ("seed", Value::Int(5)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    fn loader_params(root: &Path, set: &str) -> BTreeMap<String, Value> {
+        [
+            ("root", Value::Str(root.display().to_string())),
+            ("classes", Value::Str(set.into())),
+            ("frames", Value::Int(3)),
+            ("size", Value::List(vec![Value::Int(16), Value::Int(16)])),
+            ("landmarks", Value::Str("openface".into())),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    #[test]
+    fn generated_layouts_load_with_boxes_and_landmarks_in_the_frame() {
+        for (corpus, set) in [
+            (Corpus::Ravdess, "8class"),
+            (Corpus::CremaD, "6class"),
+            (Corpus::Mead, "8class"),
+        ] {
+            let root = tmp(corpus.kind());
+            let n = write_layout(corpus, &synth_params(2, 4), &root, 5).unwrap();
+            assert_eq!(n, 8);
+            let ds = DferDataset::new(corpus, &loader_params(&root, set)).unwrap();
+            let index = ds.index().unwrap();
+            assert_eq!(index.len(), 8, "{}", corpus.kind());
+            let b = ds.load(&[0, 7], None).unwrap();
+            assert_eq!(b.ports["video"].dims(), &[2, 3, 3, 16, 16]);
+            assert_eq!(b.ports["landmarks5"].dims(), &[2, 3, 5, 2]);
+            let boxes: Vec<f32> = b.ports["box"].flatten_all().unwrap().to_vec1().unwrap();
+            for q in boxes.chunks(4) {
+                assert!(
+                    q[0] > 0.0 && q[1] > 0.0 && q[2] > 0.2 && q[3] > 0.2,
+                    "{q:?}"
+                );
+                assert!(q[0] + q[2] < 1.0 && q[1] + q[3] < 1.0, "{q:?}");
+            }
+            if corpus == Corpus::Ravdess {
+                // Each actor's first clip also exists as a video-only twin.
+                assert_eq!(
+                    ds.notes(),
+                    vec!["left out: 2 video-only copies of audio-video clips (same frames)"]
+                );
+            }
+            if corpus == Corpus::CremaD {
+                assert!(index.iter().all(|s| s.labels.contains_key("fold")));
+            }
+            std::fs::remove_dir_all(&root).ok();
+        }
+    }
+
+    #[test]
+    fn same_seed_writes_identical_bytes() {
+        let (a, b) = (tmp("bytes-a"), tmp("bytes-b"));
+        write_layout(Corpus::CremaD, &synth_params(1, 2), &a, 3).unwrap();
+        write_layout(Corpus::CremaD, &synth_params(1, 2), &b, 3).unwrap();
+        let files = |r: &Path| {
+            let mut v = vec![];
+            let mut stack = vec![r.to_path_buf()];
+            while let Some(d) = stack.pop() {
+                for e in std::fs::read_dir(&d).unwrap().flatten() {
+                    if e.path().is_dir() {
+                        stack.push(e.path());
+                    } else {
+                        v.push((
+                            e.path().strip_prefix(r).unwrap().to_path_buf(),
+                            std::fs::read(e.path()).unwrap(),
+                        ));
+                    }
+                }
+            }
+            v.sort();
+            v
+        };
+        assert_eq!(files(&a), files(&b));
+        std::fs::remove_dir_all(&a).ok();
+        std::fs::remove_dir_all(&b).ok();
+    }
+
+    #[test]
+    fn malformed_trees_name_every_file_and_drop_nothing_silently() {
+        let root = tmp("bad-ravdess");
+        write_layout(Corpus::Ravdess, &synth_params(1, 3), &root, 3).unwrap();
+        let actor = root.join("Actor_01");
+        // A video nobody extracted, a wrong actor, a bad name, a song clip,
+        // an empty frame folder, and a clip without its landmarks.
+        std::fs::write(actor.join("01-01-05-01-01-01-01.mp4"), b"").unwrap();
+        std::fs::create_dir_all(actor.join("01-01-03-01-01-01-02")).unwrap();
+        std::fs::create_dir_all(actor.join("01-01-09-01-01-01-01")).unwrap();
+        let song = actor.join("01-02-03-01-01-01-01");
+        std::fs::create_dir_all(&song).unwrap();
+        std::fs::write(song.join("00001.png"), b"").unwrap();
+        std::fs::create_dir_all(actor.join("01-01-04-02-02-02-01")).unwrap();
+        let first = sorted_dir(&actor)
+            .unwrap()
+            .into_iter()
+            .find(|p| p.is_dir() && p.with_extension("csv").is_file())
+            .unwrap();
+        std::fs::remove_file(first.with_extension("csv")).unwrap();
+        let s = scan(Corpus::Ravdess, &root, "8class", true);
+        let text: Vec<String> = s.problems.iter().map(|p| p.to_string()).collect();
+        let has = |needle: &str| text.iter().any(|t| t.contains(needle));
+        assert!(
+            has("01-01-05-01-01-01-01.mp4") && has("ffmpeg -i"),
+            "{text:#?}"
+        );
+        assert!(has("names actor 02 but lies in Actor_01"), "{text:#?}");
+        assert!(
+            has("01-01-09-01-01-01-01") && has("not a RAVDESS clip name"),
+            "{text:#?}"
+        );
+        assert!(has("01-01-04-02-02-02-01") && has("no images"), "{text:#?}");
+        assert!(has(".csv") && has("FeatureExtraction"), "{text:#?}");
+        assert!(
+            s.notes.iter().any(|n| n.contains("1 song clips")),
+            "{:?}",
+            s.notes
+        );
+        // The loader refuses the tree and points at `mer data verify`.
+        let err = DferDataset::new(Corpus::Ravdess, &loader_params(&root, "8class"))
+            .err()
+            .unwrap();
+        assert!(
+            err.0.contains("more problems") && err.0.contains("mer data verify"),
+            "{}",
+            err.0
+        );
+        // 7class leaves calm out, counted.
+        let s7 = scan(Corpus::Ravdess, &root, "7class", false);
+        let calm = s.records.iter().filter(|r| r.class == 1).count();
+        if calm > 0 {
+            assert!(s7.notes.iter().any(|n| n.contains("calm (not in 7class)")));
+        }
+        std::fs::remove_dir_all(&root).ok();
+
+        let root = tmp("bad-crema");
+        write_layout(Corpus::CremaD, &synth_params(1, 2), &root, 3).unwrap();
+        std::fs::create_dir_all(root.join("VideoFlash/1001_DFA_XYZ_XX")).unwrap();
+        let s = scan(Corpus::CremaD, &root, "6class", false);
+        assert!(s
+            .problems
+            .iter()
+            .any(|p| p.to_string().contains("unknown emotion `XYZ`")));
+        std::fs::remove_dir_all(&root).ok();
+    }
+
+    #[test]
+    fn openface_rows_are_checked_and_untracked_frames_borrow_the_nearest() {
+        let root = tmp("openface");
+        write_layout(Corpus::Mead, &synth_params(1, 1), &root, 4).unwrap();
+        let clip = root.join("M001/video/front");
+        let csv = walk_csv(&clip);
+        let text = std::fs::read_to_string(&csv).unwrap();
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        // Frame 2 untracked: success = 0.
+        lines[2] = lines[2].replacen(", 0.98, 1,", ", 0.10, 0,", 1);
+        std::fs::write(&csv, lines.join("\n")).unwrap();
+        let t = read_openface(&csv).unwrap();
+        assert_eq!(t.keys().copied().collect::<Vec<_>>(), vec![1, 3, 4]);
+        // A non-number names the file and the row.
+        lines[3] = lines[3].replacen(", 0.98, 1, ", ", 0.98, 1, abc", 1);
+        std::fs::write(&csv, lines.join("\n")).unwrap();
+        let e = read_openface(&csv).err().unwrap();
+        assert_eq!(e.row, Some(4));
+        assert!(e.to_string().contains("x_0"), "{e}");
+        // An unreadable frame is an error at load with its path.
+        lines[3] = lines[3].replacen("abc", "", 1);
+        std::fs::write(&csv, lines.join("\n")).unwrap();
+        let dir = csv.with_extension("");
+        std::fs::write(dir.join("00001.png"), b"not a png").unwrap();
+        let mut p = loader_params(&root, "8class");
+        p.insert("frames".into(), Value::Int(4));
+        let ds = DferDataset::new(Corpus::Mead, &p).unwrap();
+        let e = ds.load(&[0], None).err().unwrap();
+        assert!(
+            e.file.ends_with("00001.png") && e.message.contains("cannot decode"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&root).ok();
+    }
+
+    fn walk_csv(dir: &Path) -> PathBuf {
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in sorted_dir(&d).unwrap() {
+                if e.is_dir() {
+                    stack.push(e);
+                } else if e.extension().is_some_and(|x| x == "csv") {
+                    return e;
+                }
+            }
+        }
+        panic!("no csv under {}", dir.display());
+    }
+}
