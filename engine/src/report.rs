@@ -63,6 +63,59 @@ fn selection_words(s: &str) -> &'static str {
     }
 }
 
+/// One table per headline metric: variants × folds, then the per-fold
+/// mean, so a reviewer sees how much of a difference one fold makes.
+fn per_fold_tables(o: &mut String, rs: &[&VariantResult], heads: &[String]) {
+    let folds: Vec<&String> = {
+        let mut v: Vec<&String> = Vec::new();
+        for r in rs {
+            for f in &r.folds {
+                if !v.contains(&f) {
+                    v.push(f);
+                }
+            }
+        }
+        v
+    };
+    if folds.len() < 2 {
+        return;
+    }
+    for h in heads.iter().filter(|h| !h.starts_with("confusion")) {
+        let _ = writeln!(o, "## Per fold: {h}\n");
+        let names: Vec<&str> = folds.iter().map(|f| f.as_str()).collect();
+        let _ = writeln!(
+            o,
+            "| variant | seed | {} | mean |\n|---|---|{}---|",
+            names.join(" | "),
+            "---|".repeat(folds.len())
+        );
+        for r in rs {
+            let Some(m) = r.metrics.iter().find(|m| &m.name == h) else {
+                continue;
+            };
+            let cells: Vec<String> = folds
+                .iter()
+                .map(|f| {
+                    m.per_fold
+                        .iter()
+                        .find(|(n, _)| n == *f)
+                        .map(|(_, v)| fmt(m, *v))
+                        .unwrap_or_else(|| "–".into())
+                })
+                .collect();
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} |",
+                r.variant,
+                r.seed,
+                cells.join(" | "),
+                fmt(m, m.per_fold_mean)
+            );
+        }
+        let _ = writeln!(o);
+    }
+}
+
 /// Renders results as Markdown.
 pub fn markdown(results: &[VariantResult]) -> String {
     let mut o = String::new();
@@ -167,6 +220,7 @@ pub fn markdown(results: &[VariantResult]) -> String {
             }
             let _ = writeln!(o);
         }
+        per_fold_tables(&mut o, &rs, &heads);
         for r in &rs {
             let _ = writeln!(o, "## {} (seed {})\n", r.variant, r.seed);
             let _ = writeln!(o, "- recipe hash `{}`", r.recipe_hash);
