@@ -240,7 +240,7 @@ pub enum DataCmd {
     /// with OpenFace landmark CSVs for DFER corpora), readable by its loader.
     Synth {
         /// The layout to write.
-        #[arg(long, value_parser = ["casme2", "samm", "ravdess", "crema_d", "mead"], default_value = "casme2")]
+        #[arg(long, value_parser = ["casme2", "samm", "ravdess", "crema_d", "mead", "rafdb"], default_value = "casme2")]
         layout: String,
         #[arg(long)]
         out: PathBuf,
@@ -264,13 +264,13 @@ pub enum DataCmd {
     /// applied and every problem (file and row). Exit 1 when there are problems.
     Verify {
         root: PathBuf,
-        #[arg(long, value_parser = ["me.casme2", "me.samm", "dfer.ravdess", "dfer.crema_d", "dfer.mead"])]
+        #[arg(long, value_parser = ["me.casme2", "me.samm", "dfer.ravdess", "dfer.crema_d", "dfer.mead", "fer.rafdb"])]
         dataset: String,
     },
 }
 
 pub fn data(args: DataCmd) -> ExitCode {
-    use mer_engine::data::{dfer_layout, me_layout, synth};
+    use mer_engine::data::{dfer_layout, fer_layout, me_layout, synth};
     match args {
         DataCmd::Synth {
             layout,
@@ -296,6 +296,9 @@ pub fn data(args: DataCmd) -> ExitCode {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect();
+            if layout == "rafdb" {
+                return report_written(fer_layout::write_rafdb(&p, &out), &layout, &out);
+            }
             if let Some(corpus) = dfer_layout::Corpus::from_kind(&format!("dfer.{layout}")) {
                 return report_written(
                     dfer_layout::write_layout(corpus, &p, &out, frames_per_clip),
@@ -325,6 +328,7 @@ pub fn data(args: DataCmd) -> ExitCode {
             ) {
                 (Some(l), _) => me_layout::verify(l, &root),
                 (None, Some(c)) => dfer_layout::verify(c, &root),
+                (None, None) if dataset == "fer.rafdb" => fer_layout::verify_rafdb(&root),
                 (None, None) => (format!("no verifier for `{dataset}`"), false),
             };
             print!("{report}");

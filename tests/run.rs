@@ -520,3 +520,52 @@ fn mtcae_dfer_runs_on_a_generated_crema_d_tree_with_cached_encoder_tokens() {
     let _ = std::fs::remove_dir_all(runs);
     let _ = std::fs::remove_dir_all(root);
 }
+
+/// RAF-DB's distributed layout, generated, verified and run on the
+/// official split through the real `fer.rafdb` loader.
+#[test]
+fn generated_rafdb_layout_verifies_and_runs_on_the_official_split() {
+    let runs = scratch("rafdb-runs");
+    let root = scratch("rafdb-data");
+    let r = root.display().to_string();
+    let o = mer(&[
+        "data",
+        "synth",
+        "--layout",
+        "rafdb",
+        "--out",
+        &r,
+        "--subjects",
+        "5",
+        "--clips-per-subject",
+        "4",
+        "--size",
+        "32",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = mer(&["data", "verify", &r, "--dataset", "fer.rafdb"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("samples: 20   train: 16   test: 4"),
+        "{}",
+        text(&o)
+    );
+    let set = format!("data.faces.root={:?}", r);
+    let o = mer_in(
+        &runs,
+        &[
+            "run",
+            "recipes/demo/rafdb_layout.mer",
+            "--set",
+            &set,
+            "--set",
+            "train.epochs=1",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let m = json(&variant_dir(&runs, "demo_rafdb_layout", "base", 1).join("metrics.json"));
+    assert_eq!(m["folds"], serde_json::json!(["official"]));
+    assert_eq!(m["samples"], 20);
+    let _ = std::fs::remove_dir_all(runs);
+    let _ = std::fs::remove_dir_all(root);
+}

@@ -5,5 +5,6 @@
 pub mod au;
 pub mod dfer_layout;
 pub mod face;
+pub mod fer_layout;
 pub mod me_layout;
 pub mod synth;

@@ -191,7 +191,9 @@ me_with("me.casme2", "CASME II (26 subjects, 200 fps): CASME2-coding xlsx + sub*
         me("me.casme3", "CAS(ME)^3 part A (30 fps): annotation xlsx + frame folders.", "CASME3_ROOT", ME_AUS, &["7class", "4class", "3class_megc"], "7class"),
         me("me.mmew", "MMEW (36 subjects, 90 fps): MMEW_Micro_Exp.xlsx + frame folders.", "MMEW_ROOT", ME_AUS, &["6class", "3class_megc"], "6class"),
         me("me.dfme", "DFME (CCAC 2024 challenge): train / TestA / TestB partitions, 7 classes.", "DFME_ROOT", ME_AUS, &["7class"], "7class"),
-        still("fer.rafdb", "RAF-DB basic: list_patition_label.txt + aligned images (7 classes), official train/test split.").build(),
+        still("fer.rafdb", "RAF-DB basic: basic/EmoLabel/list_patition_label.txt + basic/Image/aligned/*_aligned.jpg (7 classes); the official train/test split as a `split` label (protocol.official). No landmarks port data: RAF-DB basic ships none in 68 points.")
+            .dataset(crate::data::fer_layout::rafdb)
+            .build(),
         still("fer.affectnet", "AffectNet: training.csv / validation.csv (7 or 8 classes).")
             .choice("classes", &["7class", "8class"], Some("7class"), "Label set (8 adds contempt).")
             .build(),
