@@ -730,29 +730,11 @@ impl Dataset for DferDataset {
                 message: format!("position {p} is outside the {} clips", self.records.len()),
             })?;
             let picks = self.pick(r.frames.len(), aug.as_deref_mut());
-            let mut planes = vec![Vec::with_capacity(t * h * w); ch];
+            let mut planes: Vec<Vec<f32>> =
+                (0..ch).map(|_| Vec::with_capacity(t * h * w)).collect();
             let mut dims = (1u32, 1u32);
             for &fi in &picks {
-                let path = &r.frames[fi];
-                let img =
-                    image::open(path).map_err(|e| problem(path, format!("cannot decode: {e}")))?;
-                dims = (img.width().max(1), img.height().max(1));
-                let rgb = image::imageops::resize(
-                    &img.to_rgb8(),
-                    w as u32,
-                    h as u32,
-                    image::imageops::FilterType::Triangle,
-                );
-                for px in rgb.pixels() {
-                    let [rr, gg, bb] = px.0.map(|v| v as f32 / 255.0);
-                    if self.color {
-                        planes[0].push(rr);
-                        planes[1].push(gg);
-                        planes[2].push(bb);
-                    } else {
-                        planes[0].push(0.299 * rr + 0.587 * gg + 0.114 * bb);
-                    }
-                }
+                dims = super::push_frame(&r.frames[fi], None, [h, w], &mut planes)?;
             }
             for pl in planes {
                 video.extend(pl);

@@ -261,7 +261,7 @@ impl Dataset for RafDb {
             if flip {
                 rs = image::imageops::flip_horizontal(&rs);
             }
-            let mut planes = vec![Vec::with_capacity(h * w); 3];
+            let mut planes: Vec<Vec<f32>> = (0..3).map(|_| Vec::with_capacity(h * w)).collect();
             for px in rs.pixels() {
                 for (c, plane) in planes.iter_mut().enumerate() {
                     plane.push(px.0[c] as f32 / 255.0);

@@ -699,30 +699,10 @@ impl Dataset for MeDataset {
                 row: None,
                 message: format!("position {p} is outside the {} clips", self.records.len()),
             })?;
-            let mut planes = vec![Vec::with_capacity(t * h * w); ch];
+            let mut planes: Vec<Vec<f32>> =
+                (0..ch).map(|_| Vec::with_capacity(t * h * w)).collect();
             for fi in self.pick(r, aug.as_deref_mut()) {
-                let path = &r.frames[fi];
-                let img = image::open(path).map_err(|e| DataError {
-                    file: path.display().to_string(),
-                    row: Some(r.row),
-                    message: format!("cannot decode: {e}"),
-                })?;
-                let rgb = image::imageops::resize(
-                    &img.to_rgb8(),
-                    w as u32,
-                    h as u32,
-                    image::imageops::FilterType::Triangle,
-                );
-                for px in rgb.pixels() {
-                    let [rr, gg, bb] = px.0.map(|v| v as f32 / 255.0);
-                    if self.color {
-                        planes[0].push(rr);
-                        planes[1].push(gg);
-                        planes[2].push(bb);
-                    } else {
-                        planes[0].push(0.299 * rr + 0.587 * gg + 0.114 * bb);
-                    }
-                }
+                super::push_frame(&r.frames[fi], Some(r.row), [h, w], &mut planes)?;
             }
             for pl in planes {
                 video.extend(pl);
