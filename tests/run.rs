@@ -457,6 +457,24 @@ fn generated_casme2_layout_verifies_and_runs_through_the_real_loader() {
         3,
         "LOSO over the 3 subjects"
     );
+    // The same frames through TV-L1: the `flow` port computed from JPEGs.
+    let cache = runs.join("flow-cache");
+    let o = Command::new(env!("CARGO_BIN_EXE_mer"))
+        .args([
+            "run",
+            "recipes/demo/casme2_flow.mer",
+            "--set",
+            &set,
+            "--set",
+            "train.epochs=1",
+        ])
+        .args(["--runs", &runs.display().to_string()])
+        .env("MER_CACHE_DIR", &cache)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(cache.join("flow").is_dir(), "flows cached on disk");
     // A broken frame folder is named, with the label file's row.
     std::fs::remove_dir_all(root.join("Cropped/sub02")).unwrap();
     let o = mer(&["data", "verify", &r, "--dataset", "me.casme2"]);

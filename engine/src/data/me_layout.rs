@@ -520,6 +520,8 @@ pub struct MeDataset {
     size: [usize; 2],
     color: bool,
     sampling: String,
+    /// Compute the onset→apex TV-L1 `flow` port.
+    flow: bool,
 }
 
 fn p_int(p: &BTreeMap<String, Value>, k: &str, d: i64) -> i64 {
@@ -611,6 +613,7 @@ impl MeDataset {
                 Some(Value::Str(s)) => s.clone(),
                 _ => "uniform".into(),
             },
+            flow: !matches!(p.get("flow"), Some(Value::Bool(false))),
         })
     }
 
@@ -693,6 +696,7 @@ impl Dataset for MeDataset {
         let b = positions.len();
         let mut video = Vec::with_capacity(b * ch * t * h * w);
         let (mut emotion, mut subject, mut aus, mut ids) = (vec![], vec![], vec![], vec![]);
+        let mut flow: Vec<f32> = Vec::new();
         for &p in positions {
             let (r, c) = self.records.get(p).ok_or_else(|| DataError {
                 file: self.layout.label_file.into(),
@@ -706,6 +710,20 @@ impl Dataset for MeDataset {
             }
             for pl in planes {
                 video.extend(pl);
+            }
+            if self.flow {
+                // Onset → apex, grayscale at the loader's size.
+                let apex = ((r.apex - r.onset) as usize).min(r.frames.len() - 1);
+                let mut g = [
+                    vec![Vec::with_capacity(h * w)],
+                    vec![Vec::with_capacity(h * w)],
+                ];
+                super::push_frame(&r.frames[0], Some(r.row), [h, w], &mut g[0])?;
+                super::push_frame(&r.frames[apex], Some(r.row), [h, w], &mut g[1])?;
+                let [a, b] = g.map(|mut p| super::flow::Gray::new(w, h, p.remove(0)));
+                let f = super::flow::cached_flow(&super::flow::TvL1::default(), &a, &b);
+                flow.extend(f.u);
+                flow.extend(f.v);
             }
             emotion.push(*c as i64);
             subject.push(
@@ -746,6 +764,12 @@ impl Dataset for MeDataset {
             "aus".into(),
             Tensor::from_vec(aus, (b, self.targets.len()), d).map_err(e)?,
         );
+        if self.flow {
+            ports.insert(
+                "flow".into(),
+                Tensor::from_vec(flow, (b, 2, h, w), d).map_err(e)?,
+            );
+        }
         Ok(Batch { ids, ports })
     }
 

@@ -6,6 +6,7 @@ pub mod au;
 pub mod dfer_layout;
 pub mod face;
 pub mod fer_layout;
+pub mod flow;
 pub mod me_layout;
 pub mod synth;
 

@@ -89,6 +89,11 @@ fn me_with(
             true,
             "Read the cropped-face release where one exists.",
         )
+        .bool(
+            "flow",
+            true,
+            "Compute the `flow` port: TV-L1 optical flow from the onset to the apex frame at `size`, cached on disk (MER_CACHE_DIR or ~/.cache/mer).",
+        )
         .shapes(shapes::me_data);
     match loader {
         Some(f) => b.dataset(f).build(),
