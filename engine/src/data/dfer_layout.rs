@@ -23,8 +23,9 @@ use super::face;
 use super::synth::Synth;
 use mer_registry::candle::{Device, Tensor};
 use mer_registry::{Batch, BuildError, DataError, Dataset, SampleMeta, SeededRng, Value};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// One clip found on disk.
 #[derive(Debug, Clone)]
@@ -496,7 +497,7 @@ fn scan_mead(
 
 /// Per-frame 68-point landmarks from an OpenFace CSV, in pixels, by
 /// 1-based frame number; untracked frames are absent.
-pub fn read_openface(path: &Path) -> Result<BTreeMap<usize, Vec<[f32; 2]>>, DataError> {
+pub fn read_openface(path: &Path) -> Result<Tracked, DataError> {
     let mut rd = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .from_path(path)
@@ -578,21 +579,14 @@ pub struct DferDataset {
     sampling: String,
     rate: usize,
     landmarks: bool,
+    /// Each record's subject as an index into the sorted subjects.
+    subject_ids: Vec<i64>,
+    /// OpenFace tables already parsed, by record: read once, not every epoch.
+    tracked: Mutex<HashMap<usize, Arc<Tracked>>>,
 }
 
-fn pint(p: &BTreeMap<String, Value>, k: &str, d: i64) -> i64 {
-    match p.get(k) {
-        Some(Value::Int(i)) => *i,
-        _ => d,
-    }
-}
-
-fn pstr<'a>(p: &'a BTreeMap<String, Value>, k: &str, d: &'a str) -> &'a str {
-    match p.get(k) {
-        Some(Value::Str(s)) => s,
-        _ => d,
-    }
-}
+/// Per-frame 68-point landmarks in pixels, by 1-based frame number.
+type Tracked = BTreeMap<usize, Vec<[f32; 2]>>;
 
 impl DferDataset {
     pub fn new(corpus: Corpus, p: &BTreeMap<String, Value>) -> Result<Self, BuildError> {
@@ -600,8 +594,8 @@ impl DferDataset {
             Some(Value::Str(s)) if !s.is_empty() => PathBuf::from(s),
             _ => return Err(BuildError(format!("`{}` needs `root`", corpus.kind()))),
         };
-        let set = pstr(p, "classes", "").to_string();
-        let landmarks = pstr(p, "landmarks", "openface") == "openface";
+        let set = super::text(p, "classes", "").to_string();
+        let landmarks = super::text(p, "landmarks", "openface") == "openface";
         let s = scan(corpus, &root, &set, landmarks);
         if let Some(first) = s.problems.first() {
             let more = s.problems.len() - 1;
@@ -625,35 +619,39 @@ impl DferDataset {
                 root.display()
             )));
         }
-        let size = match p.get("size") {
-            Some(Value::List(l)) => {
-                let v: Vec<usize> = l
-                    .iter()
-                    .filter_map(|x| match x {
-                        Value::Int(i) if *i > 0 => Some(*i as usize),
-                        _ => None,
-                    })
-                    .collect();
-                match v[..] {
-                    [h, w] => [h, w],
-                    [s] => [s, s],
-                    _ => return Err(BuildError("`size` must be [H, W]".into())),
-                }
-            }
-            _ => [224, 224],
-        };
+        let size = super::size(p, [224, 224])?;
+        let subjects: BTreeSet<&String> = s.records.iter().map(|r| &r.subject).collect();
+        let subjects: Vec<&String> = subjects.into_iter().collect();
+        let subject_ids = s
+            .records
+            .iter()
+            .map(|r| subjects.binary_search(&&r.subject).unwrap_or(0) as i64)
+            .collect();
         Ok(DferDataset {
+            subject_ids,
+            tracked: Mutex::new(HashMap::new()),
             corpus,
             classes: corpus.classes(&set),
             records: s.records,
             notes: s.notes,
-            frames: pint(p, "frames", 16).max(1) as usize,
+            frames: super::int(p, "frames", 16).max(1) as usize,
             size,
             color: !matches!(p.get("color"), Some(Value::Bool(false))),
-            sampling: pstr(p, "sampling", "uniform").to_string(),
-            rate: pint(p, "sampling_rate", 1).max(1) as usize,
+            sampling: super::text(p, "sampling", "uniform").to_string(),
+            rate: super::int(p, "sampling_rate", 1).max(1) as usize,
             landmarks,
         })
+    }
+
+    /// Record `p`'s OpenFace table, parsed on first use and kept.
+    fn openface(&self, p: usize, csv: &Path) -> Result<Arc<Tracked>, DataError> {
+        let mut cache = self.tracked.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = cache.get(&p) {
+            return Ok(t.clone());
+        }
+        let t = Arc::new(read_openface(csv)?);
+        cache.insert(p, t.clone());
+        Ok(t)
     }
 
     /// Frame positions for one clip: every `rate`-th frame, then `frames`
@@ -719,10 +717,6 @@ impl Dataset for DferDataset {
         let (mut lms, mut lms5, mut boxes): (Vec<f32>, Vec<f32>, Vec<f32>) =
             (vec![], vec![], vec![]);
         let (mut emotion, mut subject, mut ids) = (vec![], vec![], vec![]);
-        let subjects: Vec<&String> = {
-            let s: BTreeSet<&String> = self.records.iter().map(|r| &r.subject).collect();
-            s.into_iter().collect()
-        };
         for &p in positions {
             let r = self.records.get(p).ok_or_else(|| DataError {
                 file: self.corpus.kind().into(),
@@ -740,7 +734,7 @@ impl Dataset for DferDataset {
                 video.extend(pl);
             }
             if let (true, Some(csv)) = (self.landmarks, &r.landmarks) {
-                let tracked = read_openface(csv)?;
+                let tracked = self.openface(p, csv)?;
                 for &fi in &picks {
                     // Nearest tracked frame (OpenFace numbers frames from 1).
                     let want = fi + 1;
@@ -763,7 +757,7 @@ impl Dataset for DferDataset {
                 }
             }
             emotion.push(r.class as i64);
-            subject.push(subjects.binary_search(&&r.subject).unwrap_or(0) as i64);
+            subject.push(self.subject_ids[p]);
             ids.push(r.id.clone());
         }
         let d = &Device::Cpu;
@@ -917,7 +911,7 @@ pub fn write_layout(
     let synth = Synth::new(super::synth::Flavor::Dfer, &params).map_err(|e| e.0)?;
     let [h, w] = synth.size_hw();
     let n = frames_per_clip.max(2);
-    let subjects = pint(p, "subjects", 1).max(1) as usize;
+    let subjects = super::int(p, "subjects", 1).max(1) as usize;
     let mut per_subject: BTreeMap<usize, usize> = BTreeMap::new();
     let mut written = 0;
     for i in 0..synth.len() {

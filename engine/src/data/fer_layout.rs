@@ -178,13 +178,7 @@ impl RafDb {
                 root.join(LABEL_FILE).display()
             )));
         }
-        let size = match p.get("size") {
-            Some(Value::List(l)) => match l[..] {
-                [Value::Int(h), Value::Int(w)] if h > 0 && w > 0 => [h as usize, w as usize],
-                _ => return Err(BuildError("`size` must be [H, W]".into())),
-            },
-            _ => [100, 100],
-        };
+        let size = super::size(p, [100, 100])?;
         Ok(RafDb {
             records: s.records,
             size,
@@ -336,10 +330,7 @@ pub fn write_rafdb(p: &BTreeMap<String, Value>, root: &Path) -> Result<usize, St
         ),
     );
     let synth = Synth::new(super::synth::Flavor::Dfer, &params).map_err(|e| e.0)?;
-    let subjects = match p.get("subjects") {
-        Some(Value::Int(n)) => (*n).max(1) as usize,
-        _ => 1,
-    };
+    let subjects = super::int(p, "subjects", 1).max(1) as usize;
     let train_subjects = ((subjects * 4) / 5).max(1);
     let dir = root.join(ALIGNED);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;

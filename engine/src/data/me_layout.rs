@@ -19,8 +19,9 @@ use super::synth::Synth;
 use calamine::{open_workbook_auto, Data, Reader};
 use mer_registry::candle::{Device, Tensor};
 use mer_registry::{Batch, BuildError, DataError, Dataset, SampleMeta, SeededRng, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// A class set: `(class, the label file's emotions in it, lower case)`
 /// in label order.
@@ -522,13 +523,10 @@ pub struct MeDataset {
     sampling: String,
     /// Compute the onset→apex TV-L1 `flow` port.
     flow: bool,
-}
-
-fn p_int(p: &BTreeMap<String, Value>, k: &str, d: i64) -> i64 {
-    match p.get(k) {
-        Some(Value::Int(i)) => *i,
-        _ => d,
-    }
+    /// Flows already computed, by record (`u` then `v`): the disk cache
+    /// spares the TV-L1 across runs, this spares decoding and hashing the
+    /// two frames again every epoch.
+    flows: Mutex<HashMap<usize, Arc<Vec<f32>>>>,
 }
 
 impl MeDataset {
@@ -603,7 +601,7 @@ impl MeDataset {
                     .collect(),
                 _ => vec![1, 2, 4, 7, 12, 14, 15, 17],
             },
-            frames: p_int(p, "frames", 6).max(1) as usize,
+            frames: super::int(p, "frames", 6).max(1) as usize,
             size: [
                 size.first().copied().unwrap_or(64).max(1),
                 size.get(1).copied().unwrap_or(64).max(1),
@@ -614,6 +612,7 @@ impl MeDataset {
                 _ => "uniform".into(),
             },
             flow: !matches!(p.get("flow"), Some(Value::Bool(false))),
+            flows: Mutex::new(HashMap::new()),
         })
     }
 
@@ -621,6 +620,34 @@ impl MeDataset {
     /// silently).
     pub fn excluded(&self) -> &BTreeMap<String, usize> {
         &self.excluded
+    }
+
+    /// TV-L1 flow from the onset to the apex frame of record `p`,
+    /// grayscale at `[h, w]`.
+    fn onset_apex_flow(
+        &self,
+        p: usize,
+        r: &Record,
+        [h, w]: [usize; 2],
+    ) -> Result<Arc<Vec<f32>>, DataError> {
+        if let Some(f) = self.flows.lock().unwrap_or_else(|e| e.into_inner()).get(&p) {
+            return Ok(f.clone());
+        }
+        let apex = ((r.apex - r.onset) as usize).min(r.frames.len() - 1);
+        let mut g = [
+            vec![Vec::with_capacity(h * w)],
+            vec![Vec::with_capacity(h * w)],
+        ];
+        super::push_frame(&r.frames[0], Some(r.row), [h, w], &mut g[0])?;
+        super::push_frame(&r.frames[apex], Some(r.row), [h, w], &mut g[1])?;
+        let [a, b] = g.map(|mut planes| super::flow::Gray::new(w, h, planes.remove(0)));
+        let f = super::flow::cached_flow(&super::flow::TvL1::default(), &a, &b);
+        let uv = Arc::new([f.u, f.v].concat());
+        self.flows
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(p, uv.clone());
+        Ok(uv)
     }
 
     /// Frame indices (into the record's frames) for one clip.
@@ -712,18 +739,7 @@ impl Dataset for MeDataset {
                 video.extend(pl);
             }
             if self.flow {
-                // Onset → apex, grayscale at the loader's size.
-                let apex = ((r.apex - r.onset) as usize).min(r.frames.len() - 1);
-                let mut g = [
-                    vec![Vec::with_capacity(h * w)],
-                    vec![Vec::with_capacity(h * w)],
-                ];
-                super::push_frame(&r.frames[0], Some(r.row), [h, w], &mut g[0])?;
-                super::push_frame(&r.frames[apex], Some(r.row), [h, w], &mut g[1])?;
-                let [a, b] = g.map(|mut p| super::flow::Gray::new(w, h, p.remove(0)));
-                let f = super::flow::cached_flow(&super::flow::TvL1::default(), &a, &b);
-                flow.extend(f.u);
-                flow.extend(f.v);
+                flow.extend(self.onset_apex_flow(p, r, [h, w])?.iter());
             }
             emotion.push(*c as i64);
             subject.push(

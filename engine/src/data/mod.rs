@@ -10,8 +10,62 @@ pub mod flow;
 pub mod me_layout;
 pub mod synth;
 
-use mer_registry::DataError;
+use mer_registry::{BuildError, DataError, Value};
+use std::collections::BTreeMap;
 use std::path::Path;
+
+/// An integer parameter, or `default` (the schema has already checked
+/// types, so anything else means "absent").
+pub(crate) fn int(p: &BTreeMap<String, Value>, k: &str, default: i64) -> i64 {
+    match p.get(k) {
+        Some(Value::Int(i)) => *i,
+        _ => default,
+    }
+}
+
+/// A real parameter, or `default`.
+pub(crate) fn float(p: &BTreeMap<String, Value>, k: &str, default: f64) -> f64 {
+    p.get(k).and_then(Value::as_f64).unwrap_or(default)
+}
+
+/// A string parameter, or `default`.
+pub(crate) fn text<'a>(p: &'a BTreeMap<String, Value>, k: &str, default: &'a str) -> &'a str {
+    match p.get(k) {
+        Some(Value::Str(s)) => s,
+        _ => default,
+    }
+}
+
+/// The integers of a list parameter (empty when absent).
+pub(crate) fn ints(p: &BTreeMap<String, Value>, k: &str) -> Vec<i64> {
+    match p.get(k) {
+        Some(Value::List(l)) => l
+            .iter()
+            .filter_map(|v| match v {
+                Value::Int(i) => Some(*i),
+                _ => None,
+            })
+            .collect(),
+        _ => vec![],
+    }
+}
+
+/// The `size` parameter as `[H, W]` (`[S]` means square), or `default`.
+pub(crate) fn size(
+    p: &BTreeMap<String, Value>,
+    default: [usize; 2],
+) -> Result<[usize; 2], BuildError> {
+    if !p.contains_key("size") {
+        return Ok(default);
+    }
+    match ints(p, "size")[..] {
+        [h, w] if h > 0 && w > 0 => Ok([h as usize, w as usize]),
+        [s] if s > 0 => Ok([s as usize, s as usize]),
+        _ => Err(BuildError(
+            "`size` must be [H, W] with positive sides".into(),
+        )),
+    }
+}
 
 /// Decodes one frame, resizes it to `[h, w]` and appends its pixels in
 /// [0, 1] to `planes` (RGB, or BT.601 luma when `planes` has one entry).

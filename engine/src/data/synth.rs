@@ -8,6 +8,7 @@
 //! amplitudes vary, so a model can beat chance but nothing reaches 100%.
 
 use super::face::{self, Identity, Landmarks};
+use super::{float, int, ints};
 use mer_registry::candle::{Device, Tensor};
 use mer_registry::{Batch, BuildError, DataError, Dataset, SampleMeta, SeededRng, Value};
 use std::collections::BTreeMap;
@@ -191,30 +192,6 @@ pub struct Synth {
     device: Device,
 }
 
-fn int(p: &BTreeMap<String, Value>, k: &str, default: i64) -> i64 {
-    match p.get(k) {
-        Some(Value::Int(i)) => *i,
-        _ => default,
-    }
-}
-
-fn float(p: &BTreeMap<String, Value>, k: &str, default: f64) -> f64 {
-    p.get(k).and_then(Value::as_f64).unwrap_or(default)
-}
-
-fn ints(p: &BTreeMap<String, Value>, k: &str) -> Vec<i64> {
-    match p.get(k) {
-        Some(Value::List(l)) => l
-            .iter()
-            .filter_map(|v| match v {
-                Value::Int(i) => Some(*i),
-                _ => None,
-            })
-            .collect(),
-        _ => vec![],
-    }
-}
-
 fn identity(rng: &mut SeededRng) -> Identity {
     // Skin tones from light to dark (RGB), jittered per subject.
     const TONES: [[f32; 3]; 5] = [
@@ -256,16 +233,7 @@ impl Synth {
         let seed = int(p, "seed", 0).max(0) as u64;
         let subjects = int(p, "subjects", 12).max(1) as usize;
         let per = int(p, "clips_per_subject", 10).max(1) as usize;
-        let size = ints(p, "size");
-        let size = match size.as_slice() {
-            [h, w] if *h > 0 && *w > 0 => [*h as usize, *w as usize],
-            [s] if *s > 0 => [*s as usize, *s as usize],
-            _ => {
-                return Err(BuildError(
-                    "`size` must be [H, W] with positive sides".into(),
-                ))
-            }
-        };
+        let size = super::size(p, [64, 64])?;
         if size[0] * size[1] > 1 << 20 {
             return Err(BuildError(format!(
                 "`size` {size:?} is larger than the generator renders (at most 2^20 pixels)"
