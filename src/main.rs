@@ -128,6 +128,25 @@ enum Cmd {
         /// slower; for measuring the cache).
         #[arg(long)]
         no_feature_cache: bool,
+        /// Where results go in MLflow: a server URL, or a folder in MLflow's
+        /// file layout. Default `./mlruns`.
+        #[arg(long, env = "MLFLOW_TRACKING_URI")]
+        mlflow: Option<String>,
+        /// Do not log to MLflow (the run store still holds everything;
+        /// `mer sync` uploads it later).
+        #[arg(long)]
+        no_mlflow: bool,
+    },
+    /// Upload a run store (or one experiment or variant folder of it) to
+    /// MLflow. Idempotent: runs already there are matched by their
+    /// `mer.key` tag; only what is missing is logged.
+    Sync {
+        /// The run store, or a folder inside it.
+        #[arg(env = "MER_RUNS", default_value = "runs")]
+        dir: PathBuf,
+        /// A server URL, or a folder in MLflow's file layout. Default `./mlruns`.
+        #[arg(long, env = "MLFLOW_TRACKING_URI")]
+        mlflow: Option<String>,
     },
     /// Render the report of everything under a run-store folder.
     Report {
@@ -297,9 +316,13 @@ fn main() -> ExitCode {
             restart,
             runs,
             no_feature_cache,
+            mlflow,
+            no_mlflow,
         } => {
             let args = run::RunArgs {
                 no_feature_cache,
+                mlflow: (!no_mlflow).then(|| mlflow.unwrap_or_default()),
+                recipe_dir: file.parent().map(Path::to_path_buf).unwrap_or_default(),
                 variant: select.variant.clone(),
                 folds,
                 device,
@@ -309,6 +332,7 @@ fn main() -> ExitCode {
             };
             with_experiment(&file, &select, |reg, _, e| run::run(reg, e, &args))
         }
+        Cmd::Sync { dir, mlflow } => run::sync(&dir, mlflow.as_deref()),
         Cmd::Report { dir, format } => run::report(&dir, format == ReportFormat::Json),
         Cmd::New {
             cmd:

@@ -4,6 +4,7 @@
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mer_dsl::CheckedExperiment;
 use mer_engine::runner::{self, Progress, RunOptions, VariantResult};
+use mer_engine::tracking::{self, sync::RunContext, Tracker};
 use mer_registry::{Registry, Value};
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -114,6 +115,82 @@ pub struct RunArgs {
     pub restart: bool,
     pub runs: PathBuf,
     pub no_feature_cache: bool,
+    /// `None`: no tracking; `Some("")`: `./mlruns`; else the URI.
+    pub mlflow: Option<String>,
+    /// For the `git_commit` tag.
+    pub recipe_dir: PathBuf,
+}
+
+/// Logs to MLflow as a run goes, and stops trying (once, loudly) when the
+/// backend fails: the run store keeps everything for `mer sync`.
+struct Tracking {
+    tracker: Option<Box<dyn Tracker>>,
+    root: PathBuf,
+}
+
+impl Tracking {
+    fn new(uri: Option<&str>, root: &Path) -> Tracking {
+        let tracker = match uri.map(|u| tracking::from_uri(Some(u))) {
+            None => None,
+            Some(Ok(t)) => Some(t),
+            Some(Err(e)) => {
+                eprintln!("warning: MLflow: {e}; results stay in the run store (`mer sync` later)");
+                None
+            }
+        };
+        Tracking {
+            tracker,
+            root: root.to_path_buf(),
+        }
+    }
+
+    fn sync(&mut self, dir: &Path) {
+        let Some(t) = self.tracker.as_mut() else {
+            return;
+        };
+        if let Err(e) = tracking::sync::sync(t.as_mut(), dir) {
+            eprintln!(
+                "warning: MLflow ({}): {e}\n  mer goes on without it; every result is in the run store, and `mer sync {}` uploads what is missing later",
+                t.describe(),
+                self.root.display()
+            );
+            self.tracker = None;
+        }
+    }
+
+    fn describe(&self) -> Option<String> {
+        self.tracker.as_ref().map(|t| t.describe())
+    }
+}
+
+/// The recipe's repository commit, `+dirty` with local changes.
+fn git_commit(dir: &Path) -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            })
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match git(&["rev-parse", "HEAD"]) {
+        Some(c) if !c.is_empty() => {
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty());
+            if dirty {
+                format!("{c}+dirty")
+            } else {
+                c
+            }
+        }
+        _ => "none".into(),
+    }
 }
 
 /// Runs the chosen variants (all by default) × seeds; writes and prints
@@ -152,6 +229,16 @@ pub fn run(reg: &Registry, e: &CheckedExperiment, args: &RunArgs) -> ExitCode {
     };
     let mut failed = false;
     let mut done: Vec<VariantResult> = Vec::new();
+    let mut track = Tracking::new(args.mlflow.as_deref(), &opts.root);
+    let context = RunContext {
+        mer_version: env!("CARGO_PKG_VERSION").into(),
+        git_commit: git_commit(&args.recipe_dir),
+        device: args.device.clone(),
+        plugins: reg
+            .plugins()
+            .map(|p| format!("{} {}", p.name, p.version))
+            .collect(),
+    };
     // One cache for every variant, seed and fold of this invocation.
     let mut cache = mer_engine::exec::FeatureCache::default();
     cache.disabled = args.no_feature_cache;
@@ -164,6 +251,13 @@ pub fn run(reg: &Registry, e: &CheckedExperiment, args: &RunArgs) -> ExitCode {
                     if !r.failed.is_empty() {
                         failed = true;
                     }
+                    let vdir = runner::variant_dir(&opts.root, e, &v.variant.name, seed);
+                    let path = vdir.join("context.json");
+                    if let Err(err) = mer_engine::store::write_json(&path, &context) {
+                        eprintln!("error: {}: {err}", path.display());
+                        return ExitCode::from(1);
+                    }
+                    track.sync(&vdir);
                     done.push(r);
                 }
                 Err(err) => {
@@ -197,6 +291,10 @@ pub fn run(reg: &Registry, e: &CheckedExperiment, args: &RunArgs) -> ExitCode {
             }
             print!("{md}");
             eprintln!("report: {}", path.display());
+            track.sync(&exp_dir);
+            if let Some(d) = track.describe() {
+                eprintln!("mlflow: {d} (experiment `{}`)", e.name);
+            }
         }
         Err(err) => eprintln!("error: {err}"),
     }
@@ -205,6 +303,27 @@ pub fn run(reg: &Registry, e: &CheckedExperiment, args: &RunArgs) -> ExitCode {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// `mer sync DIR`: uploads the run store to MLflow.
+pub fn sync(dir: &Path, uri: Option<&str>) -> ExitCode {
+    let mut t = match tracking::from_uri(uri) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match tracking::sync::sync(t.as_mut(), dir) {
+        Ok(s) => {
+            println!("synced {} to {}: {s}", dir.display(), t.describe());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}\n  nothing is lost: run `mer sync` again once it is reachable");
+            ExitCode::from(1)
+        }
     }
 }
 

@@ -11,6 +11,8 @@ fn mer_in(runs: &Path, args: &[&str]) -> Output {
         .arg("--runs")
         .arg(runs)
         .env("NO_COLOR", "1")
+        // Each test's MLflow file store sits beside its run store.
+        .env("MLFLOW_TRACKING_URI", runs.join("mlruns"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("mer runs")
@@ -280,6 +282,7 @@ fn kill_dash_nine_then_resume_gives_the_uninterrupted_numbers() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_mer"))
         .args(["run", "tests/run/slow.mer", "--variant", "base", "--runs"])
         .arg(&killed)
+        .env("MLFLOW_TRACKING_URI", killed.join("mlruns"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -470,6 +473,7 @@ fn generated_casme2_layout_verifies_and_runs_through_the_real_loader() {
         ])
         .args(["--runs", &runs.display().to_string()])
         .env("MER_CACHE_DIR", &cache)
+        .env("MLFLOW_TRACKING_URI", runs.join("mlruns"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .unwrap();

@@ -18,6 +18,7 @@ pub mod protocols;
 pub mod report;
 pub mod runner;
 pub mod store;
+pub mod tracking;
 
 use mer_registry::Registry;
 
