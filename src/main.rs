@@ -35,7 +35,11 @@ enum DiagFormat {
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
 enum ReportFormat {
+    /// Markdown tables with captions.
     Md,
+    /// A standalone LaTeX document (booktabs).
+    Tex,
+    /// The stored results, as JSON.
     Json,
 }
 
@@ -148,11 +152,18 @@ enum Cmd {
         #[arg(long, env = "MLFLOW_TRACKING_URI")]
         mlflow: Option<String>,
     },
-    /// Render the report of everything under a run-store folder.
+    /// Render the report of everything under a run-store folder: per
+    /// experiment the variants, per-label, per-fold and confusion tables;
+    /// across experiments the ablation (variants × datasets) and
+    /// cross-domain (train × test) tables.
     Report {
         dir: PathBuf,
         #[arg(long, value_enum, default_value = "md")]
         format: ReportFormat,
+        /// Also draw the figures (learning curves, per-label bars,
+        /// confusion matrices; SVG and PNG) into this folder and link them.
+        #[arg(long)]
+        figures: Option<PathBuf>,
     },
     /// Datasets: generate one in a real on-disk layout, or verify a folder.
     Data {
@@ -333,7 +344,18 @@ fn main() -> ExitCode {
             with_experiment(&file, &select, |reg, _, e| run::run(reg, e, &args))
         }
         Cmd::Sync { dir, mlflow } => run::sync(&dir, mlflow.as_deref()),
-        Cmd::Report { dir, format } => run::report(&dir, format == ReportFormat::Json),
+        Cmd::Report {
+            dir,
+            format,
+            figures,
+        } => {
+            let f = match format {
+                ReportFormat::Md => "md",
+                ReportFormat::Tex => "tex",
+                ReportFormat::Json => "json",
+            };
+            run::report(&dir, f, figures.as_deref())
+        }
         Cmd::New {
             cmd:
                 NewCmd::Plugin {

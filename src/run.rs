@@ -3,6 +3,7 @@
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mer_dsl::CheckedExperiment;
+use mer_engine::report;
 use mer_engine::runner::{self, Progress, RunOptions, VariantResult};
 use mer_engine::tracking::{self, sync::RunContext, Tracker};
 use mer_registry::{Registry, Value};
@@ -281,16 +282,32 @@ pub fn run(reg: &Registry, e: &CheckedExperiment, args: &RunArgs) -> ExitCode {
         .root
         .join(&e.name)
         .join(&e.hash[..12.min(e.hash.len())]);
-    match mer_engine::report::load_results(&exp_dir) {
+    match report::load_runs(&exp_dir) {
         Ok(all) => {
-            let md = mer_engine::report::markdown(&all);
-            let path = exp_dir.join("report.md");
-            if let Err(err) = mer_engine::store::write_atomic(&path, md.as_bytes()) {
-                eprintln!("error: {}: {err}", path.display());
-                return ExitCode::from(1);
+            let figures =
+                match report::figures::write_figures(&all, &exp_dir.join("figures"), "figures/") {
+                    Ok(f) => f,
+                    Err(err) => {
+                        eprintln!("warning: figures: {err}");
+                        vec![]
+                    }
+                };
+            let results: Vec<VariantResult> = all.into_iter().map(|l| l.result).collect();
+            let blocks = report::build(&results, &figures);
+            let md = report::markdown_of(&blocks);
+            for (name, text) in [("report.md", &md), ("report.tex", &report::latex(&blocks))] {
+                let path = exp_dir.join(name);
+                if let Err(err) = mer_engine::store::write_atomic(&path, text.as_bytes()) {
+                    eprintln!("error: {}: {err}", path.display());
+                    return ExitCode::from(1);
+                }
             }
             print!("{md}");
-            eprintln!("report: {}", path.display());
+            eprintln!(
+                "report: {} (and report.tex, {} figures in figures/)",
+                exp_dir.join("report.md").display(),
+                figures.len()
+            );
             track.sync(&exp_dir);
             if let Some(d) = track.describe() {
                 eprintln!("mlflow: {d} (experiment `{}`)", e.name);
@@ -327,28 +344,42 @@ pub fn sync(dir: &Path, uri: Option<&str>) -> ExitCode {
     }
 }
 
-/// `mer report DIR`: renders every run under DIR.
-pub fn report(dir: &Path, json: bool) -> ExitCode {
-    match mer_engine::report::load_results(dir) {
-        Ok(all) => {
-            if json {
-                match serde_json::to_string_pretty(&all) {
-                    Ok(s) => println!("{s}"),
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        return ExitCode::from(1);
-                    }
-                }
-            } else {
-                print!("{}", mer_engine::report::markdown(&all));
-            }
-            ExitCode::SUCCESS
-        }
+/// `mer report DIR`: renders every run under DIR as Markdown, LaTeX or
+/// JSON; with `figures`, also writes the figures there and links them.
+pub fn report(dir: &Path, format: &str, figures: Option<&Path>) -> ExitCode {
+    let all = match report::load_runs(dir) {
+        Ok(a) => a,
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(1)
+            return ExitCode::from(1);
         }
+    };
+    let refs = match figures {
+        Some(out) => {
+            let link = format!("{}/", out.display());
+            match report::figures::write_figures(&all, out, &link) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(1);
+                }
+            }
+        }
+        None => vec![],
+    };
+    let results: Vec<VariantResult> = all.into_iter().map(|l| l.result).collect();
+    match format {
+        "json" => match serde_json::to_string_pretty(&results) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+        },
+        "tex" => print!("{}", report::latex(&report::build(&results, &refs))),
+        _ => print!("{}", report::markdown_of(&report::build(&results, &refs))),
     }
+    ExitCode::SUCCESS
 }
 
 /// `mer data …`.

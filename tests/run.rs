@@ -362,7 +362,10 @@ fn the_report_renders_from_a_fixed_run_store() {
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     insta::assert_snapshot!("report_fixture", String::from_utf8_lossy(&o.stdout));
-    let names: BTreeSet<String> = ["md", "json"].iter().map(|s| s.to_string()).collect();
+    let names: BTreeSet<String> = ["md", "tex", "json"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     for f in names {
         let o = Command::new(env!("CARGO_BIN_EXE_mer"))
             .args(["report", "tests/run/fixture", "--format", &f])
@@ -590,4 +593,123 @@ fn generated_rafdb_layout_verifies_and_runs_on_the_official_split() {
     assert_eq!(m["samples"], 20);
     let _ = std::fs::remove_dir_all(runs);
     let _ = std::fs::remove_dir_all(root);
+}
+
+/// The frozen multi-experiment store: every table kind, in Markdown and
+/// LaTeX, as snapshots a reviewer diffs.
+#[test]
+fn the_report_fixture_renders_every_table_kind_in_md_and_tex() {
+    let md = mer(&["report", "tests/run/report_fixture"]);
+    assert_eq!(md.status.code(), Some(0), "{}", text(&md));
+    let md = String::from_utf8_lossy(&md.stdout).to_string();
+    for heading in [
+        "## Per label: f1_macro2",
+        "| reported by paper | – | 71.20‡ | 64.00‡ | 58.30‡ | – |",
+        "# Across experiments",
+        "## Ablation: variants × datasets, f1",
+        "## Cross-domain: f1_macro2, base (seed 1)",
+        "| train \\ test | synth.me:clips | synth.me:other |",
+        "| truth \\ pred |",
+        "Nothing here is test-tuned",
+    ] {
+        assert!(md.contains(heading), "missing `{heading}`");
+    }
+    // Every table is preceded by its caption.
+    let lines: Vec<&str> = md.lines().collect();
+    for (i, l) in lines.iter().enumerate() {
+        if l.starts_with("|---") {
+            assert!(
+                lines[i - 3].starts_with('*'),
+                "table at line {} has no caption",
+                i
+            );
+        }
+    }
+    insta::assert_snapshot!("report_fixture_md", md);
+    let tex = mer(&["report", "tests/run/report_fixture", "--format", "tex"]);
+    assert_eq!(tex.status.code(), Some(0), "{}", text(&tex));
+    let tex = String::from_utf8_lossy(&tex.stdout).to_string();
+    assert!(tex.starts_with("\\documentclass{article}"));
+    assert!(tex.trim_end().ends_with("\\end{document}"));
+    assert_eq!(
+        tex.matches("\\begin{tabular}").count(),
+        md.lines().filter(|l| l.starts_with("|---")).count(),
+        "the same tables in both formats"
+    );
+    insta::assert_snapshot!("report_fixture_tex", tex);
+}
+
+/// Figures render without system fonts: PNGs decode, are not blank, and
+/// carry their axis labels (in the SVG text and as ink in the PNG margins).
+#[test]
+fn report_figures_render_with_labelled_axes() {
+    let out = scratch("figures");
+    let o = mer(&[
+        "report",
+        "tests/run/report_fixture",
+        "--figures",
+        &out.display().to_string(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let md = String::from_utf8_lossy(&o.stdout);
+    assert!(md.contains("## Figures"), "{md}");
+    let names: BTreeSet<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    for n in [
+        "fx_casme-base-seed1-loss",
+        "fx_casme-per-label-f1",
+        "fx_emotion-base-seed1-confusion",
+    ] {
+        for ext in ["svg", "png"] {
+            assert!(
+                names.contains(&format!("{n}.{ext}")),
+                "{n}.{ext} in {names:?}"
+            );
+        }
+    }
+    let svg = std::fs::read_to_string(out.join("fx_casme-base-seed1-loss.svg")).unwrap();
+    assert!(
+        svg.contains(">\nepoch\n</text>") && svg.contains(">\nloss\n</text>"),
+        "axis labels"
+    );
+    let img = image::open(out.join("fx_casme-base-seed1-loss.png"))
+        .unwrap()
+        .to_luma8();
+    assert_eq!(img.dimensions(), (720, 440));
+    let dark = |x0: u32, x1: u32, y0: u32, y1: u32| {
+        let mut n = 0;
+        for y in y0..y1 {
+            for x in x0..x1 {
+                if img.get_pixel(x, y)[0] < 128 {
+                    n += 1;
+                }
+            }
+        }
+        n
+    };
+    let total = dark(0, 720, 0, 440);
+    assert!(total > 720 * 440 / 100, "not blank: {total} dark pixels");
+    // The y-axis title sits in the leftmost strip, the x-axis title in the
+    // bottom strip; both are only text, so ink there means a label.
+    assert!(dark(0, 28, 120, 320) > 20, "y-axis label");
+    assert!(dark(200, 520, 410, 440) > 20, "x-axis label");
+    // Deterministic bytes: drawing again gives the same files.
+    let again = scratch("figures-again");
+    mer(&[
+        "report",
+        "tests/run/report_fixture",
+        "--figures",
+        &again.display().to_string(),
+    ]);
+    for n in &names {
+        assert_eq!(
+            std::fs::read(out.join(n)).unwrap(),
+            std::fs::read(again.join(n)).unwrap(),
+            "{n} differs between two renders"
+        );
+    }
+    let _ = std::fs::remove_dir_all(out);
+    let _ = std::fs::remove_dir_all(again);
 }

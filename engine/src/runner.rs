@@ -77,6 +77,7 @@ pub struct RunOptions {
 /// One data node, built.
 struct Source {
     name: String,
+    kind: String,
     dataset: Box<dyn Dataset>,
 }
 
@@ -116,6 +117,7 @@ impl Data {
             }
             sources.push(Source {
                 name: n.name.clone(),
+                kind: n.kind.clone(),
                 dataset: ds,
             });
         }
@@ -345,6 +347,10 @@ pub struct VariantResult {
     #[serde(default)]
     pub data_notes: Vec<(String, String)>,
     pub samples: usize,
+    /// Data nodes and their kinds (`clips` → `me.casme2`), for the
+    /// cross-domain matrix.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub datasets: Vec<(String, String)>,
     pub metrics: Vec<StoredMetric>,
     /// The recipe's `reported` map: the paper's own figures (`source` and
     /// values by mer metric name, in percent), shown beside ours, never
@@ -354,22 +360,30 @@ pub struct VariantResult {
 }
 
 /// The recipe's `reported = { source = "…", uar = 82.73, … }`, as text.
+/// A nested map gives per-label values: `f1 = { AU1 = 92.2 }` is `f1[AU1]`.
 fn reported(config: &BTreeMap<String, Value>) -> Vec<(String, String)> {
-    match config.get("reported") {
-        Some(Value::Map(m)) => m
-            .iter()
-            .map(|(k, v)| {
-                let text = match v {
-                    Value::Str(s) => s.clone(),
-                    Value::Int(i) => format!("{i}.00"),
-                    Value::Float(f) => format!("{f:.2}"),
-                    other => format!("{other:?}"),
-                };
-                (k.clone(), text)
-            })
-            .collect(),
-        _ => vec![],
+    fn text(v: &Value) -> String {
+        match v {
+            Value::Str(s) => s.clone(),
+            Value::Int(i) => format!("{i}.00"),
+            Value::Float(f) => format!("{f:.2}"),
+            other => other.to_string(),
+        }
     }
+    let mut out = Vec::new();
+    if let Some(Value::Map(m)) = config.get("reported") {
+        for (k, v) in m {
+            match v {
+                Value::Map(labels) => {
+                    for (label, x) in labels {
+                        out.push((format!("{k}[{label}]"), text(x)));
+                    }
+                }
+                _ => out.push((k.clone(), text(v))),
+            }
+        }
+    }
+    out
 }
 
 fn fnum(x: f64) -> Option<f64> {
@@ -540,6 +554,11 @@ pub fn run_variant(
             .flat_map(|s| s.dataset.notes().into_iter().map(|n| (s.name.clone(), n)))
             .collect(),
         samples: data.index.len(),
+        datasets: data
+            .sources
+            .iter()
+            .map(|s| (s.name.clone(), s.kind.clone()))
+            .collect(),
         metrics: stored,
         reported: reported(config),
     };

@@ -214,7 +214,12 @@ impl Rest {
                         ),
                         _ => (
                             String::new(),
-                            text.trim().chars().take(300).collect::<String>(),
+                            text.split_whitespace()
+                                .collect::<Vec<_>>()
+                                .join(" ")
+                                .chars()
+                                .take(300)
+                                .collect::<String>(),
                         ),
                     };
                     Err(TrackError::Server {
@@ -334,7 +339,11 @@ impl Tracker for Rest {
                     .map(String::from)
                     .ok_or_else(|| TrackError::Protocol(format!("experiment `{name}`: no id")))
             }
-            Err(TrackError::Server { status: 404, .. }) => {
+            // Only MLflow's own "no such experiment"; a bare 404 means a
+            // wrong URL (path prefix, proxy), which creating cannot fix.
+            Err(TrackError::Server {
+                status: 404, code, ..
+            }) if code.contains("RESOURCE_DOES_NOT_EXIST") => {
                 let j = self.api("POST", "experiments/create", json!({ "name": name }))?;
                 j["experiment_id"]
                     .as_str()

@@ -126,11 +126,16 @@ fn read(p: &Path) -> Result<Vec<u8>, TrackError> {
     std::fs::read(p).map_err(|e| TrackError::Io(format!("{}: {e}", p.display())))
 }
 
+/// BLAKE3 of the files' names and bytes; names without their folder, so a
+/// store that was moved or copied syncs as unchanged.
 fn digest(files: &[PathBuf]) -> String {
     let mut h = blake3::Hasher::new();
     for f in files {
-        h.update(f.to_string_lossy().as_bytes());
-        h.update(&std::fs::read(f).unwrap_or_default());
+        let name = f.file_name().map(|n| n.to_string_lossy().to_string());
+        h.update(name.unwrap_or_default().as_bytes());
+        let bytes = std::fs::read(f).unwrap_or_default();
+        h.update(&(bytes.len() as u64).to_le_bytes());
+        h.update(&bytes);
     }
     h.finalize().to_hex()[..16].to_string()
 }
