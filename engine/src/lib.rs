@@ -10,6 +10,7 @@
 pub mod data;
 pub mod exec;
 pub mod kinds;
+pub mod llm;
 pub mod loss;
 pub mod metrics;
 pub mod nn;
@@ -105,7 +106,9 @@ mod tests {
         let mut checked = 0;
         for schema in r.kinds() {
             let k = r.get(&schema.name).expect("listed");
-            if k.factory.is_none() {
+            // llm.causal needs a checkpoint on disk; llm::tests gradchecks
+            // it on a generated one.
+            if k.factory.is_none() || schema.name == "llm.causal" {
                 continue;
             }
             let ex = k

@@ -60,6 +60,7 @@ pub mod rng;
 pub mod scaffold;
 pub mod shape;
 mod shapecheck;
+pub mod weights;
 
 pub use builder::KindBuilder;
 pub use component::{BuildCtx, BuildError, Component, Factory, Init, Mode, ParamStore};

@@ -20,6 +20,7 @@ pub fn kinds() -> Vec<Kind> {
             .param("lora", ParamType::Optional(Box::new(lora_record())), Some(Value::None), "LoRA adapters; none keeps the LLM frozen.")
             .bool("gradient_checkpointing", false, "Recompute activations in the backward pass to save memory.")
             .shapes(shapes::llm_causal)
+            .factory(crate::llm::build_causal)
             .build(),
         KindBuilder::new("llm.prompt", Role::Component)
             .doc("Learnable soft-prompt tokens (CoOp style), an ablation stand-in for visual tokens.")

@@ -103,14 +103,7 @@ struct Checkpoint {
 
 impl Checkpoint {
     fn open(path: &Path, dev: &Device) -> Result<Self, BuildError> {
-        let files = checkpoint_files(path)?;
-        let mut tensors = HashMap::new();
-        for f in &files {
-            let t = mer_registry::candle::safetensors::load(f, dev).map_err(|e| {
-                BuildError(format!("`{}`: cannot read safetensors: {e}", f.display()))
-            })?;
-            tensors.extend(t);
-        }
+        let tensors = mer_registry::weights::load_safetensors(path, dev)?;
         // VideoMAEForVideoClassification prefixes the encoder; VideoMAEModel
         // does not.
         let key = "embeddings.patch_embeddings.projection.weight";
@@ -193,45 +186,6 @@ impl Checkpoint {
             rms: false,
         })
     }
-}
-
-/// The safetensors files behind `path`: the file itself, a folder's
-/// `model.safetensors`, or every shard named by a folder's index file.
-fn checkpoint_files(path: &Path) -> Result<Vec<PathBuf>, BuildError> {
-    if path.is_file() {
-        return Ok(vec![path.to_path_buf()]);
-    }
-    if !path.is_dir() {
-        return Err(BuildError(format!(
-            "weights `{}` do not exist (give a .safetensors file or a Hugging Face model folder)",
-            path.display()
-        )));
-    }
-    let single = path.join("model.safetensors");
-    if single.is_file() {
-        return Ok(vec![single]);
-    }
-    let index = path.join("model.safetensors.index.json");
-    let text = std::fs::read_to_string(&index).map_err(|_| {
-        BuildError(format!(
-            "`{}` holds neither model.safetensors nor model.safetensors.index.json",
-            path.display()
-        ))
-    })?;
-    let json: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| BuildError(format!("`{}`: {e}", index.display())))?;
-    let map = json
-        .get("weight_map")
-        .and_then(|m| m.as_object())
-        .ok_or_else(|| BuildError(format!("`{}` has no `weight_map`", index.display())))?;
-    let mut shards: Vec<PathBuf> = map
-        .values()
-        .filter_map(|v| v.as_str())
-        .map(|s| path.join(s))
-        .collect();
-    shards.sort();
-    shards.dedup();
-    Ok(shards)
 }
 
 fn config(ctx: &BuildCtx) -> Result<Config, BuildError> {
