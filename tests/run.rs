@@ -713,3 +713,61 @@ fn report_figures_render_with_labelled_axes() {
     let _ = std::fs::remove_dir_all(out);
     let _ = std::fs::remove_dir_all(again);
 }
+
+/// AU-LLM end to end through the plugin library and the LLM body: LED →
+/// 3D-CNN with SE → EFP → a (tiny, generated) GGUF LLaMA with LoRA → AU
+/// head, one LOSO fold; the adapters land in PEFT's layout.
+#[test]
+fn au_llm_runs_end_to_end_with_a_gguf_llm_and_saves_peft_adapters() {
+    let runs = scratch("au-llm");
+    std::fs::create_dir_all(&runs).unwrap();
+    let (_, gguf, c) = mer_engine::llm::tiny::tiny_checkpoint("llama", &runs).unwrap();
+    assert_eq!(c.hidden, 16, "tests/run/au_llm_tiny.mer projects to 16");
+    let weights = format!("model.llm.weights={:?}", gguf.display().to_string());
+    let o = mer_in(
+        &runs,
+        &[
+            "run",
+            "tests/run/au_llm_tiny.mer",
+            "--variant",
+            "base",
+            "--folds",
+            "1",
+            "--set",
+            &weights,
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v = variant_dir(&runs, "au_llm_tiny", "base", 1);
+    let m = json(&v.join("metrics.json"));
+    assert!(m["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|x| x["name"] == "f1"));
+    let adapters = v.join("folds").join("sub01").join("adapters").join("llm");
+    let cfg = json(&adapters.join("adapter_config.json"));
+    assert_eq!(cfg["peft_type"], "LORA");
+    assert_eq!(cfg["r"], 4);
+    let saved = mer_registry::candle::safetensors::load(
+        adapters.join("adapter_model.safetensors"),
+        &mer_registry::candle::Device::Cpu,
+    )
+    .unwrap();
+    // 2 layers × q, v × A, B.
+    assert_eq!(saved.len(), 8, "{:?}", saved.keys().collect::<Vec<_>>());
+    for (k, t) in &saved {
+        assert!(k.starts_with("base_model.model.model.layers."), "{k}");
+        if k.contains("lora_B") {
+            let n = t
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(n > 0.0, "{k} never trained");
+        }
+    }
+    let _ = std::fs::remove_dir_all(runs);
+}

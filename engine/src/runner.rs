@@ -1014,6 +1014,26 @@ fn run_fold(
             }
         }
     }
+    // LoRA adapters of LLM nodes, in PEFT's layout, as the selected epoch left them.
+    let params: HashMap<String, Tensor> = model
+        .params
+        .vars()
+        .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+        .collect();
+    for idx in v.graph.graph.node_indices() {
+        let n = &v.graph.graph[idx];
+        if n.kind != "llm.causal" {
+            continue;
+        }
+        if let Some(spec) = crate::llm::lora_spec(n.params.get("lora")) {
+            let base = match n.params.get("weights") {
+                Some(mer_registry::Value::Str(s)) => s.clone(),
+                _ => String::new(),
+            };
+            let dir = fdir.join("adapters").join(&n.name);
+            crate::llm::save_peft(&params, &n.name, &spec, &base, &dir).map_err(io(&dir))?;
+        }
+    }
     let (preds, _) = predict(&model, data, &fold.test, cfg.batch, outputs, cache)?;
     preds
         .write(&fdir.join("predictions.csv"))

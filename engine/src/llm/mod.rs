@@ -15,6 +15,7 @@
 //! - [`Body::generate`] decodes greedily with a KV cache.
 
 pub mod gguf;
+pub mod tiny;
 pub mod tokenizer;
 
 use crate::nn::LoraLinear;

@@ -3,126 +3,15 @@
 //! cache, LoRA training and PEFT export. One ignored test uses the real
 //! SmolLM2-135M GGUF from PyPI (`scripts/fetch-smollm2.sh`).
 
+use super::tiny::*;
 use super::*;
 use mer_registry::candle::Var;
 use mer_registry::{ParamStore, Value};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-pub(crate) fn tiny_config(arch: &str) -> LlmConfig {
-    LlmConfig {
-        arch: arch.into(),
-        vocab: 0,
-        hidden: 16,
-        intermediate: 24,
-        layers: 2,
-        heads: 4,
-        kv_heads: 2,
-        head_dim: 4,
-        rope_theta: 10_000.0,
-        rms_eps: 1e-6,
-        tie_embeddings: true,
-        attn_bias: arch == "qwen2",
-        bos: Some(0),
-        eos: vec![1],
-    }
-}
-
-/// A byte-level BPE vocabulary: two control tokens, the 256 byte symbols,
-/// and a few merges.
-pub(crate) fn tiny_vocab() -> gguf::Metadata {
-    let mut tokens = vec!["<|im_start|>".to_string(), "<|im_end|>".to_string()];
-    let mut alphabet: Vec<char> = tokenizers::pre_tokenizers::byte_level::ByteLevel::alphabet()
-        .into_iter()
-        .collect();
-    alphabet.sort();
-    tokens.extend(alphabet.iter().map(|c| c.to_string()));
-    let merges = vec!["h e".to_string(), "l l".to_string(), "he ll".to_string()];
-    tokens.extend(["he".to_string(), "ll".to_string(), "hell".to_string()]);
-    let mut token_types = vec![3, 3];
-    token_types.resize(tokens.len(), 1);
-    gguf::Metadata {
-        model: "gpt2".into(),
-        pre: "smollm".into(),
-        tokens,
-        merges,
-        token_types,
-        bos: Some(0),
-        eos: Some(1),
-    }
-}
-
 fn randn(rng: &mut SeededRng, dims: &[usize], std: f32) -> Tensor {
     (rng.normal_tensor(dims, &Device::Cpu).unwrap() * std as f64).unwrap()
-}
-
-/// Seeded weights in Hugging Face names.
-pub(crate) fn tiny_weights(c: &LlmConfig, seed: u64) -> HashMap<String, Tensor> {
-    let mut rng = SeededRng::new(seed);
-    let (d, hd) = (c.hidden, c.head_dim);
-    let mut w = HashMap::new();
-    w.insert(
-        "model.embed_tokens.weight".into(),
-        randn(&mut rng, &[c.vocab, d], 0.5),
-    );
-    w.insert(
-        "model.norm.weight".into(),
-        (randn(&mut rng, &[d], 0.1) + 1.0).unwrap(),
-    );
-    for i in 0..c.layers {
-        let p = format!("model.layers.{i}");
-        for (name, out, inp) in [
-            ("self_attn.q_proj", c.heads * hd, d),
-            ("self_attn.k_proj", c.kv_heads * hd, d),
-            ("self_attn.v_proj", c.kv_heads * hd, d),
-            ("self_attn.o_proj", d, c.heads * hd),
-            ("mlp.gate_proj", c.intermediate, d),
-            ("mlp.up_proj", c.intermediate, d),
-            ("mlp.down_proj", d, c.intermediate),
-        ] {
-            w.insert(
-                format!("{p}.{name}.weight"),
-                randn(&mut rng, &[out, inp], 0.3),
-            );
-            let qkv = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"];
-            if c.attn_bias && qkv.contains(&name) {
-                w.insert(format!("{p}.{name}.bias"), randn(&mut rng, &[out], 0.1));
-            }
-        }
-        for n in ["input_layernorm", "post_attention_layernorm"] {
-            w.insert(
-                format!("{p}.{n}.weight"),
-                (randn(&mut rng, &[d], 0.1) + 1.0).unwrap(),
-            );
-        }
-    }
-    w
-}
-
-/// A Hugging Face folder and a GGUF file of the same tiny model.
-pub(crate) fn tiny_checkpoint(arch: &str, dir: &Path) -> (PathBuf, PathBuf, LlmConfig) {
-    let meta = tiny_vocab();
-    let mut c = tiny_config(arch);
-    c.vocab = meta.tokens.len();
-    let w = tiny_weights(&c, 7);
-    let folder = dir.join(format!("{arch}-hf"));
-    std::fs::create_dir_all(&folder).unwrap();
-    let cfg = serde_json::json!({
-        "model_type": arch, "vocab_size": c.vocab, "hidden_size": c.hidden,
-        "intermediate_size": c.intermediate, "num_hidden_layers": c.layers,
-        "num_attention_heads": c.heads, "num_key_value_heads": c.kv_heads,
-        "rope_theta": c.rope_theta, "rms_norm_eps": c.rms_eps,
-        "tie_word_embeddings": true, "bos_token_id": 0, "eos_token_id": 1,
-    });
-    std::fs::write(folder.join("config.json"), cfg.to_string()).unwrap();
-    mer_registry::candle::safetensors::save(&w, folder.join("model.safetensors")).unwrap();
-    tokenizer::Tok::from_gguf(&meta)
-        .unwrap()
-        .save(&folder.join("tokenizer.json"))
-        .unwrap();
-    let file = dir.join(format!("{arch}.gguf"));
-    gguf::write(&file, &c, &w, &meta).unwrap();
-    (folder, file, c)
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -162,7 +51,7 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
 fn a_gguf_file_and_its_hugging_face_folder_are_the_same_model() {
     let dir = scratch("same");
     for arch in ["llama", "qwen2"] {
-        let (folder, file, c) = tiny_checkpoint(arch, &dir);
+        let (folder, file, c) = tiny_checkpoint(arch, &dir).unwrap();
         let mut s1 = ParamStore::new(1, Device::Cpu);
         let mut s2 = ParamStore::new(1, Device::Cpu);
         let hf = body(&folder, None, &mut s1);
@@ -193,7 +82,7 @@ fn a_gguf_file_and_its_hugging_face_folder_are_the_same_model() {
 #[test]
 fn causal_attention_never_looks_ahead() {
     let dir = scratch("causal");
-    let (folder, _, c) = tiny_checkpoint("llama", &dir);
+    let (folder, _, c) = tiny_checkpoint("llama", &dir).unwrap();
     let mut s = ParamStore::new(1, Device::Cpu);
     let m = body(&folder, None, &mut s);
     let mut rng = SeededRng::new(0);
@@ -209,7 +98,7 @@ fn causal_attention_never_looks_ahead() {
 #[test]
 fn the_kv_cache_gives_the_same_tokens_as_recomputing() {
     let dir = scratch("cache");
-    let (folder, _, _) = tiny_checkpoint("qwen2", &dir);
+    let (folder, _, _) = tiny_checkpoint("qwen2", &dir).unwrap();
     let mut s = ParamStore::new(1, Device::Cpu);
     let m = body(&folder, None, &mut s);
     let prompt = [0u32, 80, 75, 90];
@@ -282,7 +171,7 @@ fn causal_params(weights: &Path, prompt: &str) -> BTreeMap<String, Value> {
 fn gradients_reach_every_lora_adapter_and_the_prefix_tokens() {
     let dir = scratch("grad");
     for arch in ["llama", "qwen2"] {
-        let (folder, _, c) = tiny_checkpoint(arch, &dir);
+        let (folder, _, c) = tiny_checkpoint(arch, &dir).unwrap();
         let reg = crate::builtin_registry();
         let k = reg.get("llm.causal").unwrap();
         // B starts at zero, so A's gradient is zero at init; a first step
@@ -322,7 +211,7 @@ fn gradients_reach_every_lora_adapter_and_the_prefix_tokens() {
 #[test]
 fn lora_trains_and_saves_as_peft() {
     let dir = scratch("lora");
-    let (folder, _, _) = tiny_checkpoint("llama", &dir);
+    let (folder, _, _) = tiny_checkpoint("llama", &dir).unwrap();
     let spec = LoraSpec {
         rank: 2,
         alpha: 4.0,
@@ -397,7 +286,7 @@ fn lora_trains_and_saves_as_peft() {
 #[test]
 fn bad_checkpoints_and_targets_are_refused_by_name() {
     let dir = scratch("bad");
-    let (folder, _, _) = tiny_checkpoint("llama", &dir);
+    let (folder, _, _) = tiny_checkpoint("llama", &dir).unwrap();
     let w = Weights::open(&folder, &Device::Cpu).unwrap();
     let mut store = ParamStore::new(1, Device::Cpu);
     let params = BTreeMap::new();
