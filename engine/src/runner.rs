@@ -359,9 +359,14 @@ pub struct VariantResult {
     pub reported: Vec<(String, String)>,
 }
 
-/// The recipe's `reported = { source = "…", uar = 82.73, … }`, as text.
-/// A nested map gives per-label values: `f1 = { AU1 = 92.2 }` is `f1[AU1]`.
-fn reported(config: &BTreeMap<String, Value>) -> Vec<(String, String)> {
+/// The recipe's `reported = { source = "…", uar = 82.73, … }`, as text,
+/// for `variant`:
+/// - a nested map gives per-label values: `f1 = { AU1 = 92.2, mean = 81.4 }`
+///   is `f1[AU1]` and `f1` (the family's aggregate);
+/// - `ablations = [{ variant = "F_high", f1 = 80.1 }, …]` gives an
+///   ablation's own figures (the paper's ablation table). The top-level
+///   values belong to the base variant only; `source` to every variant.
+fn reported(config: &BTreeMap<String, Value>, variant: &str) -> Vec<(String, String)> {
     fn text(v: &Value) -> String {
         match v {
             Value::Str(s) => s.clone(),
@@ -370,18 +375,46 @@ fn reported(config: &BTreeMap<String, Value>) -> Vec<(String, String)> {
             other => other.to_string(),
         }
     }
-    let mut out = Vec::new();
-    if let Some(Value::Map(m)) = config.get("reported") {
+    fn values(m: &BTreeMap<String, Value>, out: &mut Vec<(String, String)>) {
         for (k, v) in m {
             match v {
                 Value::Map(labels) => {
                     for (label, x) in labels {
-                        out.push((format!("{k}[{label}]"), text(x)));
+                        let key = if label == "mean" {
+                            k.clone()
+                        } else {
+                            format!("{k}[{label}]")
+                        };
+                        out.push((key, text(x)));
                     }
                 }
+                Value::List(_) => {}
+                _ if k == "variant" || k == "source" => {}
                 _ => out.push((k.clone(), text(v))),
             }
         }
+    }
+    let mut out = Vec::new();
+    let Some(Value::Map(m)) = config.get("reported") else {
+        return out;
+    };
+    if let Some(Value::Str(s)) = m.get("source") {
+        out.push(("source".to_string(), s.clone()));
+    }
+    if variant == "base" {
+        values(m, &mut out);
+    }
+    if let Some(Value::List(entries)) = m.get("ablations") {
+        for e in entries {
+            if let Value::Map(e) = e {
+                if e.get("variant") == Some(&Value::Str(variant.to_string())) {
+                    values(e, &mut out);
+                }
+            }
+        }
+    }
+    if out.len() == 1 {
+        out.clear(); // only a source: nothing reported for this variant
     }
     out
 }
@@ -560,7 +593,7 @@ pub fn run_variant(
             .map(|s| (s.name.clone(), s.kind.clone()))
             .collect(),
         metrics: stored,
-        reported: reported(config),
+        reported: reported(config, &v.variant.name),
     };
     store::write_json(&dir.join("metrics.json"), &result).map_err(io(&dir))?;
     Ok(result)

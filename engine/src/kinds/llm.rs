@@ -2,7 +2,7 @@
 
 use super::nn::lora_record;
 use super::shapes;
-use mer_registry::{Kind, KindBuilder, ParamType, Role, Value};
+use mer_registry::{ExampleInput, Kind, KindBuilder, ParamType, Role, Value};
 
 pub fn kinds() -> Vec<Kind> {
     vec![
@@ -23,12 +23,19 @@ pub fn kinds() -> Vec<Kind> {
             .factory(crate::llm::build_causal)
             .build(),
         KindBuilder::new("llm.prompt", Role::Component)
-            .doc("Learnable soft-prompt tokens (CoOp style), an ablation stand-in for visual tokens.")
+            .doc("Learnable soft-prompt tokens (CoOp style), an ablation stand-in for visual tokens: the same n learnt tokens for every sample.")
+            .input("like", "any tensor whose first dimension is the batch (e.g. `clips.video`); only its batch size is used")
             .output("out", "prompt tokens [B, n, D]")
             .int("tokens", Some(1), Some(1), "Number of learnable tokens.")
             .int("dim", None, Some(1), "Token width (the LLM hidden size).")
             .float("init_std", Some(0.02), Some(0.0), None, "Initialisation standard deviation.")
             .shapes(shapes::llm_prompt)
+            .factory(crate::llm::build_prompt)
+            // `like` only gives the batch size: a class-index input, not differentiated.
+            .example_inputs(
+                &[("tokens", Value::Int(2)), ("dim", Value::Int(3))],
+                vec![ExampleInput::ClassIndex { dims: vec![2], classes: 3 }],
+            )
             .build(),
         KindBuilder::new("llm.generate", Role::Component)
             .doc("Greedy decoding with a KV cache, for rationales; evaluation only.")

@@ -519,9 +519,14 @@ pub fn llm_causal(c: &ShapeCtx) -> Result<Vec<TensorType>, ShapeError> {
 }
 
 pub fn llm_prompt(c: &ShapeCtx) -> Result<Vec<TensorType>, ShapeError> {
+    let batch = c
+        .inputs
+        .first()
+        .and_then(|t| t.dims.first().cloned())
+        .unwrap_or_else(b);
     Ok(vec![TensorType::f32(
         vec![
-            b(),
+            batch,
             sz(c.int("tokens").unwrap_or(1)),
             sz(c.int("dim").unwrap_or(1)),
         ],

@@ -652,6 +652,37 @@ pub fn save_peft(
     Ok(adapters.len())
 }
 
+/// `llm.prompt`: n learnt tokens, the same for every sample of the batch.
+struct Prompt {
+    /// `[n, D]`
+    tokens: Tensor,
+}
+
+impl mer_registry::Component for Prompt {
+    fn forward(
+        &self,
+        inputs: &[Tensor],
+        _mode: Mode,
+        _rng: &mut SeededRng,
+    ) -> CResult<Vec<Tensor>> {
+        let b = mer_registry::component::input(inputs, 0, "llm.prompt")?.dim(0)?;
+        let (n, d) = self.tokens.dims2()?;
+        Ok(vec![self
+            .tokens
+            .unsqueeze(0)?
+            .broadcast_as((b, n, d))?
+            .contiguous()?])
+    }
+}
+
+/// The `llm.prompt` factory.
+pub fn build_prompt(ctx: &mut BuildCtx) -> Result<Box<dyn mer_registry::Component>, BuildError> {
+    let (n, d) = (ctx.usize("tokens")?, ctx.usize("dim")?);
+    let std = ctx.float("init_std")? as f32;
+    let tokens = ctx.param("tokens", &[n, d], mer_registry::Init::Normal(std))?;
+    Ok(Box::new(Prompt { tokens }))
+}
+
 /// σ(x) from primitives (its backward is exact through exp and division).
 fn candle_sigmoid(x: &Tensor) -> CResult<Tensor> {
     (x.neg()?.exp()? + 1.0)?.recip()

@@ -1,21 +1,28 @@
 //! Tiny random LLM checkpoints (a Hugging Face folder and the same model as
-//! GGUF) for tests and smoke runs of recipes: 2 layers, width 16, a
-//! byte-level BPE vocabulary of 261 tokens. Not a language model; a way to
-//! run every code path of `llm.causal` in milliseconds.
+//! GGUF) for tests and smoke runs of recipes (`mer models tiny`): 2 layers,
+//! width 16 by default (any multiple of 8, to stand in for a real model's
+//! width), a byte-level BPE vocabulary of 261 tokens. Not a language model;
+//! a way to run every code path of `llm.causal` in seconds.
 
 use super::*;
 use std::path::PathBuf;
 
+/// The tiny architecture at width 16.
 pub fn tiny_config(arch: &str) -> LlmConfig {
+    tiny_config_sized(arch, 16)
+}
+
+/// The tiny architecture at width `hidden` (4 heads, 2 key/value heads).
+pub fn tiny_config_sized(arch: &str, hidden: usize) -> LlmConfig {
     LlmConfig {
         arch: arch.into(),
         vocab: 0,
-        hidden: 16,
-        intermediate: 24,
+        hidden,
+        intermediate: hidden * 3 / 2,
         layers: 2,
         heads: 4,
         kv_heads: 2,
-        head_dim: 4,
+        head_dim: hidden / 4,
         rope_theta: 10_000.0,
         rms_eps: 1e-6,
         tie_embeddings: true,
@@ -102,8 +109,25 @@ pub fn tiny_checkpoint(
     arch: &str,
     dir: &Path,
 ) -> Result<(PathBuf, PathBuf, LlmConfig), BuildError> {
+    tiny_checkpoint_sized(arch, dir, 16)
+}
+
+/// [`tiny_checkpoint`] at width `hidden` (a multiple of 8).
+pub fn tiny_checkpoint_sized(
+    arch: &str,
+    dir: &Path,
+    hidden: usize,
+) -> Result<(PathBuf, PathBuf, LlmConfig), BuildError> {
+    if hidden == 0 || hidden % 8 != 0 {
+        return Err(BuildError(format!(
+            "a tiny LLM's width must be a positive multiple of 8, not {hidden}"
+        )));
+    }
+    if arch != "llama" && arch != "qwen2" {
+        return Err(BuildError(format!("architecture `{arch}`: llama or qwen2")));
+    }
     let meta = tiny_vocab();
-    let mut c = tiny_config(arch);
+    let mut c = tiny_config_sized(arch, hidden);
     c.vocab = meta.tokens.len();
     let w = tiny_weights(&c, 7)?;
     let folder = dir.join(format!("{arch}-hf"));

@@ -142,6 +142,21 @@ fn unique<T: PartialEq + Clone>(items: impl IntoIterator<Item = T>) -> Vec<T> {
     v
 }
 
+/// A metric's definition up to its first `;` outside parentheses (the
+/// rest lists per-fold details that the variant section spells out).
+fn first_clause(how: &str) -> &str {
+    let mut depth = 0i32;
+    for (i, c) in how.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ';' if depth <= 0 => return how[..i].trim(),
+            _ => {}
+        }
+    }
+    how.trim()
+}
+
 /// The caption every table carries: aggregation, metric definitions,
 /// selection and test-tuning, seeds, recipe hashes.
 fn caption(aggregate: &str, rs: &[&VariantResult], metrics: &[&str]) -> String {
@@ -164,7 +179,7 @@ fn caption(aggregate: &str, rs: &[&VariantResult], metrics: &[&str]) -> String {
             .flat_map(|r| r.metrics.iter())
             .find(|m| m.name == *name)
         {
-            let short = m.how.split(';').next().unwrap_or(&m.how).trim();
+            let short = first_clause(&m.how);
             defs.push(format!("`{name}` = {short}"));
         }
     }
@@ -310,6 +325,15 @@ fn per_label_tables(out: &mut Vec<Block>, rs: &[&VariantResult]) {
             columns,
             rows,
         }));
+    }
+}
+
+/// `ours`, with the paper's figure for `metric` beside it when the
+/// variant's recipe reports one: `41.18 / 78.80‡`.
+fn with_paper(ours: String, r: &VariantResult, metric: &str) -> (String, bool) {
+    match r.reported.iter().find(|(k, _)| k == metric) {
+        Some((_, v)) => (format!("{ours} / {v}‡"), true),
+        None => (ours, false),
     }
 }
 
@@ -602,30 +626,45 @@ fn ablation_tables(out: &mut Vec<Block>, all: &[&VariantResult]) {
         )));
         let mut columns = vec!["variant".to_string(), "seed".to_string()];
         columns.extend(exps.iter().map(|e| e.to_string()));
+        let mut paper: Option<&VariantResult> = None;
         let rows = variants
             .iter()
             .map(|(v, seed)| {
                 let mut row = vec![v.to_string(), seed.to_string()];
                 row.extend(exps.iter().map(|e| {
-                    within
+                    let Some(r) = within
                         .iter()
                         .find(|r| &r.experiment == *e && &r.variant == *v && r.seed == *seed)
-                        .and_then(|r| r.metrics.iter().find(|m| m.name == name))
+                    else {
+                        return "–".into();
+                    };
+                    let ours = r
+                        .metrics
+                        .iter()
+                        .find(|m| m.name == name)
                         .map(pooled_cell)
-                        .unwrap_or_else(|| "–".into())
+                        .unwrap_or_else(|| "–".into());
+                    let (cell, has) = with_paper(ours, r, &name);
+                    if has {
+                        paper = Some(r);
+                    }
+                    cell
                 }));
                 row
             })
             .collect();
         out.push(Block::Table(Table {
             caption: caption(
-                &format!("{POOLED}; one column per experiment (dataset)"),
+                &format!("{POOLED}; one column per experiment (dataset); `ours / paper‡` where the recipe reports the paper's figure"),
                 &within,
                 &[name.as_str()],
             ),
             columns,
             rows,
         }));
+        if let Some(n) = paper.and_then(|r| paper_note(&r.reported)) {
+            out.push(Block::Text(n));
+        }
     }
 }
 
@@ -676,6 +715,7 @@ fn cross_domain_tables(out: &mut Vec<Block>, all: &[&VariantResult]) {
                     .map(|(_, v)| fmt(m, *v))
                     .unwrap_or_else(|| "–".into());
                 let v = if m.test_tuned { format!("{v}†") } else { v };
+                let (v, _) = with_paper(v, r, &m.name);
                 cells.push((
                     r.variant.clone(),
                     r.seed,
@@ -723,13 +763,20 @@ fn cross_domain_tables(out: &mut Vec<Block>, all: &[&VariantResult]) {
             .collect();
         out.push(Block::Table(Table {
             caption: caption(
-                "Trained on the row's data, tested once on the column's (one fold per cell), ×100",
+                "Trained on the row's data, tested once on the column's (one fold per cell), ×100; `ours / paper‡` where the recipe reports the paper's figure",
                 &rs,
                 &[metric.as_str()],
             ),
             columns,
             rows,
         }));
+        if let Some(n) = rs
+            .iter()
+            .find(|r| r.reported.iter().any(|(k, _)| k == &metric))
+            .and_then(|r| paper_note(&r.reported))
+        {
+            out.push(Block::Text(n));
+        }
     }
 }
 
