@@ -111,10 +111,10 @@ impl LlmConfig {
     }
 
     fn check(&self) -> Result<(), BuildError> {
-        if self.heads == 0 || self.kv_heads == 0 || self.heads % self.kv_heads != 0 {
+        if self.heads == 0 || self.kv_heads == 0 || !self.heads.is_multiple_of(self.kv_heads) {
             return Err(bad("attention heads must be a multiple of key/value heads"));
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return Err(bad("rotary embeddings need an even head width"));
         }
         Ok(())

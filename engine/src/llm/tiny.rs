@@ -118,7 +118,7 @@ pub fn tiny_checkpoint_sized(
     dir: &Path,
     hidden: usize,
 ) -> Result<(PathBuf, PathBuf, LlmConfig), BuildError> {
-    if hidden == 0 || hidden % 8 != 0 {
+    if hidden == 0 || !hidden.is_multiple_of(8) {
         return Err(BuildError(format!(
             "a tiny LLM's width must be a positive multiple of 8, not {hidden}"
         )));

@@ -349,8 +349,8 @@ mod tests {
         let t = 5;
         let w = led.matrix(t, &dev).unwrap().to_vec2::<f32>().unwrap();
         let (a, r1, r2) = (10f64, 0.4f64, 0.05f64);
-        for i in 0..t {
-            for j in 0..t {
+        for (i, row) in w.iter().enumerate() {
+            for (j, got) in row.iter().enumerate() {
                 let want = if j > i {
                     let m = i.min(1) as i32;
                     a * (1.0 - r1).powi((j - i) as i32) * r1.powi(m)
@@ -361,9 +361,8 @@ mod tests {
                     0.0
                 };
                 assert!(
-                    (w[i][j] as f64 - want).abs() < 1e-4,
-                    "W[{i}][{j}] = {} vs {want}",
-                    w[i][j]
+                    (*got as f64 - want).abs() < 1e-4,
+                    "W[{i}][{j}] = {got} vs {want}"
                 );
             }
         }
