@@ -1076,6 +1076,14 @@ fn run_fold(
         vp.write(&fdir.join("val_predictions.csv"))
             .map_err(io(fdir))?;
     }
+    // A finished fold keeps the weights its predictions came from
+    // (`model.safetensors`) and drops the resumable checkpoint: optimiser
+    // moments and the best-epoch copy triple a large model's size on disk
+    // (AU-LLM's projector: 0.8 GB a fold), and a finished fold never
+    // resumes. Written before `finished`, so a kill in between only
+    // repeats this step.
+    let model_path = fdir.join("model.safetensors");
+    store::save_tensors(&model_path, &params).map_err(io(&model_path))?;
     store::write_json(
         &fdir.join("status.json"),
         &FoldStatus {
@@ -1086,6 +1094,12 @@ fn run_fold(
         },
     )
     .map_err(io(fdir))?;
+    for stale in [&ckpt, &meta_path] {
+        match std::fs::remove_file(stale) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(fdir)(e)),
+            _ => {}
+        }
+    }
     Ok(())
 }
 
