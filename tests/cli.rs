@@ -74,6 +74,13 @@ fn every_shipped_recipe_checks() {
         "recipes/demo/synth_me_sweep.mer",
         "recipes/common/casme2.mer",
         "recipes/common/samm.mer",
+        "recipes/au_llm/casme2.mer",
+        "recipes/au_llm/samm.mer",
+        "recipes/au_llm/cross_casme2_to_samm.mer",
+        "recipes/au_llm/cross_samm_to_casme2.mer",
+        "recipes/au_llm/led_baseline.mer",
+        "recipes/au_llm/demo.mer",
+        "recipes/mtcae_dfer/crema_d.mer",
     ] {
         assert!(
             clean.contains(&must.to_string()),
