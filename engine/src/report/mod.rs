@@ -626,7 +626,7 @@ fn ablation_tables(out: &mut Vec<Block>, all: &[&VariantResult]) {
         )));
         let mut columns = vec!["variant".to_string(), "seed".to_string()];
         columns.extend(exps.iter().map(|e| e.to_string()));
-        let mut paper: Option<&VariantResult> = None;
+        let mut paper: Vec<&VariantResult> = Vec::new();
         let rows = variants
             .iter()
             .map(|(v, seed)| {
@@ -646,7 +646,7 @@ fn ablation_tables(out: &mut Vec<Block>, all: &[&VariantResult]) {
                         .unwrap_or_else(|| "–".into());
                     let (cell, has) = with_paper(ours, r, &name);
                     if has {
-                        paper = Some(r);
+                        paper.push(r);
                     }
                     cell
                 }));
@@ -662,7 +662,8 @@ fn ablation_tables(out: &mut Vec<Block>, all: &[&VariantResult]) {
             columns,
             rows,
         }));
-        if let Some(n) = paper.and_then(|r| paper_note(&r.reported)) {
+        // One note per source: each dataset's figures come from its own table.
+        for n in unique(paper.iter().filter_map(|r| paper_note(&r.reported))) {
             out.push(Block::Text(n));
         }
     }
