@@ -455,8 +455,8 @@ impl Body {
                 .reshape((b, t, h * hd))?;
             x = (x + l.o.apply(&y, mode, rng)?)?;
             let n = rms_norm(&x, &l.mlp_norm, c.rms_eps)?;
-            let g = l.gate.apply(&n, mode, rng)?;
-            let act = (&g * candle_sigmoid(&g)?)?;
+            // candle's silu records its backward (the engine's `nn.silu` uses it too).
+            let act = l.gate.apply(&n, mode, rng)?.silu()?;
             let m = (act * l.up.apply(&n, mode, rng)?)?;
             x = (x + l.down.apply(&m, mode, rng)?)?;
         }
@@ -681,11 +681,6 @@ pub fn build_prompt(ctx: &mut BuildCtx) -> Result<Box<dyn mer_registry::Componen
     let std = ctx.float("init_std")? as f32;
     let tokens = ctx.param("tokens", &[n, d], mer_registry::Init::Normal(std))?;
     Ok(Box::new(Prompt { tokens }))
-}
-
-/// σ(x) from primitives (its backward is exact through exp and division).
-fn candle_sigmoid(x: &Tensor) -> CResult<Tensor> {
-    (x.neg()?.exp()? + 1.0)?.recip()
 }
 
 #[cfg(test)]

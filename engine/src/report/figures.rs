@@ -9,6 +9,7 @@
 use super::{confusion_axes, Loaded};
 use crate::runner::{StoredMetric, VariantResult};
 use crate::store::EpochRecord;
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -114,6 +115,20 @@ fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {
     )
 }
 
+/// The series legend every figure uses: upper right, boxed.
+fn legend<'a, DB: DrawingBackend + 'a>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+) -> Result<(), String> {
+    chart
+        .configure_series_labels()
+        .label_font((FONT, 13))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(e)
+}
+
 /// Training loss per epoch: every fold thin and grey, the mean over folds
 /// bold, and the inner-validation loss when there is one.
 fn learning_curve<DB: DrawingBackend>(
@@ -194,15 +209,7 @@ fn learning_curve<DB: DrawingBackend>(
                 PathElement::new(vec![(x, y), (x + 18, y)], orange.stroke_width(3))
             });
     }
-    chart
-        .configure_series_labels()
-        .label_font((FONT, 13))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()
-        .map_err(e)?;
-    Ok(())
+    legend(&mut chart)
 }
 
 /// Grouped bars: one group per label, one bar per variant (pooled ×100).
@@ -261,15 +268,7 @@ fn label_bars<DB: DrawingBackend>(
         root.draw(&Text::new(l.clone(), (px, py + 6), style.clone()))
             .map_err(e)?;
     }
-    chart
-        .configure_series_labels()
-        .label_font((FONT, 13))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()
-        .map_err(e)?;
-    Ok(())
+    legend(&mut chart)
 }
 
 /// Pooled counts, shaded by the row's share (recall).

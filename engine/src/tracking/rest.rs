@@ -263,44 +263,6 @@ impl Rest {
         self.artifact_uris.insert(run.to_string(), u.clone());
         Ok(u)
     }
-
-    /// The artifact paths under `path` of a run (for checks and tests).
-    pub fn list_artifacts(&mut self, run: &str, path: &str) -> Result<Vec<String>, TrackError> {
-        let j = self.get("artifacts/list", &[("run_id", run), ("path", path)])?;
-        Ok(j["files"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|f| f["path"].as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default())
-    }
-
-    /// Downloads one artifact through the proxy (for checks and tests).
-    pub fn download(&mut self, run: &str, path: &str) -> Result<Vec<u8>, TrackError> {
-        let root = self.artifact_uri(run)?;
-        let rel = proxied(&root).ok_or_else(|| {
-            TrackError::Protocol(format!("artifact root `{root}` is not served by the proxy"))
-        })?;
-        let url = format!(
-            "{}/api/2.0/mlflow-artifacts/artifacts/{}/{}",
-            self.base,
-            encode_path(&rel),
-            encode_path(path)
-        );
-        let mut req = self.agent.get(&url);
-        if let Some(a) = &self.auth {
-            req = req.set("Authorization", a);
-        }
-        let resp = req
-            .call()
-            .map_err(|e| TrackError::Io(format!("{url}: {e}")))?;
-        let mut out = Vec::new();
-        std::io::Read::read_to_end(&mut resp.into_reader(), &mut out)
-            .map_err(|e| TrackError::Io(format!("{url}: {e}")))?;
-        Ok(out)
-    }
 }
 
 /// `mlflow-artifacts:/1/<run>/artifacts` (or `mlflow-artifacts://host/…`)

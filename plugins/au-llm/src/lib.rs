@@ -84,7 +84,12 @@ impl Component for Led {
         _rng: &mut SeededRng,
     ) -> CResult<Vec<Tensor>> {
         let x = input(inputs, 0, "au_llm.led")?;
-        let (b, c, t, h, w) = x.dims5()?;
+        let t = x.dim(2)?;
+        if t < 2 {
+            mer_registry::candle::bail!(
+                "au_llm.led: {t} frame(s); it needs 2 (frame 0 is dropped)"
+            );
+        }
         let wm = self.matrix(t, x.device())?;
         // Time last: [B, C, H, W, T] · [T, T].
         let xt = x.permute((0, 1, 3, 4, 2))?.contiguous()?;
@@ -95,7 +100,6 @@ impl Component for Led {
             (xt.abs()?.broadcast_matmul(&wm.abs()?)? + 1e-8)?
         };
         let y = (num / den)?.permute((0, 1, 4, 2, 3))?;
-        let _ = (b, c, h, w);
         Ok(vec![y.narrow(2, 1, t - 1)?.contiguous()?])
     }
 }
