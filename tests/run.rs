@@ -773,3 +773,59 @@ fn au_llm_runs_end_to_end_with_a_gguf_llm_and_saves_peft_adapters() {
     }
     let _ = std::fs::remove_dir_all(runs);
 }
+
+/// Path parameters are checked before any compute: a missing file is an
+/// error at the recipe's line; a known pretrained file is fetched, or,
+/// offline, named with the command that fetches it. Nothing is trained.
+#[test]
+fn missing_weights_are_reported_before_any_compute() {
+    let runs = scratch("preflight");
+    std::fs::create_dir_all(&runs).unwrap();
+    let missing = runs.join("no-such-model");
+    let o = mer_in(
+        &runs,
+        &[
+            "run",
+            "recipes/au_llm/demo.mer",
+            "--variant",
+            "base",
+            "--set",
+            &format!("model.llm.weights={:?}", missing.display().to_string()),
+        ],
+    );
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(t.contains("before any compute"), "{t}");
+    assert!(
+        t.contains("`llm.weights`") && t.contains("no such file or folder"),
+        "{t}"
+    );
+    // The node's location in the recipe that defines it.
+    assert!(t.contains("recipes/au_llm/demo.mer:"), "{t}");
+    assert!(!runs.join("au_llm_demo").exists(), "nothing may run");
+
+    let known = runs.join("elsewhere/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let o = mer_in(
+        &runs,
+        &[
+            "run",
+            "recipes/au_llm/demo.mer",
+            "--variant",
+            "base",
+            "--offline",
+            "--set",
+            &format!("model.llm.weights={:?}", known.display().to_string()),
+        ],
+    );
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains(&format!(
+            "mer models fetch smollm2 --to {}",
+            known.display()
+        )),
+        "{t}"
+    );
+    assert!(!known.exists());
+    let _ = std::fs::remove_dir_all(&runs);
+}

@@ -7,6 +7,7 @@
 //! check but do not yet run; each keeps the schema declared here as its
 //! single source of truth.
 
+pub mod artefacts;
 pub mod data;
 pub mod exec;
 pub mod kinds;

@@ -591,6 +591,22 @@ impl Metric for MultiLabelF1 {
             .map(|f| (f.clone(), fold_means.get(f).map(|v| mean(v))))
             .collect();
         let vals: Vec<f64> = per_fold.iter().filter_map(|(_, v)| *v).collect();
+        // The floor a reader should compare against: the same metric for the
+        // better constant prediction per AU ("always present" or "always
+        // absent") on the same test labels.
+        let floor: Vec<f64> = (0..l)
+            .filter(|j| !pooled_undefined.contains(j))
+            .filter_map(|j| {
+                let truth: Vec<bool> = all
+                    .iter()
+                    .map(|(_, r)| r.target.get(j).copied().unwrap_or(0.0) > 0.5)
+                    .collect();
+                [true, false]
+                    .iter()
+                    .filter_map(|c| label_f1(self.macro2, &truth, &vec![*c; truth.len()]))
+                    .reduce(f64::max)
+            })
+            .collect();
         out.push(MetricValue {
             name: format!("{base}{suffix}"),
             pooled: mean(&pooled_means),
@@ -598,7 +614,8 @@ impl Metric for MultiLabelF1 {
             folds_counted: vals.len(),
             per_fold,
             how: format!(
-                "mean over AUs of {avg}, {th_words}{}{}",
+                "mean over AUs of {avg}, {th_words}; the better constant prediction per AU (always present or always absent) scores {:.2} pooled{}{}",
+                100.0 * mean(&floor),
                 if pooled_undefined.is_empty() {
                     String::new()
                 } else {
@@ -942,6 +959,12 @@ mod tests {
         // Per fold: AU1 in fold A has no positives at all → undefined.
         assert_eq!(get(&b, "f1[1]").per_fold[0], ("A".to_string(), None));
         assert!(get(&b, "f1").how.contains("A: 1"), "{}", get(&b, "f1").how);
+        // The constant floor: "always present" gives AU0 4/8 and AU1 2/7.
+        assert!(
+            get(&b, "f1").how.contains("scores 39.29 pooled"),
+            "{}",
+            get(&b, "f1").how
+        );
 
         m.macro2 = true;
         let mc = m.finish();
@@ -949,6 +972,10 @@ mod tests {
         // F1_neg = 6/8; macro = (0.5 + 0.75)/2 = 0.625. AU1: F1_neg = 1 → 1.
         assert!((get(&mc, "f1_macro2[0]").pooled - 0.625).abs() < 1e-12);
         assert!((get(&mc, "f1_macro2").pooled - 0.8125).abs() < 1e-12);
+        // Under macro2 "always absent" is the better constant: AU0 (0 +
+        // 8/10)/2, AU1 (0 + 10/11)/2.
+        let how = &get(&mc, "f1_macro2").how;
+        assert!(how.contains("scores 42.73 pooled"), "{how}");
         assert!(
             get(&mc, "f1_macro2").pooled > get(&b, "f1").pooled,
             "macro inflates"

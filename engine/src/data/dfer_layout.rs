@@ -39,6 +39,29 @@ pub struct ClipRecord {
     pub landmarks: Option<PathBuf>,
     /// Official fold number, where the corpus has one.
     pub fold: Option<i64>,
+    /// Official split (`train`/`test`), where the corpus has one.
+    pub split: Option<&'static str>,
+}
+
+/// A clip folder a corpus scan found, before its frames are checked.
+struct Found {
+    dir: PathBuf,
+    subject: String,
+    class: &'static str,
+    fold: Option<i64>,
+    split: Option<&'static str>,
+}
+
+impl Found {
+    fn new(dir: PathBuf, subject: String, class: &'static str, fold: Option<i64>) -> Found {
+        Found {
+            dir,
+            subject,
+            class,
+            fold,
+            split: None,
+        }
+    }
 }
 
 /// What reading a corpus folder found.
@@ -56,6 +79,8 @@ pub enum Corpus {
     Ravdess,
     CremaD,
     Mead,
+    Dfew,
+    Ferv39k,
 }
 
 const RAVDESS_8: &[&str] = &[
@@ -87,12 +112,32 @@ const MEAD_8: &[&str] = &[
     "surprised",
 ];
 
+/// DFEW's label codes 1–7 in order; FERV39k has the same seven classes.
+const DFEW_7: &[&str] = &[
+    "happy", "sad", "neutral", "angry", "surprise", "disgust", "fear",
+];
+const DFEW_SPLITS: &str = "EmoLabel_DataSplit";
+const DFEW_FRAMES: &str = "Clip/jpg_256";
+const FERV_CLIPS: &str = "2_ClipsforFaceCrop";
+const FERV_LISTS: &str = "4_setups/All_scenes";
+
 impl Corpus {
+    /// The label set a verify run and a writer use.
+    pub fn default_set(self) -> &'static str {
+        match self {
+            Corpus::Ravdess | Corpus::Mead => "8class",
+            Corpus::CremaD => "6class",
+            Corpus::Dfew | Corpus::Ferv39k => "7class",
+        }
+    }
+
     pub fn from_kind(kind: &str) -> Option<Corpus> {
         match kind {
             "dfer.ravdess" => Some(Corpus::Ravdess),
             "dfer.crema_d" => Some(Corpus::CremaD),
             "dfer.mead" => Some(Corpus::Mead),
+            "dfer.dfew" => Some(Corpus::Dfew),
+            "dfer.ferv39k" => Some(Corpus::Ferv39k),
             _ => None,
         }
     }
@@ -102,6 +147,8 @@ impl Corpus {
             Corpus::Ravdess => "dfer.ravdess",
             Corpus::CremaD => "dfer.crema_d",
             Corpus::Mead => "dfer.mead",
+            Corpus::Dfew => "dfer.dfew",
+            Corpus::Ferv39k => "dfer.ferv39k",
         }
     }
 
@@ -114,6 +161,7 @@ impl Corpus {
             (Corpus::Ravdess, _) => RAVDESS_8.to_vec(),
             (Corpus::CremaD, _) => CREMA_NAMES.to_vec(),
             (Corpus::Mead, _) => MEAD_8.to_vec(),
+            (Corpus::Dfew | Corpus::Ferv39k, _) => DFEW_7.to_vec(),
         }
     }
 
@@ -207,14 +255,23 @@ pub fn scan(corpus: Corpus, root: &Path, set: &str, landmarks: bool) -> Scan {
     }
     let classes = corpus.classes(set);
     // (folder, subject, class name, fold) before frame checks.
-    let mut found: Vec<(PathBuf, String, &'static str, Option<i64>)> = Vec::new();
+    let mut found: Vec<Found> = Vec::new();
     let mut left_out: BTreeMap<String, usize> = BTreeMap::new();
     match corpus {
         Corpus::Ravdess => scan_ravdess(root, &mut found, &mut left_out, &mut out.problems),
         Corpus::CremaD => scan_crema(root, &mut found, &mut out.problems),
         Corpus::Mead => scan_mead(root, &mut found, &mut out.problems),
+        Corpus::Dfew => scan_dfew(root, &mut found, &mut out.problems),
+        Corpus::Ferv39k => scan_ferv39k(root, &mut found, &mut out.problems),
     }
-    for (dir, subject, class, fold) in found {
+    for Found {
+        dir,
+        subject,
+        class,
+        fold,
+        split,
+    } in found
+    {
         let Some(ci) = classes.iter().position(|c| *c == class) else {
             *left_out
                 .entry(format!("{class} (not in {set})"))
@@ -256,18 +313,287 @@ pub fn scan(corpus: Corpus, root: &Path, set: &str, landmarks: bool) -> Scan {
             frames,
             landmarks: lm,
             fold,
+            split,
         });
     }
     out.records.sort_by(|a, b| a.id.cmp(&b.id));
+    if matches!(corpus, Corpus::Dfew | Corpus::Ferv39k) {
+        out.notes.push(format!(
+            "{} has no subject ids: each clip is its own group; use its official {}",
+            corpus.kind(),
+            if corpus == Corpus::Dfew {
+                "folds (protocol.kfold reads the `fold` label)"
+            } else {
+                "split (protocol.official reads the `split` label)"
+            }
+        ));
+    }
     for (what, n) in left_out {
         out.notes.push(format!("left out: {n} {what}"));
     }
     out
 }
 
+fn row_error(file: &Path, row: usize, message: String) -> DataError {
+    DataError {
+        file: file.display().to_string(),
+        row: Some(row),
+        message,
+    }
+}
+
+/// DFEW: the five official sets, each a test and a train list of
+/// `video_name,label` (codes 1–7); a clip's fold is the set whose test list
+/// holds it. Each clip's frames are `Clip/jpg_256/<00001>/`.
+fn scan_dfew(root: &Path, found: &mut Vec<Found>, problems: &mut Vec<DataError>) {
+    let frames = root.join(DFEW_FRAMES);
+    if !frames.is_dir() {
+        return problems.push(problem(
+            &frames,
+            "missing: DFEW keeps each clip's frames in Clip/jpg_256/<5-digit clip>/".into(),
+        ));
+    }
+    // clip → (class, where it was first labelled)
+    let mut label_of: BTreeMap<u32, (usize, String)> = BTreeMap::new();
+    // clip → (test fold, where)
+    let mut test_of: BTreeMap<u32, (i64, String)> = BTreeMap::new();
+    for k in 1..=5i64 {
+        let mut in_test = BTreeSet::new();
+        for (part, is_test) in [
+            ("test(single-labeled)", true),
+            ("train(single-labeled)", false),
+        ] {
+            let file = root
+                .join(DFEW_SPLITS)
+                .join(part)
+                .join(format!("set_{k}.csv"));
+            let mut rdr = match csv::ReaderBuilder::new()
+                .trim(csv::Trim::All)
+                .from_path(&file)
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    problems.push(problem(
+                        &file,
+                        format!("cannot read the official split: {e}"),
+                    ));
+                    continue;
+                }
+            };
+            let header: Vec<String> = match rdr.headers() {
+                Ok(h) => h.iter().map(|c| c.to_ascii_lowercase()).collect(),
+                Err(e) => {
+                    problems.push(row_error(&file, 1, format!("no header: {e}")));
+                    continue;
+                }
+            };
+            let (Some(cv), Some(cl)) = (
+                header.iter().position(|c| c == "video_name"),
+                header.iter().position(|c| c == "label"),
+            ) else {
+                problems.push(row_error(
+                    &file,
+                    1,
+                    format!("header `{}` lacks video_name and label", header.join(",")),
+                ));
+                continue;
+            };
+            for (i, rec) in rdr.records().enumerate() {
+                let row = i + 2;
+                let rec = match rec {
+                    Ok(r) => r,
+                    Err(e) => {
+                        problems.push(row_error(&file, row, e.to_string()));
+                        continue;
+                    }
+                };
+                let (name, label) = (rec.get(cv).unwrap_or(""), rec.get(cl).unwrap_or(""));
+                let Ok(clip) = name.parse::<u32>() else {
+                    problems.push(row_error(
+                        &file,
+                        row,
+                        format!("video_name `{name}` is not a clip number"),
+                    ));
+                    continue;
+                };
+                let class = match label.parse::<usize>() {
+                    Ok(c @ 1..=7) => c - 1,
+                    _ => {
+                        problems.push(row_error(
+                            &file,
+                            row,
+                            format!(
+                                "label `{label}` is not a DFEW code 1–7 ({})",
+                                DFEW_7.join(", ")
+                            ),
+                        ));
+                        continue;
+                    }
+                };
+                let here = format!("{}:{row}", file.display());
+                match label_of.get(&clip) {
+                    Some((c, at)) if *c != class => problems.push(row_error(
+                        &file,
+                        row,
+                        format!(
+                            "clip {clip} is labelled {} here but {} at {at}",
+                            DFEW_7[class], DFEW_7[*c]
+                        ),
+                    )),
+                    Some(_) => {}
+                    None => {
+                        label_of.insert(clip, (class, here.clone()));
+                    }
+                }
+                if is_test {
+                    if let Some((f, at)) = test_of.get(&clip) {
+                        problems.push(row_error(
+                            &file,
+                            row,
+                            format!("clip {clip} is in the test list of set_{f} too ({at}): folds must not overlap"),
+                        ));
+                        continue;
+                    }
+                    test_of.insert(clip, (k, here));
+                    in_test.insert(clip);
+                } else if in_test.contains(&clip) {
+                    problems.push(row_error(
+                        &file,
+                        row,
+                        format!("clip {clip} is in both the train and the test list of set_{k}"),
+                    ));
+                }
+            }
+        }
+    }
+    for (clip, (_, at)) in &label_of {
+        if !test_of.contains_key(clip) {
+            problems.push(DataError {
+                file: at.clone(),
+                row: None,
+                message: format!(
+                    "clip {clip} is in no set's test list, so no fold would ever test it"
+                ),
+            });
+        }
+    }
+    for (clip, (fold, at)) in test_of {
+        let dir = frames.join(format!("{clip:05}"));
+        if !dir.is_dir() {
+            problems.push(DataError {
+                file: at,
+                row: None,
+                message: format!("clip {clip}: no frame folder {}", dir.display()),
+            });
+            continue;
+        }
+        let class = DFEW_7[label_of.get(&clip).map_or(0, |(c, _)| *c)];
+        found.push(Found::new(dir, format!("{clip:05}"), class, Some(fold)));
+    }
+}
+
+/// FERV39k: `4_setups/All_scenes/{train,test}_All.csv`, one
+/// `Scene/Class/id [label]` line per clip; frames in
+/// `2_ClipsforFaceCrop/Scene/Class/id/`. The class is the path's folder;
+/// a label given by name must agree with it.
+fn scan_ferv39k(root: &Path, found: &mut Vec<Found>, problems: &mut Vec<DataError>) {
+    let clips = root.join(FERV_CLIPS);
+    if !clips.is_dir() {
+        return problems.push(problem(
+            &clips,
+            "missing: FERV39k keeps clip frames in 2_ClipsforFaceCrop/<Scene>/<Class>/<id>/".into(),
+        ));
+    }
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    for (name, split) in [("train_All.csv", "train"), ("test_All.csv", "test")] {
+        let file = root.join(FERV_LISTS).join(name);
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(problem(
+                    &file,
+                    format!("cannot read the official list: {e}"),
+                ));
+                continue;
+            }
+        };
+        for (i, line) in text.lines().enumerate() {
+            let row = i + 1;
+            let f: Vec<&str> = line
+                .split([' ', '\t', ','])
+                .filter(|x| !x.is_empty())
+                .collect();
+            let Some(path) = f.first() else { continue };
+            if row == 1 && !path.contains('/') {
+                continue; // a header line
+            }
+            let parts: Vec<&str> = path.split('/').collect();
+            if parts.len() != 3 || parts.iter().any(|p| p.is_empty()) {
+                problems.push(row_error(
+                    &file,
+                    row,
+                    format!("`{path}` is not Scene/Class/id"),
+                ));
+                continue;
+            }
+            let Some(class) = DFEW_7.iter().find(|c| c.eq_ignore_ascii_case(parts[1])) else {
+                problems.push(row_error(
+                    &file,
+                    row,
+                    format!(
+                        "unknown class folder `{}` (FERV39k: {})",
+                        parts[1],
+                        DFEW_7.join(", ")
+                    ),
+                ));
+                continue;
+            };
+            if let Some(label) = f.get(1).filter(|l| l.parse::<i64>().is_err()) {
+                if !label.eq_ignore_ascii_case(class) {
+                    problems.push(row_error(
+                        &file,
+                        row,
+                        format!(
+                            "label `{label}` disagrees with the class folder `{}`",
+                            parts[1]
+                        ),
+                    ));
+                    continue;
+                }
+            }
+            let here = format!("{}:{row}", file.display());
+            if let Some(at) = seen.get(*path) {
+                problems.push(row_error(
+                    &file,
+                    row,
+                    format!("`{path}` is listed again (first at {at})"),
+                ));
+                continue;
+            }
+            seen.insert(path.to_string(), here);
+            let dir = clips.join(path);
+            if !dir.is_dir() {
+                problems.push(row_error(
+                    &file,
+                    row,
+                    format!("no frame folder {}", dir.display()),
+                ));
+                continue;
+            }
+            found.push(Found {
+                dir,
+                subject: path.to_string(),
+                class,
+                fold: None,
+                split: Some(split),
+            });
+        }
+    }
+}
+
 fn scan_ravdess(
     root: &Path,
-    found: &mut Vec<(PathBuf, String, &'static str, Option<i64>)>,
+    found: &mut Vec<Found>,
     left_out: &mut BTreeMap<String, usize>,
     problems: &mut Vec<DataError>,
 ) {
@@ -358,7 +684,7 @@ fn scan_ravdess(
                     .or_default() += 1;
                 continue;
             }
-            found.push((
+            found.push(Found::new(
                 dir,
                 format!("Actor_{actor:02}"),
                 RAVDESS_8[emotion as usize - 1],
@@ -374,11 +700,7 @@ fn scan_ravdess(
     }
 }
 
-fn scan_crema(
-    root: &Path,
-    found: &mut Vec<(PathBuf, String, &'static str, Option<i64>)>,
-    problems: &mut Vec<DataError>,
-) {
+fn scan_crema(root: &Path, found: &mut Vec<Found>, problems: &mut Vec<DataError>) {
     let base = root.join("VideoFlash");
     let entries = match sorted_dir(&base) {
         Ok(e) => e,
@@ -415,7 +737,7 @@ fn scan_crema(
         match (actor, emo, ok) {
             (Some(a), Some(e), true) => {
                 let fold = CREMA_FOLD_ENDS.iter().position(|end| a <= *end).unwrap_or(4) as i64 + 1;
-                found.push((dir, a.to_string(), CREMA_NAMES[e], Some(fold)));
+                found.push(Found::new(dir, a.to_string(), CREMA_NAMES[e], Some(fold)));
             }
             (_, None, _) if f.len() == 4 => problems.push(problem(
                 &dir,
@@ -429,11 +751,7 @@ fn scan_crema(
     }
 }
 
-fn scan_mead(
-    root: &Path,
-    found: &mut Vec<(PathBuf, String, &'static str, Option<i64>)>,
-    problems: &mut Vec<DataError>,
-) {
+fn scan_mead(root: &Path, found: &mut Vec<Found>, problems: &mut Vec<DataError>) {
     let actors = match sorted_dir(root) {
         Ok(a) => a,
         Err(e) => return problems.push(e),
@@ -488,7 +806,7 @@ fn scan_mead(
                     }
                 }
                 for d in dirs {
-                    found.push((d, actor.clone(), class, None));
+                    found.push(Found::new(d, actor.clone(), class, None));
                 }
             }
         }
@@ -694,6 +1012,9 @@ impl Dataset for DferDataset {
                 if let Some(f) = r.fold {
                     labels.insert("fold".into(), Value::Int(f));
                 }
+                if let Some(sp) = r.split {
+                    labels.insert("split".into(), Value::Str(sp.into()));
+                }
                 SampleMeta {
                     id: r.id.clone(),
                     dataset: String::new(),
@@ -804,6 +1125,16 @@ pub fn crema_d(p: &BTreeMap<String, Value>) -> Result<Box<dyn Dataset>, BuildErr
     Ok(Box::new(DferDataset::new(Corpus::CremaD, p)?))
 }
 
+/// `dfer.dfew`'s factory.
+pub fn dfew(p: &BTreeMap<String, Value>) -> Result<Box<dyn Dataset>, BuildError> {
+    Ok(Box::new(DferDataset::new(Corpus::Dfew, p)?))
+}
+
+/// `dfer.ferv39k`'s factory.
+pub fn ferv39k(p: &BTreeMap<String, Value>) -> Result<Box<dyn Dataset>, BuildError> {
+    Ok(Box::new(DferDataset::new(Corpus::Ferv39k, p)?))
+}
+
 /// `dfer.mead`'s factory.
 pub fn mead(p: &BTreeMap<String, Value>) -> Result<Box<dyn Dataset>, BuildError> {
     Ok(Box::new(DferDataset::new(Corpus::Mead, p)?))
@@ -812,11 +1143,7 @@ pub fn mead(p: &BTreeMap<String, Value>) -> Result<Box<dyn Dataset>, BuildError>
 /// `mer data verify` for a DFER corpus: counts, notes and every problem.
 pub fn verify(corpus: Corpus, root: &Path) -> (String, bool) {
     use std::fmt::Write;
-    let set = match corpus {
-        Corpus::Ravdess => "8class",
-        Corpus::CremaD => "6class",
-        Corpus::Mead => "8class",
-    };
+    let set = corpus.default_set();
     let mut s = scan(corpus, root, set, false);
     let classes = corpus.classes(set);
     let mut untracked = 0usize;
@@ -893,11 +1220,7 @@ pub fn write_layout(
     root: &Path,
     frames_per_clip: usize,
 ) -> Result<usize, String> {
-    let classes = corpus.classes(match corpus {
-        Corpus::Ravdess => "8class",
-        Corpus::CremaD => "6class",
-        Corpus::Mead => "8class",
-    });
+    let classes = corpus.classes(corpus.default_set());
     let mut params = p.clone();
     params.insert(
         "class_names".into(),
@@ -914,6 +1237,10 @@ pub fn write_layout(
     let subjects = super::int(p, "subjects", 1).max(1) as usize;
     let mut per_subject: BTreeMap<usize, usize> = BTreeMap::new();
     let mut written = 0;
+    // The official lists the two list-driven corpora need.
+    let mut dfew_lists: Vec<Vec<(u32, usize)>> = vec![Vec::new(); 5];
+    let mut ferv_lists: [Vec<String>; 2] = [Vec::new(), Vec::new()];
+    let list_driven = matches!(corpus, Corpus::Dfew | Corpus::Ferv39k);
     for i in 0..synth.len() {
         let info = synth.clip_info(i).ok_or("clip vanished")?;
         let k = {
@@ -987,6 +1314,19 @@ pub fn write_layout(
                     .join(format!("level_{level}"))
                     .join(format!("{:03}", k + 1))]
             }
+            Corpus::Dfew => {
+                let clip = i as u32 + 1;
+                dfew_lists[i % 5].push((clip, class + 1));
+                vec![root.join(DFEW_FRAMES).join(format!("{clip:05}"))]
+            }
+            Corpus::Ferv39k => {
+                let cls = classes[class];
+                let folder = format!("{}{}", cls[..1].to_ascii_uppercase(), &cls[1..]);
+                let path = format!("Scene{s:02}/{folder}/{:04}", i + 1);
+                // Every fifth clip of a subject is a test clip.
+                ferv_lists[usize::from(k % 5 == 4)].push(format!("{path} {folder}"));
+                vec![root.join(FERV_CLIPS).join(path)]
+            }
         };
         let mut csv = openface_header();
         csv.push('\n');
@@ -1009,7 +1349,10 @@ pub fn write_layout(
             csv.push_str(&row);
             csv.push('\n');
         }
-        std::fs::write(first.with_extension("csv"), &csv).map_err(|e| e.to_string())?;
+        if !list_driven {
+            // OpenFace output beside the clip (DFEW and FERV39k ship none).
+            std::fs::write(first.with_extension("csv"), &csv).map_err(|e| e.to_string())?;
+        }
         for twin in dirs {
             std::fs::create_dir_all(&twin).map_err(|e| format!("{}: {e}", twin.display()))?;
             for f in 0..n {
@@ -1019,6 +1362,44 @@ pub fn write_layout(
             std::fs::write(twin.with_extension("csv"), &csv).map_err(|e| e.to_string())?;
         }
         written += 1;
+    }
+    let write = |path: PathBuf, text: String| -> Result<(), String> {
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        }
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))
+    };
+    if corpus == Corpus::Dfew {
+        for k in 0..5 {
+            let rows = |set: &mut dyn Iterator<Item = &(u32, usize)>| {
+                let mut t = "video_name,label\n".to_string();
+                for (clip, code) in set {
+                    t.push_str(&format!("{clip},{code}\n"));
+                }
+                t
+            };
+            let test = rows(&mut dfew_lists[k].iter());
+            let mut others = (0..5)
+                .filter(|j| *j != k)
+                .flat_map(|j| dfew_lists[j].iter());
+            let train = rows(&mut others);
+            let dir = root.join(DFEW_SPLITS);
+            write(
+                dir.join("test(single-labeled)")
+                    .join(format!("set_{}.csv", k + 1)),
+                test,
+            )?;
+            write(
+                dir.join("train(single-labeled)")
+                    .join(format!("set_{}.csv", k + 1)),
+                train,
+            )?;
+        }
+    }
+    if corpus == Corpus::Ferv39k {
+        for (lines, name) in ferv_lists.iter().zip(["train_All.csv", "test_All.csv"]) {
+            write(root.join(FERV_LISTS).join(name), lines.join("\n") + "\n")?;
+        }
     }
     Ok(written)
 }
@@ -1097,6 +1478,125 @@ mod tests {
             }
             std::fs::remove_dir_all(&root).ok();
         }
+    }
+
+    /// DFEW and FERV39k: generated trees in the distributed layouts load
+    /// with their official folds / split, and no landmarks.
+    #[test]
+    fn list_driven_corpora_load_their_official_folds_and_split() {
+        let mut p = loader_params(Path::new("."), "7class");
+        p.insert("landmarks".into(), Value::Str("none".into()));
+        let root = tmp("dfew");
+        assert_eq!(
+            write_layout(Corpus::Dfew, &synth_params(2, 5), &root, 3).unwrap(),
+            10
+        );
+        p.insert("root".into(), Value::Str(root.display().to_string()));
+        let ds = DferDataset::new(Corpus::Dfew, &p).unwrap();
+        let index = ds.index().unwrap();
+        assert_eq!(index.len(), 10);
+        let folds: BTreeSet<i64> = index
+            .iter()
+            .map(|s| match s.labels["fold"] {
+                Value::Int(f) => f,
+                _ => 0,
+            })
+            .collect();
+        assert_eq!(folds, (1..=5).collect());
+        assert!(ds.notes()[0].contains("no subject ids"), "{:?}", ds.notes());
+        let b = ds.load(&[0, 9], None).unwrap();
+        assert_eq!(b.ports["video"].dims(), &[2, 3, 3, 16, 16]);
+        assert!(!b.ports.contains_key("landmarks"));
+        std::fs::remove_dir_all(&root).ok();
+
+        let root = tmp("ferv");
+        assert_eq!(
+            write_layout(Corpus::Ferv39k, &synth_params(2, 5), &root, 3).unwrap(),
+            10
+        );
+        p.insert("root".into(), Value::Str(root.display().to_string()));
+        let ds = DferDataset::new(Corpus::Ferv39k, &p).unwrap();
+        let splits: Vec<String> = ds
+            .index()
+            .unwrap()
+            .iter()
+            .map(|s| format!("{:?}", s.labels["split"]))
+            .collect();
+        assert_eq!(splits.iter().filter(|s| s.contains("test")).count(), 2);
+        assert_eq!(splits.iter().filter(|s| s.contains("train")).count(), 8);
+        std::fs::remove_dir_all(&root).ok();
+    }
+
+    /// Every defect of an official list is a problem with its file and
+    /// row; the good lines still load.
+    #[test]
+    fn list_defects_are_reported_by_file_and_row() {
+        let root = tmp("dfew-bad");
+        write_layout(Corpus::Dfew, &synth_params(2, 5), &root, 3).unwrap();
+        let test1 = root
+            .join(DFEW_SPLITS)
+            .join("test(single-labeled)/set_1.csv");
+        let mut t = std::fs::read_to_string(&test1).unwrap();
+        // Clip 2 is already in set_2's test list; clip 6 is labelled
+        // differently elsewhere; code 9 does not exist; clip 77 has no frames.
+        t.push_str("2,1\n77,3\nx,1\n");
+        t = t.replacen("6,", "6,9\n6b,", 1);
+        std::fs::write(&test1, t).unwrap();
+        let s = scan(Corpus::Dfew, &root, "7class", false);
+        let msgs: Vec<String> = s.problems.iter().map(|p| p.to_string()).collect();
+        let has = |what: &str| {
+            msgs.iter()
+                .any(|m| m.contains(what) && m.contains("set_1.csv"))
+        };
+        assert!(
+            has("clip 2 is in the test list of set_") || has("folds must not overlap"),
+            "{msgs:#?}"
+        );
+        assert!(has("is not a DFEW code 1–7"), "{msgs:#?}");
+        assert!(has("`x` is not a clip number"), "{msgs:#?}");
+        assert!(
+            msgs.iter().any(|m| m.contains("clip 77: no frame folder")),
+            "{msgs:#?}"
+        );
+        assert!(msgs.iter().all(|m| m.contains(".csv")), "{msgs:#?}");
+        assert!(s.records.len() >= 8, "good clips still load");
+        std::fs::remove_dir_all(&root).ok();
+
+        let root = tmp("ferv-bad");
+        write_layout(Corpus::Ferv39k, &synth_params(2, 5), &root, 3).unwrap();
+        let list = root.join(FERV_LISTS).join("test_All.csv");
+        let mut t = std::fs::read_to_string(&list).unwrap();
+        let first = t.lines().next().unwrap().to_string();
+        t.push_str(&format!(
+            "{first}\nScene01/Bored/0099 Bored\nScene01/Happy/0001 Sad\nbroken\n"
+        ));
+        std::fs::write(&list, t).unwrap();
+        let s = scan(Corpus::Ferv39k, &root, "7class", false);
+        let msgs: Vec<String> = s.problems.iter().map(|p| p.to_string()).collect();
+        assert!(
+            msgs.iter().any(|m| m.contains("is listed again")),
+            "{msgs:#?}"
+        );
+        assert!(
+            msgs.iter()
+                .any(|m| m.contains("unknown class folder `Bored`")),
+            "{msgs:#?}"
+        );
+        assert!(
+            msgs.iter().any(|m| m.contains("label `Sad` disagrees")),
+            "{msgs:#?}"
+        );
+        assert!(
+            msgs.iter()
+                .any(|m| m.contains("`broken` is not Scene/Class/id")),
+            "{msgs:#?}"
+        );
+        assert!(
+            msgs.iter().all(|m| m.contains("test_All.csv:")),
+            "{msgs:#?}"
+        );
+        assert_eq!(s.records.len(), 10);
+        std::fs::remove_dir_all(&root).ok();
     }
 
     #[test]

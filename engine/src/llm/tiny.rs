@@ -126,8 +126,18 @@ pub fn tiny_checkpoint_sized(
     if arch != "llama" && arch != "qwen2" {
         return Err(BuildError(format!("architecture `{arch}`: llama or qwen2")));
     }
+    checkpoint_with(tiny_config_sized(arch, hidden), dir)
+}
+
+/// A random checkpoint of any shape `c` (its `vocab` is replaced by the
+/// tiny byte-level vocabulary's): for benchmarks at a real model's width
+/// and depth without its weights.
+pub fn checkpoint_with(
+    mut c: LlmConfig,
+    dir: &Path,
+) -> Result<(PathBuf, PathBuf, LlmConfig), BuildError> {
+    let arch = c.arch.clone();
     let meta = tiny_vocab();
-    let mut c = tiny_config_sized(arch, hidden);
     c.vocab = meta.tokens.len();
     let w = tiny_weights(&c, 7)?;
     let folder = dir.join(format!("{arch}-hf"));
