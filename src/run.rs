@@ -488,7 +488,7 @@ pub enum DataCmd {
     /// with OpenFace landmark CSVs for DFER corpora), readable by its loader.
     Synth {
         /// The layout to write.
-        #[arg(long, value_parser = ["casme2", "samm", "casme3", "mmew", "ravdess", "crema_d", "mead", "dfew", "ferv39k", "rafdb", "affectnet"], default_value = "casme2")]
+        #[arg(long, value_parser = ["casme2", "samm", "casme3", "mmew", "smic", "ravdess", "crema_d", "mead", "dfew", "ferv39k", "rafdb", "affectnet"], default_value = "casme2")]
         layout: String,
         #[arg(long)]
         out: PathBuf,
@@ -512,7 +512,7 @@ pub enum DataCmd {
     /// applied and every problem (file and row). Exit 1 when there are problems.
     Verify {
         root: PathBuf,
-        #[arg(long, value_parser = ["me.casme2", "me.samm", "me.casme3", "me.mmew", "dfer.ravdess", "dfer.crema_d", "dfer.mead", "dfer.dfew", "dfer.ferv39k", "fer.rafdb", "fer.affectnet"])]
+        #[arg(long, value_parser = ["me.casme2", "me.samm", "me.casme3", "me.mmew", "me.smic", "dfer.ravdess", "dfer.crema_d", "dfer.mead", "dfer.dfew", "dfer.ferv39k", "fer.rafdb", "fer.affectnet"])]
         dataset: String,
     },
 }

@@ -74,6 +74,8 @@ pub struct Layout {
     /// The writer puts the subject folder's name in the Subject cell
     /// (`spNO.1`) instead of its number.
     pub subject_as_text: bool,
+    /// Corpora without a label workbook (SMIC) are read from their folders.
+    pub folder_scan: Option<fn(&Layout, &Path) -> Scan>,
 }
 
 fn subject_then_file(sub: &str, file: &str, _: &str) -> String {
@@ -130,6 +132,7 @@ pub const CASME2: Layout = Layout {
     onset_fixes: &[],
     shared_videos: false,
     subject_as_text: false,
+    folder_scan: None,
 };
 
 /// SAMM (32 subjects, 200 fps, grayscale).
@@ -185,6 +188,7 @@ pub const SAMM: Layout = Layout {
     onset_fixes: &[],
     shared_videos: false,
     subject_as_text: false,
+    folder_scan: None,
 };
 
 /// CAS(ME)^3 part A (30 fps, colour; depth alongside, not read).
@@ -228,6 +232,7 @@ pub const CASME3: Layout = Layout {
     onset_fixes: &[(749, 2647), (750, 1)],
     shared_videos: true,
     subject_as_text: true,
+    folder_scan: None,
 };
 
 /// MMEW (36 subjects, 90 fps).
@@ -278,7 +283,182 @@ pub const MMEW: Layout = Layout {
     onset_fixes: &[],
     shared_videos: false,
     subject_as_text: false,
+    folder_scan: None,
 };
+
+/// SMIC-HS: no workbook; the class is the folder and each clip folder
+/// holds onset..offset.
+pub const SMIC: Layout = Layout {
+    dataset: "me.smic",
+    label_file: "HS",
+    header_row: 0,
+    cols: ["", "", "", "", "", "", ""],
+    header: &[],
+    subject_dir: |n| format!("s{n}"),
+    releases: &[("HS", false)],
+    frame_name: |_, n, _| format!("image{n:07}.bmp"),
+    apex_fixes: &[],
+    offset_fixes: &[],
+    au_fixes: &[],
+    class_sets: |_| {
+        vec![
+            ("negative", &["negative"][..]),
+            ("positive", &["positive"][..]),
+            ("surprise", &["surprise"][..]),
+        ]
+    },
+    emotion_name: |e| match e {
+        "happiness" => "positive",
+        "surprise" => "surprise",
+        _ => "negative",
+    },
+    clip_name: |_, k| format!("{k:02}"),
+    clip_dir: |sub, file, emotion| format!("{sub}/micro/{emotion}/{file}"),
+    onset_fixes: &[],
+    shared_videos: false,
+    subject_as_text: false,
+    folder_scan: Some(scan_smic),
+};
+
+const SMIC_CODES: [(&str, &str); 3] = [("positive", "po"), ("negative", "ne"), ("surprise", "sur")];
+
+/// The number in a frame file's name (`image0634079.bmp` → 634079).
+fn frame_number(p: &Path) -> Option<u32> {
+    let stem = p.file_stem()?.to_str()?;
+    let digits: String = stem.chars().filter(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+fn sorted_entries(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Reads SMIC-HS from its folders: `HS/s<N>/micro/<emotion>/s<N>_<code>_<kk>/`.
+fn scan_smic(_: &Layout, root: &Path) -> Scan {
+    let mut out = Scan::default();
+    let hs = root.join("HS");
+    let problem = |file: &Path, message: String| DataError {
+        file: file.display().to_string(),
+        row: None,
+        message,
+    };
+    if !hs.is_dir() {
+        out.problems.push(problem(
+            &hs,
+            "missing: SMIC keeps its high-speed clips in HS/".into(),
+        ));
+        return out;
+    }
+    let mut without = Vec::new();
+    for sdir in sorted_entries(&hs).into_iter().filter(|p| p.is_dir()) {
+        let sname = sdir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("")
+            .to_string();
+        let Some(number) = sname.strip_prefix('s').and_then(|n| n.parse::<u32>().ok()) else {
+            out.problems
+                .push(problem(&sdir, "not a subject folder s<N>".into()));
+            continue;
+        };
+        let micro = sdir.join("micro");
+        if !micro.is_dir() {
+            without.push(sname);
+            continue;
+        }
+        for edir in sorted_entries(&micro).into_iter().filter(|p| p.is_dir()) {
+            let emotion = edir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("")
+                .to_string();
+            let Some((_, code)) = SMIC_CODES.iter().find(|(e, _)| *e == emotion) else {
+                out.problems.push(problem(
+                    &edir,
+                    "unknown emotion folder (SMIC: positive, negative, surprise)".into(),
+                ));
+                continue;
+            };
+            for cdir in sorted_entries(&edir).into_iter().filter(|p| p.is_dir()) {
+                let filename = cdir
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("")
+                    .to_string();
+                let prefix = format!("s{number}_{code}_");
+                if !filename.starts_with(&prefix) {
+                    out.problems.push(problem(
+                        &cdir,
+                        format!("clip name disagrees with its folders (expected {prefix}<kk>)"),
+                    ));
+                    continue;
+                }
+                let mut frames: Vec<(u32, PathBuf)> = sorted_entries(&cdir)
+                    .into_iter()
+                    .filter(|p| {
+                        p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                            matches!(
+                                e.to_ascii_lowercase().as_str(),
+                                "bmp" | "jpg" | "jpeg" | "png"
+                            )
+                        })
+                    })
+                    .filter_map(|p| Some((frame_number(&p)?, p)))
+                    .collect();
+                frames.sort();
+                let (Some((on, _)), Some((off, _))) = (frames.first(), frames.last()) else {
+                    out.problems.push(problem(
+                        &cdir,
+                        "clip folder holds no numbered frames".into(),
+                    ));
+                    continue;
+                };
+                let (on, off) = (*on, *off);
+                if (off - on + 1) as usize != frames.len() {
+                    let have: std::collections::BTreeSet<u32> =
+                        frames.iter().map(|(n, _)| *n).collect();
+                    let gap = (on..=off).find(|n| !have.contains(n)).unwrap_or(on);
+                    out.problems.push(problem(
+                        &cdir,
+                        format!(
+                            "frame {gap} is missing ({} frames from {on} to {off})",
+                            frames.len()
+                        ),
+                    ));
+                    continue;
+                }
+                out.records.push(Record {
+                    row: 0,
+                    subject: sname.clone(),
+                    filename,
+                    onset: on,
+                    apex: on + (off - on) / 2,
+                    offset: off,
+                    aus: vec![],
+                    emotion: emotion.clone(),
+                    frames: frames.into_iter().map(|(_, p)| p).collect(),
+                });
+            }
+        }
+    }
+    if !out.records.is_empty() {
+        out.corrections.push(format!(
+            "apex = the middle frame of each clip ({} clips; SMIC annotates none)",
+            out.records.len()
+        ));
+    }
+    if !without.is_empty() {
+        out.corrections.push(format!(
+            "subjects without micro-expressions (no micro/ folder): {}",
+            without.join(", ")
+        ));
+    }
+    out
+}
 
 /// The layout of a dataset kind.
 pub fn layout(dataset: &str) -> Option<&'static Layout> {
@@ -287,6 +467,7 @@ pub fn layout(dataset: &str) -> Option<&'static Layout> {
         "me.samm" | "samm" => Some(&SAMM),
         "me.casme3" | "casme3" => Some(&CASME3),
         "me.mmew" | "mmew" => Some(&MMEW),
+        "me.smic" | "smic" => Some(&SMIC),
         _ => None,
     }
 }
@@ -363,6 +544,9 @@ fn cell_u32(d: &Data) -> Option<u32> {
 
 /// Reads the label file and checks every clip's frames.
 pub fn scan(layout: &Layout, root: &Path, cropped: bool) -> Scan {
+    if let Some(f) = layout.folder_scan {
+        return f(layout, root);
+    }
     let mut out = Scan::default();
     let label = root.join(layout.label_file);
     let lf = label.display().to_string();
@@ -1025,6 +1209,11 @@ pub fn casme3(p: &BTreeMap<String, Value>) -> Result<Box<dyn Dataset>, BuildErro
     Ok(Box::new(MeDataset::new(&CASME3, p)?))
 }
 
+/// `me.smic`'s factory.
+pub fn smic(p: &BTreeMap<String, Value>) -> Result<Box<dyn Dataset>, BuildError> {
+    Ok(Box::new(MeDataset::new(&SMIC, p)?))
+}
+
 /// `me.mmew`'s factory.
 pub fn mmew(p: &BTreeMap<String, Value>) -> Result<Box<dyn Dataset>, BuildError> {
     Ok(Box::new(MeDataset::new(&MMEW, p)?))
@@ -1137,7 +1326,17 @@ pub fn write_layout(
             .and_then(|c| c.get(2..4))
             .and_then(|k| k.parse().ok())
             .unwrap_or(p + 1);
-        let filename = (layout.clip_name)(number, clip);
+        let filename = if layout.folder_scan.is_some() {
+            // SMIC names its clips s<N>_<po|ne|sur>_<kk>.
+            let e = (layout.emotion_name)(emotion);
+            let code = SMIC_CODES
+                .iter()
+                .find(|(n, _)| *n == e)
+                .map_or("ne", |(_, c)| c);
+            format!("s{number}_{code}_{}", (layout.clip_name)(number, clip))
+        } else {
+            (layout.clip_name)(number, clip)
+        };
         let mut r = SeededRng::derive(seed, &format!("layout/{id}"));
         let onset = 20 + r.below(200) as u32;
         let offset = onset + n as u32 - 1;
@@ -1195,8 +1394,10 @@ pub fn write_layout(
         }
     }
     std::fs::create_dir_all(root).map_err(|e| e.to_string())?;
-    wb.save(root.join(layout.label_file))
-        .map_err(|e| e.to_string())?;
+    if layout.folder_scan.is_none() {
+        wb.save(root.join(layout.label_file))
+            .map_err(|e| e.to_string())?;
+    }
     Ok(synth.len())
 }
 
@@ -1324,6 +1525,60 @@ mod tests {
             assert!(ok, "{report}");
             let _ = std::fs::remove_dir_all(&root);
         }
+    }
+
+    /// SMIC from its folders: classes from the folder, apex in the middle,
+    /// no AUs; a gap in a clip's frames and a misnamed clip are problems.
+    #[test]
+    fn smic_reads_from_folders_and_reports_gaps() {
+        let root = std::env::temp_dir().join(format!("mer-smic-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        write_layout(&SMIC, &synth(4), &root, 5, 1).unwrap();
+        std::fs::create_dir_all(root.join("HS/s9")).unwrap(); // a subject without MEs
+        let s = scan(&SMIC, &root, true);
+        assert!(s.problems.is_empty(), "{:?}", s.problems);
+        assert_eq!(s.records.len(), 12);
+        let r = &s.records[0];
+        assert_eq!((r.apex - r.onset, r.offset - r.onset), (2, 4));
+        assert!(r.aus.is_empty());
+        assert!(
+            s.corrections.iter().any(|c| c.contains("s9")),
+            "{:?}",
+            s.corrections
+        );
+        let d = MeDataset::new(&SMIC, &params(&root)).unwrap();
+        let labels: std::collections::BTreeSet<String> = d
+            .index()
+            .unwrap()
+            .iter()
+            .map(|m| format!("{:?}", m.labels["emotion"]))
+            .collect();
+        assert!(labels.len() >= 2, "{labels:?}");
+        // A gap, then a clip filed under the wrong emotion.
+        let gap = &s.records[1].frames[2];
+        std::fs::remove_file(gap).unwrap();
+        let clip = s.records[2].frames[0].parent().unwrap().to_path_buf();
+        let name = clip
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .replace("_po_", "_xx_")
+            .replace("_ne_", "_xx_")
+            .replace("_sur_", "_xx_");
+        std::fs::rename(&clip, clip.with_file_name(name)).unwrap();
+        let s = scan(&SMIC, &root, true);
+        let msgs: Vec<String> = s.problems.iter().map(|p| p.to_string()).collect();
+        assert_eq!(msgs.len(), 2, "{msgs:#?}");
+        assert!(
+            msgs.iter().any(|m| m.contains("is missing (4 frames")),
+            "{msgs:#?}"
+        );
+        assert!(
+            msgs.iter()
+                .any(|m| m.contains("disagrees with its folders")),
+            "{msgs:#?}"
+        );
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     /// MEB's CAS(ME)^3 onset patch applies only where the onset is after

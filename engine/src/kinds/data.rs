@@ -193,7 +193,14 @@ pub fn kinds() -> Vec<Kind> {
             .build(),
 me_with("me.casme2", "CASME II (26 subjects, 200 fps): CASME2-coding xlsx + sub*/EP*/img*.jpg, with the documented label corrections.", "CASME2_ROOT", &[1, 2, 4, 7, 12, 14, 15, 17], me5, "5class", Some(crate::data::me_layout::casme2)),
         me_with("me.samm", "SAMM (32 subjects, 200 fps, gray): SAMM_Micro_FACS_Codes xlsx + subject/clip/*.jpg.", "SAMM_ROOT", &[2, 4, 7, 12], &["5class", "3class_megc", "8class"], "5class", Some(crate::data::me_layout::samm)),
-        me("me.smic", "SMIC-HS (16 subjects with MEs, 100 fps): pos/neg/sur folders.", "SMIC_ROOT", ME_AUS, &["3class"], "3class"),
+        clip("me.smic", "SMIC-HS (16 subjects with MEs, 100 fps): `HS/s<N>/micro/<positive|negative|surprise>/s<N>_<po|ne|sur>_<kk>/` frame folders, each cut to onset..offset; the class is the folder. No AU labels (so no `aus` port) and no apex: the middle frame stands in (MEB's convention).", 6, 64, false)
+            .output("flow", "onset→apex optical flow [B, 2, H, W]")
+            .path("root", None, "Dataset folder as distributed (e.g. env(\"SMIC_ROOT\")), holding HS/.")
+            .choice("classes", &["3class"], Some("3class"), "Emotion label set: positive, negative, surprise.")
+            .bool("flow", true, "Compute the `flow` port: TV-L1 optical flow from the onset to the middle frame, cached on disk.")
+            .shapes(shapes::smic_data)
+            .dataset(crate::data::me_layout::smic)
+            .build(),
         me_with("me.casme3", "CAS(ME)^3 part A (30 fps): cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx + part_A/data/ME_A/spNO.<k>/<video>/color/<frame>.jpg; several MEs per video (numbered a, a2, … as MEB does), with MEB's corrections.", "CASME3_ROOT", ME_AUS, &["7class", "4class", "3class_megc"], "7class", Some(crate::data::me_layout::casme3)),
         me_with("me.mmew", "MMEW (36 subjects, 90 fps): MMEW_Micro_Exp.xlsx + Micro_Expression/<emotion>/<Filename>/<frame>.jpg.", "MMEW_ROOT", ME_AUS, &["6class", "7class", "3class_megc"], "6class", Some(crate::data::me_layout::mmew)),
         me("me.dfme", "DFME (CCAC 2024 challenge): train / TestA / TestB partitions, 7 classes.", "DFME_ROOT", ME_AUS, &["7class"], "7class"),

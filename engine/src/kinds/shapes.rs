@@ -80,6 +80,14 @@ pub fn me_data(c: &ShapeCtx) -> Result<Vec<TensorType>, ShapeError> {
     Ok(aus_and_flow(c, clip_ports(c, classes)))
 }
 
+/// `me.smic`: clip ports, then flow (SMIC has no AU labels, so no `aus`).
+pub fn smic_data(c: &ShapeCtx) -> Result<Vec<TensorType>, ShapeError> {
+    let classes = c.str("classes").and_then(classes_of);
+    let mut v = aus_and_flow(c, clip_ports(c, classes));
+    v.remove(v.len() - 2);
+    Ok(v)
+}
+
 /// `dfer.*` and `synth.dfer`: clip ports.
 pub fn dfer_data(c: &ShapeCtx) -> Result<Vec<TensorType>, ShapeError> {
     let classes = c
