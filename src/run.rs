@@ -512,13 +512,13 @@ pub enum DataCmd {
     /// applied and every problem (file and row). Exit 1 when there are problems.
     Verify {
         root: PathBuf,
-        #[arg(long, value_parser = ["me.casme2", "me.samm", "me.casme3", "me.mmew", "me.smic", "dfer.ravdess", "dfer.crema_d", "dfer.mead", "dfer.dfew", "dfer.ferv39k", "fer.rafdb", "fer.affectnet"])]
+        #[arg(long, value_parser = ["me.casme2", "me.samm", "me.casme3", "me.mmew", "me.smic", "dfer.ravdess", "dfer.crema_d", "dfer.mead", "dfer.dfew", "dfer.ferv39k", "fer.rafdb", "fer.affectnet", "au.disfa", "au.bp4d"])]
         dataset: String,
     },
 }
 
 pub fn data(args: DataCmd) -> ExitCode {
-    use mer_engine::data::{dfer_layout, fer_layout, me_layout, synth};
+    use mer_engine::data::{au_layout, dfer_layout, fer_layout, me_layout, synth};
     match args {
         DataCmd::Synth {
             layout,
@@ -582,6 +582,16 @@ pub fn data(args: DataCmd) -> ExitCode {
                 (None, None) if dataset.starts_with("fer.") => {
                     fer_layout::verify_still(&dataset, &root)
                 }
+                (None, None) if dataset == "au.disfa" => au_layout::verify(
+                    au_layout::AuCorpus::Disfa,
+                    &root,
+                    &[1, 2, 4, 6, 9, 12, 25, 26],
+                ),
+                (None, None) if dataset == "au.bp4d" => au_layout::verify(
+                    au_layout::AuCorpus::Bp4d,
+                    &root,
+                    &[1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24],
+                ),
                 (None, None) => (format!("no verifier for `{dataset}`"), false),
             };
             print!("{report}");

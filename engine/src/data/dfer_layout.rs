@@ -897,6 +897,8 @@ pub struct DferDataset {
     sampling: String,
     rate: usize,
     landmarks: bool,
+    /// Crop each frame to the landmarks' face box before resizing.
+    crop: bool,
     /// Each record's subject as an index into the sorted subjects.
     subject_ids: Vec<i64>,
     /// OpenFace tables already parsed, by record: read once, not every epoch.
@@ -914,6 +916,13 @@ impl DferDataset {
         };
         let set = super::text(p, "classes", "").to_string();
         let landmarks = super::text(p, "landmarks", "openface") == "openface";
+        let crop = super::text(p, "crop", "none") == "face";
+        if crop && !landmarks {
+            return Err(BuildError(format!(
+                "`{}`: crop = \"face\" crops to the OpenFace landmarks' box, so it needs landmarks = \"openface\"",
+                corpus.kind()
+            )));
+        }
         let s = scan(corpus, &root, &set, landmarks);
         if let Some(first) = s.problems.first() {
             let more = s.problems.len() - 1;
@@ -958,6 +967,7 @@ impl DferDataset {
             sampling: super::text(p, "sampling", "uniform").to_string(),
             rate: super::int(p, "sampling_rate", 1).max(1) as usize,
             landmarks,
+            crop,
         })
     }
 
@@ -1047,35 +1057,51 @@ impl Dataset for DferDataset {
             let picks = self.pick(r.frames.len(), aug.as_deref_mut());
             let mut planes: Vec<Vec<f32>> =
                 (0..ch).map(|_| Vec::with_capacity(t * h * w)).collect();
-            let mut dims = (1u32, 1u32);
+            let tracked = match (self.landmarks, &r.landmarks) {
+                (true, Some(csv)) => Some((self.openface(p, csv)?, csv)),
+                _ => None,
+            };
             for &fi in &picks {
-                dims = super::push_frame(&r.frames[fi], None, [h, w], &mut planes)?;
-            }
-            for pl in planes {
-                video.extend(pl);
-            }
-            if let (true, Some(csv)) = (self.landmarks, &r.landmarks) {
-                let tracked = self.openface(p, csv)?;
-                for &fi in &picks {
-                    // Nearest tracked frame (OpenFace numbers frames from 1).
-                    let want = fi + 1;
-                    let near = tracked
-                        .range(..=want)
-                        .next_back()
-                        .map(|(k, v)| (want - k, v))
-                        .into_iter()
-                        .chain(tracked.range(want..).next().map(|(k, v)| (k - want, v)))
-                        .min_by_key(|(d, _)| *d)
-                        .map(|(_, v)| v)
-                        .ok_or_else(|| problem(csv, "no tracked frame".into()))?;
+                // Nearest tracked frame (OpenFace numbers frames from 1).
+                let near = match &tracked {
+                    Some((t, csv)) => {
+                        let want = fi + 1;
+                        Some(
+                            t.range(..=want)
+                                .next_back()
+                                .map(|(k, v)| (want - k, v))
+                                .into_iter()
+                                .chain(t.range(want..).next().map(|(k, v)| (k - want, v)))
+                                .min_by_key(|(d, _)| *d)
+                                .map(|(_, v)| v)
+                                .ok_or_else(|| problem(csv, "no tracked frame".into()))?,
+                        )
+                    }
+                    None => None,
+                };
+                let crop = near.filter(|_| self.crop).map(|pts| face::crop_box(pts));
+                let dims = super::push_frame_crop(&r.frames[fi], None, [h, w], &mut planes, crop)?;
+                if let Some(near) = near {
+                    // Landmarks in the coordinates of what the model sees.
+                    let [x0, y0, cw, chh] = crop
+                        .map(|[x, y, w, h]| {
+                            let x = x.min(dims.0 - 1);
+                            let y = y.min(dims.1 - 1);
+                            [x, y, w.min(dims.0 - x).max(1), h.min(dims.1 - y).max(1)]
+                        })
+                        .unwrap_or([0, 0, dims.0, dims.1])
+                        .map(|v| v as f32);
                     let pts: Vec<[f32; 2]> = near
                         .iter()
-                        .map(|q| [q[0] / dims.0 as f32, q[1] / dims.1 as f32])
+                        .map(|q| [(q[0] - x0) / cw, (q[1] - y0) / chh])
                         .collect();
                     lms.extend(pts.iter().flatten());
                     boxes.extend(face::bounding_box(&pts));
                     lms5.extend(face::five_points(&pts).iter().flatten());
                 }
+            }
+            for pl in planes {
+                video.extend(pl);
             }
             emotion.push(r.class as i64);
             subject.push(self.subject_ids[p]);
@@ -1478,6 +1504,59 @@ mod tests {
             }
             std::fs::remove_dir_all(&root).ok();
         }
+    }
+
+    /// `crop = "face"`: frames are cut to the landmarks' grown square box,
+    /// so the face fills most of the frame and the landmark ports follow
+    /// the crop; without landmarks it is refused.
+    #[test]
+    fn face_crop_follows_the_landmarks() {
+        let root = tmp("crop");
+        write_layout(Corpus::CremaD, &synth_params(2, 2), &root, 4).unwrap();
+        // Generated faces fill the frame; move every face's landmarks into
+        // the top-left quarter so that the crop has something to cut.
+        let mut stack = vec![root.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let path = e.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.extension().is_some_and(|x| x == "csv") {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    let mut lines = text.lines();
+                    let mut out = format!("{}\n", lines.next().unwrap());
+                    for l in lines {
+                        let cells: Vec<String> = l
+                            .split(", ")
+                            .enumerate()
+                            .map(|(i, c)| match (i >= 5, c.parse::<f32>()) {
+                                (true, Ok(v)) => format!("{:.2}", v * 0.5),
+                                _ => c.to_string(),
+                            })
+                            .collect();
+                        out.push_str(&cells.join(", "));
+                        out.push('\n');
+                    }
+                    std::fs::write(&path, out).unwrap();
+                }
+            }
+        }
+        let mut p = loader_params(&root, "6class");
+        let wide = |p: &BTreeMap<String, Value>| -> f32 {
+            let ds = DferDataset::new(Corpus::CremaD, p).unwrap();
+            let b = ds.load(&[0, 1, 2], None).unwrap();
+            let boxes: Vec<f32> = b.ports["box"].flatten_all().unwrap().to_vec1().unwrap();
+            boxes.chunks(4).map(|q| q[2].max(q[3])).sum::<f32>() / (boxes.len() / 4) as f32
+        };
+        let full = wide(&p);
+        p.insert("crop".into(), Value::Str("face".into()));
+        let cropped = wide(&p);
+        assert!(cropped > full * 1.2, "face share {full} → {cropped}");
+        assert!((0.5..0.95).contains(&cropped), "{cropped}");
+        p.insert("landmarks".into(), Value::Str("none".into()));
+        let e = DferDataset::new(Corpus::CremaD, &p).err().unwrap().0;
+        assert!(e.contains("needs landmarks"), "{e}");
+        std::fs::remove_dir_all(&root).ok();
     }
 
     /// DFEW and FERV39k: generated trees in the distributed layouts load

@@ -344,10 +344,7 @@ fn hsv_to_rgb(h: f32, s: f32, v: f32) -> [u8; 3] {
 /// Where computed flows are kept: `MER_CACHE_DIR`, else
 /// `~/.cache/mer`, under `flow/`.
 pub fn cache_dir() -> Option<std::path::PathBuf> {
-    std::env::var_os("MER_CACHE_DIR")
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache/mer")))
-        .map(|d| d.join("flow"))
+    super::cache_root().map(|d| d.join("flow"))
 }
 
 /// TV-L1 flow between two decoded frames, cached on disk by the BLAKE3 of

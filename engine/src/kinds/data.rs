@@ -137,6 +137,12 @@ fn dfer(
             Some(landmarks),
             "Where face boxes and landmarks come from: `openface` reads `<clip>.csv` beside each frame folder (OpenFace 2 FeatureExtraction output, as RAVDESS's landmark release ships); `none` provides video and emotion only.",
         )
+        .choice(
+            "crop",
+            &["none", "face"],
+            Some("none"),
+            "`face` crops every frame to the OpenFace landmarks' box (grown by a quarter, square) before resizing; landmark ports are then in crop coordinates. Needs landmarks = \"openface\".",
+        )
         .shapes(shapes::dfer_data);
     match loader {
         Some(f) => b.dataset(f).build(),
@@ -144,14 +150,21 @@ fn dfer(
     }
 }
 
-fn au(name: &str, doc: &str, aus: &[i64]) -> Kind {
+fn au(
+    name: &str,
+    doc: &str,
+    aus: &[i64],
+    frames: &str,
+    loader: mer_registry::contracts::DatasetFactory,
+) -> Kind {
     KindBuilder::new(name, Role::Data)
         .doc(doc)
         .output("image", "frame [B, C, H, W]")
         .output("aus", "AU occurrence [B, n_aus]")
-        .output("landmarks", "68-point landmarks [B, 68, 2]")
         .output("subject", "subject id [B]")
         .path("root", None, "Dataset folder as distributed.")
+        .string("frames", Some(frames), "Where the extracted frames are, under `root`: `{subject}`, `{task}`, `{frame}` (as labelled), `{index}` (0-based position). The default is ME-GraphAU's extraction.")
+        .int("stride", Some(1), Some(1), "Keep every N-th labelled frame (neighbouring frames are near-duplicates).")
         .ints("aus", Some(aus), Some(1), "AUs used as targets.")
         .ints("size", Some(&[224, 224]), Some(8), "Image size [H, W].")
         .float(
@@ -162,6 +175,7 @@ fn au(name: &str, doc: &str, aus: &[i64]) -> Kind {
             "AU intensity at or above which an AU counts as present.",
         )
         .shapes(shapes::au_data)
+        .dataset(loader)
         .build()
 }
 
@@ -216,7 +230,7 @@ me_with("me.casme2", "CASME II (26 subjects, 200 fps): CASME2-coding xlsx + sub*
         dfer("dfer.ravdess", "RAVDESS (Actor_01..24): `Actor_XX/<MM-VV-EE-II-SS-RR-AA>/` frame folders with filename-coded labels; speech clips, one copy per clip (audio-video preferred over its video-only twin).", "Actor-block folds (protocol.kfold).", &["8class", "7class"], "openface", Some(crate::data::dfer_layout::ravdess)),
         dfer("dfer.crema_d", "CREMA-D (91 actors): `VideoFlash/<actor>_<sentence>_<EMO>_<level>/` frame folders.", "Official folds: MAE-DFER's 5 actor blocks (1001–1018, 1019–1036, 1037–1054, 1055–1072, 1073–1091), as a `fold` label.", &["6class"], "openface", Some(crate::data::dfer_layout::crema_d)),
         dfer("dfer.mead", "MEAD front view: `<actor>/video/front/<emotion>/level_<n>/<nnn>/` frame folders.", "Actor folds (protocol.kfold; no official list exists).", &["8class"], "openface", Some(crate::data::dfer_layout::mead)),
-        au("au.disfa", "DISFA (27 subjects, 20 fps): per-AU intensity txt files.", &[1, 2, 4, 6, 9, 12, 25, 26]),
-        au("au.bp4d", "BP4D (41 subjects, 25 fps): per-task occurrence csv files.", &[1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24]),
+        au("au.disfa", "DISFA (27 subjects, 20 fps): `ActionUnit_Labels/SN0xx/SN0xx_au<k>.txt` intensities (present at ≥ `intensity_threshold`) + extracted frames; ME-GraphAU's subject-exclusive 3-fold split as a `fold` label.", &[1, 2, 4, 6, 9, 12, 25, 26], crate::data::au_layout::AuCorpus::Disfa.default_frames(), crate::data::au_layout::disfa),
+        au("au.bp4d", "BP4D (41 subjects, 25 fps): `AUCoding/AU_OCC/<Subject>_<Task>.csv` occurrences (frames with a requested AU coded 9 are left out and counted) + extracted frames; ME-GraphAU's subject-exclusive 3-fold split as a `fold` label.", &[1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24], crate::data::au_layout::AuCorpus::Bp4d.default_frames(), crate::data::au_layout::bp4d),
     ]
 }

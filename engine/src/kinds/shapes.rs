@@ -127,7 +127,6 @@ pub fn au_data(c: &ShapeCtx) -> Result<Vec<TensorType>, ShapeError> {
             vec![b(), Dim::Size(c.ints("aus").len())],
             Semantic::MultiLabel,
         ),
-        TensorType::f32(vec![b(), Dim::Size(68), Dim::Size(2)], Semantic::Landmarks),
         group_ids(),
     ])
 }
