@@ -335,6 +335,32 @@ pub fn five_points(lm: &[[f32; 2]]) -> [[f32; 2]; 5] {
     [mean(36..42), mean(42..48), lm[30], lm[48], lm[54]]
 }
 
+/// The face crop for 68 landmarks in pixels: their box grown by a quarter
+/// on each side and made square around its centre (`[x, y, w, h]`,
+/// clipped at 0; the decoder clips the far sides to the frame).
+pub fn crop_box(pts: &[[f32; 2]]) -> [u32; 4] {
+    let (mut x0, mut y0, mut x1, mut y1) = (f32::MAX, f32::MAX, f32::MIN, f32::MIN);
+    for q in pts {
+        x0 = x0.min(q[0]);
+        y0 = y0.min(q[1]);
+        x1 = x1.max(q[0]);
+        y1 = y1.max(q[1]);
+    }
+    if pts.is_empty() {
+        return [0, 0, 1, 1];
+    }
+    let side = (x1 - x0).max(y1 - y0) * 1.5;
+    let (cx, cy) = ((x0 + x1) / 2.0, (y0 + y1) / 2.0);
+    let x = (cx - side / 2.0).max(0.0);
+    let y = (cy - side / 2.0).max(0.0);
+    [
+        x as u32,
+        y as u32,
+        side.max(1.0) as u32,
+        side.max(1.0) as u32,
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,30 +414,4 @@ mod tests {
         assert!(diff(15, 25) > 1.0, "brow rows change: {}", diff(15, 25));
         assert!(diff(40, 60) < 1e-3, "mouth rows do not: {}", diff(40, 60));
     }
-}
-
-/// The face crop for 68 landmarks in pixels: their box grown by a quarter
-/// on each side and made square around its centre (`[x, y, w, h]`,
-/// clipped at 0; the decoder clips the far sides to the frame).
-pub fn crop_box(pts: &[[f32; 2]]) -> [u32; 4] {
-    let (mut x0, mut y0, mut x1, mut y1) = (f32::MAX, f32::MAX, f32::MIN, f32::MIN);
-    for q in pts {
-        x0 = x0.min(q[0]);
-        y0 = y0.min(q[1]);
-        x1 = x1.max(q[0]);
-        y1 = y1.max(q[1]);
-    }
-    if pts.is_empty() {
-        return [0, 0, 1, 1];
-    }
-    let side = (x1 - x0).max(y1 - y0) * 1.5;
-    let (cx, cy) = ((x0 + x1) / 2.0, (y0 + y1) / 2.0);
-    let x = (cx - side / 2.0).max(0.0);
-    let y = (cy - side / 2.0).max(0.0);
-    [
-        x as u32,
-        y as u32,
-        side.max(1.0) as u32,
-        side.max(1.0) as u32,
-    ]
 }
