@@ -829,3 +829,62 @@ fn missing_weights_are_reported_before_any_compute() {
     assert!(!known.exists());
     let _ = std::fs::remove_dir_all(&runs);
 }
+
+/// `train.normalize`: each fold standardises with statistics of its own
+/// training samples (never its test subject), records them, and the report
+/// says so; a port the data lacks stops the fold by name.
+#[test]
+fn normalisation_statistics_come_from_each_folds_training_samples_only() {
+    let runs = scratch("normalize");
+    let o = mer_in(
+        &runs,
+        &[
+            "run",
+            "tests/run/tiny.mer",
+            "--variant",
+            "base",
+            "--set",
+            "train.normalize=[\"flow\"]",
+            "--set",
+            "train.epochs=1",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let dir = variant_dir(&runs, "tiny", "base", 1);
+    let mut means = Vec::new();
+    for sub in ["sub01", "sub02", "sub03", "sub04"] {
+        let s = json(&dir.join("folds").join(sub).join("normalization.json"));
+        // 4 subjects × 5 clips; the held-out subject's 5 are not counted.
+        assert_eq!(s["flow"]["samples"], 15, "{sub}: {s}");
+        assert_eq!(s["flow"]["mean"].as_array().unwrap().len(), 2, "u and v");
+        assert!(s["flow"]["std"][0].as_f64().unwrap() > 0.0);
+        means.push(s["flow"]["mean"][0].as_f64().unwrap());
+    }
+    assert!(
+        means.windows(2).any(|w| w[0] != w[1]),
+        "each fold fits its own statistics: {means:?}"
+    );
+    let report =
+        std::fs::read_to_string(dir.parent().unwrap().parent().unwrap().join("report.md")).unwrap();
+    assert!(report.contains("training samples only"), "{report}");
+
+    let o = mer_in(
+        &runs,
+        &[
+            "run",
+            "tests/run/tiny.mer",
+            "--variant",
+            "base",
+            "--restart",
+            "--set",
+            "train.normalize=[\"nope\"]",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("train.normalize names `nope`"),
+        "{}",
+        text(&o)
+    );
+    let _ = std::fs::remove_dir_all(&runs);
+}

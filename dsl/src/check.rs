@@ -62,6 +62,12 @@ pub fn train_schema() -> Vec<ParamSpec> {
         spec("eval_every", int(1), Some(Value::Int(1)), "Evaluate every N epochs."),
         spec("accumulate", int(1), Some(Value::Int(1)), "Gradient accumulation steps."),
         spec(
+            "normalize",
+            ParamType::List(Box::new(ParamType::Str { choices: vec![] })),
+            Some(Value::List(vec![])),
+            "Data ports (e.g. [\"video\"]) standardised per channel with the mean and std of each fold's training samples only.",
+        ),
+        spec(
             "clip_grad_norm",
             ParamType::Optional(Box::new(ParamType::Float { min: Some(0.0), max: None })),
             Some(Value::None),

@@ -86,6 +86,18 @@ struct Data {
     sources: Vec<Source>,
     index: Vec<SampleMeta>,
     at: Vec<(usize, usize)>,
+    /// `train.normalize`: per-port `(mean, std)` shaped to broadcast over
+    /// a batch, fitted on the current fold's training samples only.
+    norm: std::cell::RefCell<BTreeMap<String, (Tensor, Tensor)>>,
+}
+
+/// One port's standardisation statistics, as `normalization.json` stores them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PortStats {
+    /// Training samples the statistics come from.
+    pub samples: usize,
+    pub mean: Vec<f64>,
+    pub std: Vec<f64>,
 }
 
 impl Data {
@@ -133,7 +145,12 @@ impl Data {
                 )));
             }
         }
-        Ok(Data { sources, index, at })
+        Ok(Data {
+            sources,
+            index,
+            at,
+            norm: Default::default(),
+        })
     }
 
     /// Loads global positions, which may span several sources, as one
@@ -166,14 +183,105 @@ impl Data {
             }
         }
         let mut out = BTreeMap::new();
+        let norm = self.norm.borrow();
         for (k, ts) in ports {
-            let t = match <[Tensor; 1]>::try_from(ts) {
+            let mut t = match <[Tensor; 1]>::try_from(ts) {
                 Ok([one]) => one,
                 Err(ts) => Tensor::cat(&ts, 0)?,
             };
+            if let Some((m, sd)) = norm.get(&k) {
+                t = t
+                    .to_dtype(DType::F32)?
+                    .broadcast_sub(m)?
+                    .broadcast_div(sd)?;
+            }
             out.insert(k, t);
         }
         Ok((ids, out))
+    }
+
+    /// Fits `train.normalize`: per-channel (axis 1) mean and standard
+    /// deviation of each named port over `positions` (the fold's training
+    /// samples, never its test or inner-validation ones), applied to every
+    /// later load until [`Data::clear_norm`].
+    fn fit_norm(
+        &self,
+        positions: &[usize],
+        ports: &[String],
+        batch: usize,
+    ) -> Result<BTreeMap<String, PortStats>, RunError> {
+        self.clear_norm();
+        // port → (sum, sum of squares, count) per channel
+        let mut acc: BTreeMap<String, (Vec<f64>, Vec<f64>, usize)> = BTreeMap::new();
+        let mut ranks: BTreeMap<String, usize> = BTreeMap::new();
+        for chunk in positions.chunks(batch.max(1)) {
+            let (_, loaded) = self.load(chunk, None)?;
+            for name in ports {
+                let t = loaded.get(name).ok_or_else(|| {
+                    RunError::Setup(format!(
+                        "train.normalize names `{name}`, which the data does not provide (ports: {})",
+                        loaded.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ))
+                })?;
+                let dims = t.dims().to_vec();
+                if dims.len() < 2 {
+                    return Err(RunError::Setup(format!(
+                        "train.normalize: `{name}` is {dims:?}; it needs a channel axis [B, C, …]"
+                    )));
+                }
+                ranks.insert(name.clone(), dims.len());
+                let c = dims[1];
+                let v = t
+                    .to_dtype(DType::F64)?
+                    .transpose(0, 1)?
+                    .contiguous()?
+                    .reshape((c, ()))?
+                    .to_vec2::<f64>()?;
+                let e = acc
+                    .entry(name.clone())
+                    .or_insert_with(|| (vec![0.0; c], vec![0.0; c], 0));
+                for (ch, row) in v.iter().enumerate() {
+                    e.0[ch] += row.iter().sum::<f64>();
+                    e.1[ch] += row.iter().map(|x| x * x).sum::<f64>();
+                }
+                e.2 += v.first().map_or(0, Vec::len);
+            }
+        }
+        let mut stats = BTreeMap::new();
+        let mut norm = BTreeMap::new();
+        for (name, (sum, sq, n)) in acc {
+            let n = n.max(1) as f64;
+            let mean: Vec<f64> = sum.iter().map(|s| s / n).collect();
+            let std: Vec<f64> = sq
+                .iter()
+                .zip(&mean)
+                .map(|(q, m)| (q / n - m * m).max(0.0).sqrt().max(1e-6))
+                .collect();
+            let mut shape = vec![1, mean.len()];
+            shape.resize(ranks[&name], 1);
+            let as_t = |v: &[f64]| {
+                Tensor::from_vec(
+                    v.iter().map(|x| *x as f32).collect::<Vec<_>>(),
+                    shape.clone(),
+                    &Device::Cpu,
+                )
+            };
+            norm.insert(name.clone(), (as_t(&mean)?, as_t(&std)?));
+            stats.insert(
+                name,
+                PortStats {
+                    samples: positions.len(),
+                    mean,
+                    std,
+                },
+            );
+        }
+        *self.norm.borrow_mut() = norm;
+        Ok(stats)
+    }
+
+    fn clear_norm(&self) {
+        self.norm.borrow_mut().clear();
     }
 
     fn feed(&self, ports: BTreeMap<String, Tensor>) -> BTreeMap<String, BTreeMap<String, Tensor>> {
@@ -270,6 +378,8 @@ struct TrainCfg {
     eval_every: usize,
     accumulate: usize,
     clip: Option<f64>,
+    /// Data ports standardised with the fold's training statistics.
+    normalize: Vec<String>,
 }
 
 fn train_cfg(config: &BTreeMap<String, Value>) -> TrainCfg {
@@ -292,6 +402,16 @@ fn train_cfg(config: &BTreeMap<String, Value>) -> TrainCfg {
         eval_every: int("eval_every", 1),
         accumulate: int("accumulate", 1),
         clip: t.get("clip_grad_norm").and_then(Value::as_f64),
+        normalize: match t.get("normalize") {
+            Some(Value::List(l)) => l
+                .iter()
+                .filter_map(|v| match v {
+                    Value::Str(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .collect(),
+            _ => vec![],
+        },
     }
 }
 
@@ -585,6 +705,15 @@ pub fn run_variant(
             .sources
             .iter()
             .flat_map(|s| s.dataset.notes().into_iter().map(|n| (s.name.clone(), n)))
+            .chain((!cfg.normalize.is_empty()).then(|| {
+                (
+                    "train.normalize".to_string(),
+                    format!(
+                        "{} standardised per channel with the mean and std of each fold's training samples only (test and inner-validation samples excluded); folds/<fold>/normalization.json holds them",
+                        cfg.normalize.join(", ")
+                    ),
+                )
+            }))
             .collect(),
         samples: data.index.len(),
         datasets: data
@@ -846,6 +975,13 @@ fn run_fold(
             "fold `{}` has no training samples",
             fold.name
         )));
+    }
+    if cfg.normalize.is_empty() {
+        data.clear_norm();
+    } else {
+        let stats = data.fit_norm(&train, &cfg.normalize, cfg.batch)?;
+        let path = fdir.join("normalization.json");
+        store::write_json(&path, &stats).map_err(io(&path))?;
     }
     let steps_per_epoch = train.len().div_ceil(cfg.batch * cfg.accumulate);
     let total_steps = steps_per_epoch * cfg.epochs;
