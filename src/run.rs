@@ -507,6 +507,9 @@ pub enum DataCmd {
         intensity: f64,
         #[arg(long, default_value_t = 0)]
         seed: i64,
+        /// The face: drawn per subject, or the public-domain astronaut photo.
+        #[arg(long, value_parser = ["drawn", "astronaut"], default_value = "drawn")]
+        face: String,
     },
     /// Report samples, subjects, classes, AU frequencies, corrections
     /// applied and every problem (file and row). Exit 1 when there are problems.
@@ -529,8 +532,10 @@ pub fn data(args: DataCmd) -> ExitCode {
             size,
             intensity,
             seed,
+            face,
         } => {
             let p: std::collections::BTreeMap<String, Value> = [
+                ("face", Value::Str(face)),
                 ("subjects", Value::Int(subjects.max(1))),
                 ("clips_per_subject", Value::Int(clips_per_subject.max(1))),
                 (

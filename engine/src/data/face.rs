@@ -272,6 +272,88 @@ pub fn render(id: &Identity, lm: &Landmarks, h: usize, w: usize, color: bool) ->
     }
 }
 
+/// A photographed face whose features sit on the template landmarks
+/// (`assets/astronaut_face.png`, see its ATTRIBUTION.md): RGB in [0, 1].
+pub struct Photo {
+    pub w: usize,
+    pub h: usize,
+    pub rgb: Vec<[f32; 3]>,
+}
+
+/// The astronaut photo, decoded once.
+pub fn astronaut() -> &'static Photo {
+    static PHOTO: std::sync::OnceLock<Photo> = std::sync::OnceLock::new();
+    PHOTO.get_or_init(|| {
+        // The asset is compiled in and checked by a test, so decoding it
+        // cannot fail at run time.
+        let img = image::load_from_memory(include_bytes!("../../assets/astronaut_face.png"))
+            .map(|i| i.to_rgb8())
+            .unwrap_or_else(|_| image::RgbImage::new(1, 1));
+        Photo {
+            w: img.width() as usize,
+            h: img.height() as usize,
+            rgb: img
+                .pixels()
+                .map(|p| p.0.map(|v| v as f32 / 255.0))
+                .collect(),
+        }
+    })
+}
+
+impl Photo {
+    /// Bilinear sample at `(u, v)` in [0, 1] (clamped at the border).
+    pub fn sample(&self, u: f32, v: f32) -> [f32; 3] {
+        let x = (u * self.w as f32 - 0.5).clamp(0.0, (self.w - 1) as f32);
+        let y = (v * self.h as f32 - 0.5).clamp(0.0, (self.h - 1) as f32);
+        let (x0, y0) = (x.floor() as usize, y.floor() as usize);
+        let (x1, y1) = ((x0 + 1).min(self.w - 1), (y0 + 1).min(self.h - 1));
+        let (fx, fy) = (x - x0 as f32, y - y0 as f32);
+        let at = |x: usize, y: usize| self.rgb[y * self.w + x];
+        let mut out = [0f32; 3];
+        for (c, o) in out.iter_mut().enumerate() {
+            let top = at(x0, y0)[c] * (1.0 - fx) + at(x1, y0)[c] * fx;
+            let bottom = at(x0, y1)[c] * (1.0 - fx) + at(x1, y1)[c] * fx;
+            *o = top * (1.0 - fy) + bottom * fy;
+        }
+        out
+    }
+}
+
+/// Renders `photo` moved from its own landmarks (`neutral`) to `lm`: each
+/// output pixel samples the photo where the landmark motion field says it
+/// came from (the same field as [`flow_field`], so the generator's flow
+/// port stays exact up to the warp's interpolation); the identity adds
+/// its lighting gradient.
+pub fn render_photo(
+    photo: &Photo,
+    id: &Identity,
+    neutral: &Landmarks,
+    lm: &Landmarks,
+    h: usize,
+    w: usize,
+    color: bool,
+) -> Vec<Vec<f32>> {
+    let [fx, fy] = flow_field(neutral, lm, h, w);
+    let mut planes = vec![vec![0f32; h * w]; if color { 3 } else { 1 }];
+    for y in 0..h {
+        for x in 0..w {
+            let i = y * w + x;
+            let (u, v) = ((x as f32 + 0.5) / w as f32, (y as f32 + 0.5) / h as f32);
+            let px = photo.sample(u - fx[i] / w as f32, v - fy[i] / h as f32);
+            let light = 1.0 + id.light[0] * (u - 0.5) + id.light[1] * (v - 0.5);
+            if color {
+                for (c, plane) in planes.iter_mut().enumerate() {
+                    plane[i] = (px[c] * light).clamp(0.0, 1.0);
+                }
+            } else {
+                planes[0][i] =
+                    ((0.299 * px[0] + 0.587 * px[1] + 0.114 * px[2]) * light).clamp(0.0, 1.0);
+            }
+        }
+    }
+    planes
+}
+
 /// Squared distance from `p` to the segment `a`–`b`.
 fn seg_dist2(p: [f32; 2], a: [f32; 2], b: [f32; 2]) -> f32 {
     let (dx, dy) = (b[0] - a[0], b[1] - a[1]);

@@ -188,6 +188,8 @@ pub struct Synth {
     targets: Vec<i64>,
     class_names: Vec<&'static str>,
     identities: Vec<Identity>,
+    /// `face = "astronaut"`: a photographed face animated instead of the drawn one.
+    photo: Option<&'static face::Photo>,
     clips: Vec<Clip>,
     device: Device,
 }
@@ -263,7 +265,22 @@ impl Synth {
         let intensity = float(p, "intensity", 0.15) as f32;
         let total_w: f32 = classes.iter().map(|c| c.weight).sum();
         let mut rng = SeededRng::derive(seed, "synth/identities");
-        let identities: Vec<Identity> = (0..subjects).map(|_| identity(&mut rng)).collect();
+        let photo = match p.get("face") {
+            Some(Value::Str(f)) if f == "astronaut" => Some(face::astronaut()),
+            _ => None,
+        };
+        let identities: Vec<Identity> = (0..subjects)
+            .map(|_| {
+                let mut id = identity(&mut rng);
+                if photo.is_some() {
+                    // The photo is the face's shape: subjects differ in
+                    // lighting, head motion and expressions only.
+                    id.shape = [[0.0; 2]; 68];
+                    id.scale = [1.0, 1.0];
+                }
+                id
+            })
+            .collect();
         let mut clips = Vec::with_capacity(subjects * per);
         for s in 0..subjects {
             for k in 0..per {
@@ -327,6 +344,7 @@ impl Synth {
             targets: ints(p, "aus"),
             class_names: classes.iter().map(|c| c.name).collect(),
             identities,
+            photo,
             clips,
             device: Device::Cpu,
         })
@@ -417,7 +435,11 @@ impl Synth {
         let mut noise =
             SeededRng::derive(self.seed, &format!("synth/noise/{}/{}", c.id, t.to_bits()));
         let lm = self.landmarks(c, t, true);
-        let mut img = face::render(&self.identities[c.subject], &lm, h, w, self.color);
+        let id = &self.identities[c.subject];
+        let mut img = match self.photo {
+            Some(photo) => face::render_photo(photo, id, &face::template(), &lm, h, w, self.color),
+            None => face::render(id, &lm, h, w, self.color),
+        };
         for plane in img.iter_mut() {
             for v in plane.iter_mut() {
                 let n = if self.noise > 0.0 {
@@ -654,6 +676,66 @@ mod tests {
             p.insert(k.to_string(), v.clone());
         }
         p
+    }
+
+    /// `face = "astronaut"`: the photo, decoded (not the fallback), moved
+    /// by the expression where the AUs act and deterministic per seed.
+    #[test]
+    fn the_astronaut_photo_is_animated_where_the_aus_act() {
+        let photo = face::astronaut();
+        assert_eq!((photo.w, photo.h), (128, 128));
+        let p = params(&[
+            ("face", Value::Str("astronaut".into())),
+            ("size", Value::List(vec![Value::Int(64), Value::Int(64)])),
+            ("intensity", Value::Float(1.0)),
+            ("noise", Value::Float(0.0)),
+            ("color", Value::Bool(true)),
+        ]);
+        let a = Synth::new(Flavor::Me, &p).unwrap();
+        let b = Synth::new(Flavor::Me, &p).unwrap();
+        let info = a.clip_info(0).unwrap();
+        let onset = a.render_at(0, info.timing[0]).unwrap();
+        let apex = a.render_at(0, info.timing[1]).unwrap();
+        assert_eq!(onset, b.render_at(0, info.timing[0]).unwrap());
+        // The onset frame is the photo (correlation with a plain resample).
+        let plain: Vec<f32> = (0..64 * 64)
+            .map(|i| {
+                let (x, y) = (i % 64, i / 64);
+                photo.sample((x as f32 + 0.5) / 64.0, (y as f32 + 0.5) / 64.0)[0]
+            })
+            .collect();
+        let corr = {
+            let (ma, mb) = (mean(&onset[0]), mean(&plain));
+            let cov: f32 = onset[0]
+                .iter()
+                .zip(&plain)
+                .map(|(x, y)| (x - ma) * (y - mb))
+                .sum();
+            let va: f32 = onset[0].iter().map(|x| (x - ma).powi(2)).sum();
+            let vb: f32 = plain.iter().map(|y| (y - mb).powi(2)).sum();
+            cov / (va * vb).sqrt()
+        };
+        assert!(corr > 0.9, "onset frame vs the photo: r = {corr}");
+        // The expression changes pixels inside the face, not in the corners.
+        let diff = |x0: usize, y0: usize, n: usize| -> f32 {
+            let mut d = 0.0;
+            for y in y0..y0 + n {
+                for x in x0..x0 + n {
+                    d += (onset[0][y * 64 + x] - apex[0][y * 64 + x]).abs();
+                }
+            }
+            d
+        };
+        assert!(
+            diff(16, 16, 32) > 10.0 * diff(0, 0, 6).max(1e-3),
+            "{} vs {}",
+            diff(16, 16, 32),
+            diff(0, 0, 6)
+        );
+    }
+
+    fn mean(v: &[f32]) -> f32 {
+        v.iter().sum::<f32>() / v.len() as f32
     }
 
     #[test]

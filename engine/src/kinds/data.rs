@@ -192,6 +192,7 @@ pub fn kinds() -> Vec<Kind> {
             .float("intensity", Some(0.15), Some(0.0), Some(1.0), "Peak motion amplitude relative to a macro-expression.")
             .float("noise", Some(0.02), Some(0.0), Some(1.0), "Sensor noise standard deviation.")
             .int("seed", Some(0), Some(0), "Generator seed (independent of the training seed).")
+            .choice("face", &["drawn", "astronaut"], Some("drawn"), "`drawn`: a face drawn per subject; `astronaut`: the public-domain astronaut photo (scikit-image's) animated by the same landmark motions, subjects differing in lighting, head motion and expressions.")
             .shapes(shapes::me_data)
             .dataset(crate::data::synth::synth_me)
             .build(),
@@ -202,6 +203,7 @@ pub fn kinds() -> Vec<Kind> {
             .float("intensity", Some(0.6), Some(0.0), Some(1.0), "Peak expression amplitude.")
             .float("noise", Some(0.02), Some(0.0), Some(1.0), "Sensor noise standard deviation.")
             .int("seed", Some(0), Some(0), "Generator seed.")
+            .choice("face", &["drawn", "astronaut"], Some("drawn"), "`drawn`: a face drawn per subject; `astronaut`: the public-domain astronaut photo animated by the same landmark motions.")
             .shapes(shapes::dfer_data)
             .dataset(crate::data::synth::synth_dfer)
             .build(),

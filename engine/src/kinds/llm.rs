@@ -20,7 +20,6 @@ pub fn kinds() -> Vec<Kind> {
             .choice("dtype", &["f32", "f16", "bf16"], Some("f32"), "Compute dtype of the frozen base (CPU computes in f32).")
             .param("lora", ParamType::Optional(Box::new(lora_record())), Some(Value::None), "LoRA adapters; none keeps the LLM frozen.")
             .param("layers", ParamType::Optional(Box::new(ParamType::Int { min: Some(1), max: None })), Some(Value::None), "Keep only the first N decoder layers (then the final norm): a shallower, faster body from the same weights. none keeps all.")
-            .bool("gradient_checkpointing", false, "Recompute activations in the backward pass to save memory.")
             .shapes(shapes::llm_causal)
             .factory(crate::llm::build_causal)
             .build(),
@@ -38,13 +37,6 @@ pub fn kinds() -> Vec<Kind> {
                 &[("tokens", Value::Int(2)), ("dim", Value::Int(3))],
                 vec![ExampleInput::ClassIndex { dims: vec![2], classes: 3 }],
             )
-            .build(),
-        KindBuilder::new("llm.generate", Role::Component)
-            .doc("Greedy decoding with a KV cache, for rationales; evaluation only.")
-            .input("model", "an llm.causal node")
-            .output("text", "generated text per sample")
-            .int("max_tokens", Some(128), Some(1), "Maximum new tokens.")
-            .shapes(shapes::text)
             .build(),
     ]
 }

@@ -541,14 +541,6 @@ pub fn llm_prompt(c: &ShapeCtx) -> Result<Vec<TensorType>, ShapeError> {
     )])
 }
 
-pub fn text(_c: &ShapeCtx) -> Result<Vec<TensorType>, ShapeError> {
-    Ok(vec![TensorType {
-        dims: vec![b()],
-        dtype: mer_registry::DType::Text,
-        semantic: Semantic::Features,
-    }])
-}
-
 /// Class scores `[B, C]` against class-index targets.
 fn classification(c: &ShapeCtx, what: &str) -> Result<(), ShapeError> {
     let pred = c.input(0)?;

@@ -605,12 +605,6 @@ pub fn tokenizer_for(
 
 /// The `llm.causal` factory.
 pub fn build_causal(ctx: &mut BuildCtx) -> Result<Box<dyn mer_registry::Component>, BuildError> {
-    if ctx.bool("gradient_checkpointing")? {
-        return Err(BuildError(
-            "`gradient_checkpointing = true` is not implemented yet; the body keeps activations"
-                .into(),
-        ));
-    }
     let path = std::path::PathBuf::from(ctx.str("weights")?);
     let mut weights = Weights::open(&path, &ctx.device())?;
     if let Some(mer_registry::Value::Int(n)) = ctx.params.get("layers") {
