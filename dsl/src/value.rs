@@ -73,6 +73,22 @@ impl Value {
             _ => None,
         }
     }
+
+    /// The strings of a list (its other items skipped); `None` when this
+    /// is not a list.
+    pub fn as_strings(&self) -> Option<Vec<String>> {
+        match self {
+            Value::List(l) => Some(
+                l.iter()
+                    .filter_map(|v| match v {
+                        Value::Str(s) => Some(s.clone()),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        }
+    }
 }
 
 /// Recipe syntax, so that rendered values can be pasted back into a recipe

@@ -16,16 +16,7 @@ fn str_param(p: &BTreeMap<String, Value>, k: &str, d: &str) -> String {
 }
 
 fn names(p: &BTreeMap<String, Value>, k: &str) -> Vec<String> {
-    match p.get(k) {
-        Some(Value::List(l)) => l
-            .iter()
-            .filter_map(|v| match v {
-                Value::Str(s) => Some(s.clone()),
-                _ => None,
-            })
-            .collect(),
-        _ => vec![],
-    }
+    p.get(k).and_then(Value::as_strings).unwrap_or_default()
 }
 
 /// The value of column `col` for a sample: `subject` is the index's group;

@@ -402,16 +402,10 @@ fn train_cfg(config: &BTreeMap<String, Value>) -> TrainCfg {
         eval_every: int("eval_every", 1),
         accumulate: int("accumulate", 1),
         clip: t.get("clip_grad_norm").and_then(Value::as_f64),
-        normalize: match t.get("normalize") {
-            Some(Value::List(l)) => l
-                .iter()
-                .filter_map(|v| match v {
-                    Value::Str(s) => Some(s.clone()),
-                    _ => None,
-                })
-                .collect(),
-            _ => vec![],
-        },
+        normalize: t
+            .get("normalize")
+            .and_then(Value::as_strings)
+            .unwrap_or_default(),
     }
 }
 

@@ -13,6 +13,7 @@
 //! extraction, whose subject-exclusive 3-fold split both loaders carry as
 //! a `fold` label (fold k tests part 4−k).
 
+use super::problem_at as problem;
 use mer_registry::candle::{Device, Tensor};
 use mer_registry::{Batch, BuildError, DataError, Dataset, SampleMeta, SeededRng, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -111,14 +112,6 @@ pub struct Scan {
     pub records: Vec<FrameRecord>,
     pub notes: Vec<String>,
     pub problems: Vec<DataError>,
-}
-
-fn problem(file: &Path, row: Option<usize>, message: String) -> DataError {
-    DataError {
-        file: file.display().to_string(),
-        row,
-        message,
-    }
 }
 
 fn sorted(dir: &Path) -> Vec<PathBuf> {
@@ -488,20 +481,8 @@ impl AuDataset {
             AuCorpus::Disfa => scan_disfa(&root, &o),
             AuCorpus::Bp4d => scan_bp4d(&root, &o),
         };
-        if let Some(first) = s.problems.first() {
-            let more = s.problems.len() - 1;
-            return Err(BuildError(format!(
-                "{first}{}",
-                if more > 0 {
-                    format!(
-                        " (and {more} more problems: `mer data verify {} --dataset {}` lists them)",
-                        root.display(),
-                        corpus.kind()
-                    )
-                } else {
-                    String::new()
-                }
-            )));
+        if let Some(e) = super::refusal(&s.problems, &root, corpus.kind()) {
+            return Err(e);
         }
         if s.records.is_empty() {
             return Err(BuildError(format!(

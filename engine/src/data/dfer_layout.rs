@@ -178,11 +178,7 @@ impl Corpus {
 }
 
 fn problem(file: &Path, message: String) -> DataError {
-    DataError {
-        file: file.display().to_string(),
-        row: None,
-        message,
-    }
+    super::problem_at(file, None, message)
 }
 
 fn sorted_dir(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
@@ -335,11 +331,7 @@ pub fn scan(corpus: Corpus, root: &Path, set: &str, landmarks: bool) -> Scan {
 }
 
 fn row_error(file: &Path, row: usize, message: String) -> DataError {
-    DataError {
-        file: file.display().to_string(),
-        row: Some(row),
-        message,
-    }
+    super::problem_at(file, Some(row), message)
 }
 
 /// DFEW: the five official sets, each a test and a train list of
@@ -924,20 +916,8 @@ impl DferDataset {
             )));
         }
         let s = scan(corpus, &root, &set, landmarks);
-        if let Some(first) = s.problems.first() {
-            let more = s.problems.len() - 1;
-            return Err(BuildError(format!(
-                "{first}{}",
-                if more > 0 {
-                    format!(
-                        " (and {more} more problems: `mer data verify {} --dataset {}` lists them)",
-                        root.display(),
-                        corpus.kind()
-                    )
-                } else {
-                    String::new()
-                }
-            )));
+        if let Some(e) = super::refusal(&s.problems, &root, corpus.kind()) {
+            return Err(e);
         }
         if s.records.is_empty() {
             return Err(BuildError(format!(

@@ -15,6 +15,7 @@
 //!   is the test split. Images are whole photos: the loader crops the
 //!   annotated face box.
 
+use super::problem_at as err;
 use super::synth::Synth;
 use mer_registry::candle::{Device, Tensor};
 use mer_registry::{Batch, BuildError, DataError, Dataset, SampleMeta, SeededRng, Value};
@@ -65,14 +66,6 @@ pub struct Scan {
     /// Counted exclusions (shown in reports).
     pub notes: Vec<String>,
     pub problems: Vec<DataError>,
-}
-
-fn err(file: &Path, row: Option<usize>, message: String) -> DataError {
-    DataError {
-        file: file.display().to_string(),
-        row,
-        message,
-    }
 }
 
 /// Reads RAF-DB's label list and checks every image.
@@ -350,17 +343,8 @@ impl StillDataset {
         label: PathBuf,
         p: &BTreeMap<String, Value>,
     ) -> Result<Self, BuildError> {
-        if let Some(first) = s.problems.first() {
-            return Err(BuildError(format!(
-                "{first}{}",
-                match s.problems.len() - 1 {
-                    0 => String::new(),
-                    n => format!(
-                        " (and {n} more problems: `mer data verify {} --dataset {kind}` lists them)",
-                        root.display()
-                    ),
-                }
-            )));
+        if let Some(e) = super::refusal(&s.problems, root, kind) {
+            return Err(e);
         }
         if s.records.is_empty() {
             return Err(BuildError(format!(

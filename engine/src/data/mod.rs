@@ -68,6 +68,31 @@ pub(crate) fn size(
     }
 }
 
+/// A data problem at `file` (and its 1-based `row`, where there is one).
+pub(crate) fn problem_at(file: &Path, row: Option<usize>, message: String) -> DataError {
+    DataError {
+        file: file.display().to_string(),
+        row,
+        message,
+    }
+}
+
+/// The error a loader refuses to build with when its scan found problems:
+/// the first one, and how to list them all.
+pub(crate) fn refusal(problems: &[DataError], root: &Path, kind: &str) -> Option<BuildError> {
+    let first = problems.first()?;
+    Some(BuildError(format!(
+        "{first}{}",
+        match problems.len() - 1 {
+            0 => String::new(),
+            n => format!(
+                " (and {n} more problems: `mer data verify {} --dataset {kind}` lists them)",
+                root.display()
+            ),
+        }
+    )))
+}
+
 /// mer's disk cache: `MER_CACHE_DIR`, else `~/.cache/mer`.
 pub fn cache_root() -> Option<std::path::PathBuf> {
     std::env::var_os("MER_CACHE_DIR")

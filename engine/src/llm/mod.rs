@@ -567,16 +567,10 @@ pub fn lora_spec(v: Option<&mer_registry::Value>) -> Option<LoraSpec> {
         },
         alpha: m.get("alpha").and_then(Value::as_f64).unwrap_or(16.0),
         dropout: m.get("dropout").and_then(Value::as_f64).unwrap_or(0.0),
-        targets: match m.get("targets") {
-            Some(Value::List(l)) => l
-                .iter()
-                .filter_map(|v| match v {
-                    Value::Str(s) => Some(s.clone()),
-                    _ => None,
-                })
-                .collect(),
-            _ => vec!["q_proj".into(), "v_proj".into()],
-        },
+        targets: m
+            .get("targets")
+            .and_then(Value::as_strings)
+            .unwrap_or_else(|| vec!["q_proj".into(), "v_proj".into()]),
     })
 }
 

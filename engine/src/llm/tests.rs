@@ -22,7 +22,15 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn body(path: &Path, lora: Option<&LoraSpec>, store: &mut ParamStore) -> Body {
-    let w = Weights::open(path, &Device::Cpu).unwrap();
+    body_of(Weights::open(path, &Device::Cpu).unwrap(), lora, store).unwrap()
+}
+
+/// A body from already opened weights, its adapters in `store`.
+fn body_of(
+    w: Weights,
+    lora: Option<&LoraSpec>,
+    store: &mut ParamStore,
+) -> Result<Body, BuildError> {
     let params = BTreeMap::new();
     let mut ctx = BuildCtx {
         node: "llm",
@@ -31,7 +39,7 @@ fn body(path: &Path, lora: Option<&LoraSpec>, store: &mut ParamStore) -> Body {
         inputs: &[],
         vars: store,
     };
-    Body::new(w, lora, &mut ctx).unwrap()
+    Body::new(w, lora, &mut ctx)
 }
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
@@ -293,16 +301,7 @@ fn a_truncated_body_keeps_the_first_layers_and_the_final_norm() {
         if let Some(n) = keep {
             w.keep_layers(n).unwrap();
         }
-        let mut store = ParamStore::new(1, Device::Cpu);
-        let params = BTreeMap::new();
-        let mut ctx = BuildCtx {
-            node: "llm",
-            kind: "llm.causal",
-            params: &params,
-            inputs: &[],
-            vars: &mut store,
-        };
-        let b = Body::new(w, None, &mut ctx).unwrap();
+        let b = body_of(w, None, &mut ParamStore::new(1, Device::Cpu)).unwrap();
         (
             b.layers.len(),
             b.forward(&x, Mode::Eval, &mut SeededRng::new(0), None)
@@ -338,21 +337,13 @@ fn bad_checkpoints_and_targets_are_refused_by_name() {
     let (folder, _, _) = tiny_checkpoint("llama", &dir).unwrap();
     let w = Weights::open(&folder, &Device::Cpu).unwrap();
     let mut store = ParamStore::new(1, Device::Cpu);
-    let params = BTreeMap::new();
-    let mut ctx = BuildCtx {
-        node: "llm",
-        kind: "llm.causal",
-        params: &params,
-        inputs: &[],
-        vars: &mut store,
-    };
     let spec = LoraSpec {
         rank: 2,
         alpha: 4.0,
         dropout: 0.0,
         targets: vec!["qproj".into()],
     };
-    let e = Body::new(w, Some(&spec), &mut ctx).err().unwrap();
+    let e = body_of(w, Some(&spec), &mut store).err().unwrap();
     assert!(e.0.contains("`qproj` is not a projection"), "{}", e.0);
     let e = Weights::open(&dir.join("nope"), &Device::Cpu)
         .err()
@@ -402,15 +393,7 @@ fn the_real_smollm2_answers_and_trains_lora() {
         targets: vec!["q_proj".into(), "v_proj".into()],
     };
     let mut store = ParamStore::new(1, Device::Cpu);
-    let params = BTreeMap::new();
-    let mut ctx = BuildCtx {
-        node: "llm",
-        kind: "llm.causal",
-        params: &params,
-        inputs: &[],
-        vars: &mut store,
-    };
-    let m = Body::new(w, Some(&spec), &mut ctx).unwrap();
+    let m = body_of(w, Some(&spec), &mut store).unwrap();
     let t0 = std::time::Instant::now();
     let out = m.generate(&ids, 16).unwrap();
     let answer = tok.decode(&out).unwrap();
