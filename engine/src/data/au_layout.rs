@@ -620,14 +620,7 @@ pub fn verify(corpus: AuCorpus, root: &Path, aus: &[u32]) -> (String, bool) {
     let _ = writeln!(o, "AU occurrence: {}", freq.join(", "));
     let folds: BTreeSet<i64> = s.records.iter().map(|r| r.fold).collect();
     let _ = writeln!(o, "official folds: {}", folds.len());
-    let _ = writeln!(o, "notes: {}", s.notes.len());
-    for n in &s.notes {
-        let _ = writeln!(o, "  {n}");
-    }
-    let _ = writeln!(o, "problems: {}", s.problems.len());
-    for p in &s.problems {
-        let _ = writeln!(o, "  {p}");
-    }
+    super::verify_tail(&mut o, &s.notes, &s.problems);
     (o, s.problems.is_empty())
 }
 

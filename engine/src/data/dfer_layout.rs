@@ -1191,14 +1191,7 @@ pub fn verify(corpus: Corpus, root: &Path) -> (String, bool) {
         o,
         "frames without a tracked face (filled from the nearest tracked frame): {untracked}"
     );
-    let _ = writeln!(o, "notes: {}", s.notes.len());
-    for n in &s.notes {
-        let _ = writeln!(o, "  {n}");
-    }
-    let _ = writeln!(o, "problems: {}", s.problems.len());
-    for p in &s.problems {
-        let _ = writeln!(o, "  {p}");
-    }
+    super::verify_tail(&mut o, &s.notes, &s.problems);
     (o, s.problems.is_empty())
 }
 

@@ -548,14 +548,7 @@ pub fn verify_still(kind: &str, root: &Path) -> (String, bool) {
     }
     let list: Vec<String> = per.iter().map(|(k, v)| format!("{k} {v}")).collect();
     let _ = writeln!(o, "emotions: {}", list.join(", "));
-    let _ = writeln!(o, "notes: {}", s.notes.len());
-    for n in &s.notes {
-        let _ = writeln!(o, "  {n}");
-    }
-    let _ = writeln!(o, "problems: {}", s.problems.len());
-    for p in &s.problems {
-        let _ = writeln!(o, "  {p}");
-    }
+    super::verify_tail(&mut o, &s.notes, &s.problems);
     (o, s.problems.is_empty())
 }
 

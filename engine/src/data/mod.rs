@@ -93,6 +93,20 @@ pub(crate) fn refusal(problems: &[DataError], root: &Path, kind: &str) -> Option
     )))
 }
 
+/// The end of every `mer data verify` report: notes, then problems, each
+/// counted and listed.
+pub(crate) fn verify_tail(o: &mut String, notes: &[String], problems: &[DataError]) {
+    use std::fmt::Write;
+    let _ = writeln!(o, "notes: {}", notes.len());
+    for n in notes {
+        let _ = writeln!(o, "  {n}");
+    }
+    let _ = writeln!(o, "problems: {}", problems.len());
+    for p in problems {
+        let _ = writeln!(o, "  {p}");
+    }
+}
+
 /// mer's disk cache: `MER_CACHE_DIR`, else `~/.cache/mer`.
 pub fn cache_root() -> Option<std::path::PathBuf> {
     std::env::var_os("MER_CACHE_DIR")
