@@ -213,7 +213,7 @@ pub const CASME3: Layout = Layout {
     releases: &[("part_A/data/ME_A", false)],
     frame_name: |_, n, _| format!("color/{n}.jpg"),
     // MEB's patches (0-based data rows).
-    apex_fixes: &[(128, 123), (750, 1)],
+    apex_fixes: &[(128, 160), (750, 1)],
     offset_fixes: &[(708, 34), (796, 1845), (798, 2403)],
     au_fixes: &[],
     class_sets: casme3_classes,
@@ -262,11 +262,43 @@ pub const MMEW: Layout = Layout {
     subject_dir: |n| format!("S{n:02}"),
     releases: &[("Micro_Expression", false)],
     frame_name: |_, n, _| format!("{n}.jpg"),
-    // MEB corrects 16 rows' apex and offset; its table is not in the
-    // research notes this was built from, so none is applied: such rows are
-    // reported with file and row by `mer data verify`.
-    apex_fixes: &[],
-    offset_fixes: &[],
+    // MEB's corrections of 16 rows' apex and offset (0-based data rows).
+    apex_fixes: &[
+        (33, 40),
+        (35, 15),
+        (36, 46),
+        (37, 20),
+        (38, 25),
+        (39, 20),
+        (40, 23),
+        (41, 28),
+        (42, 32),
+        (142, 56),
+        (143, 32),
+        (145, 27),
+        (146, 22),
+        (148, 29),
+        (154, 31),
+        (156, 38),
+    ],
+    offset_fixes: &[
+        (33, 75),
+        (35, 54),
+        (36, 59),
+        (37, 98),
+        (38, 80),
+        (39, 93),
+        (40, 58),
+        (41, 61),
+        (42, 68),
+        (142, 88),
+        (143, 80),
+        (145, 85),
+        (146, 61),
+        (148, 108),
+        (154, 72),
+        (156, 106),
+    ],
     au_fixes: &[],
     class_sets: mmew_classes,
     emotion_name: |e| match e {
@@ -664,34 +696,36 @@ pub fn scan(layout: &Layout, root: &Path, cropped: bool) -> Scan {
         let mut onset = cell_u32(&get(c_onset));
         let mut apex = cell_u32(&get(c_apex));
         let mut offset = cell_u32(&get(c_offset));
-        let late_onset = matches!((onset, apex), (Some(o), Some(a)) if o > a);
-        if onset.is_none() || late_onset {
-            if let Some((_, fix)) = layout.onset_fixes.iter().find(|(r, _)| *r == i) {
-                out.corrections.push(format!(
-                    "row {row} ({name}): {c_onset} `{}` → {fix} (MEB's table)",
-                    cell_text(&get(c_onset))
-                ));
-                onset = Some(*fix);
+        let dir = frames_dir.join((layout.clip_dir)(
+            &subject,
+            &filename,
+            &cell_text(&get(c_emotion)),
+        ));
+        // A row is sound when its frame numbers are in order and name
+        // frames that exist; the documented fixes apply to unsound rows
+        // only, so a corrected file passes through untouched.
+        let sound = |on: Option<u32>, ap: Option<u32>, off: Option<u32>| match (on, ap, off) {
+            (Some(o), Some(a), Some(f)) if o <= a && a <= f && f - o < 100_000 => {
+                (o..=f).all(|n| {
+                    dir.join((layout.frame_name)(&subject, n, cropped))
+                        .is_file()
+                })
             }
-        }
-        let apex_outside =
-            matches!((onset, apex, offset), (Some(o), Some(a), Some(f)) if a < o || a > f);
-        if apex.is_none() || apex_outside {
-            if let Some((_, fix)) = layout.apex_fixes.iter().find(|(r, _)| *r == i) {
-                out.corrections.push(format!(
-                    "row {row} ({name}): {c_apex} `{}` → {fix} (MEB's table)",
-                    cell_text(&get(c_apex))
-                ));
-                apex = Some(*fix);
-            }
-        }
-        if let (Some(a), Some(f)) = (apex, offset) {
-            if f < a {
-                if let Some((_, fix)) = layout.offset_fixes.iter().find(|(r, _)| *r == i) {
+            _ => false,
+        };
+        if !sound(onset, apex, offset) {
+            let fix = |table: &[(usize, u32)]| table.iter().find(|(r, _)| *r == i).map(|(_, v)| *v);
+            for (cell, col, table) in [
+                (&mut onset, c_onset, layout.onset_fixes),
+                (&mut apex, c_apex, layout.apex_fixes),
+                (&mut offset, c_offset, layout.offset_fixes),
+            ] {
+                if let Some(v) = fix(table).filter(|v| *cell != Some(*v)) {
                     out.corrections.push(format!(
-                        "row {row} ({name}): {c_offset} {f} → {fix} (MEB's table)"
+                        "row {row} ({name}): {col} `{}` → {v} (MEB's table)",
+                        cell_text(&get(col))
                     ));
-                    offset = Some(*fix);
+                    *cell = Some(v);
                 }
             }
         }
@@ -740,11 +774,6 @@ pub fn scan(layout: &Layout, root: &Path, cropped: bool) -> Scan {
                 continue;
             }
         };
-        let dir = frames_dir.join((layout.clip_dir)(
-            &subject,
-            &filename,
-            &cell_text(&get(c_emotion)),
-        ));
         let frames: Vec<PathBuf> = (on..=off)
             .map(|n| dir.join((layout.frame_name)(&subject, n, cropped)))
             .collect();
@@ -1615,21 +1644,24 @@ mod tests {
             }
         }
         wb.save(root.join(CASME3.label_file)).unwrap();
-        std::fs::create_dir_all(root.join("part_A/data/ME_A")).unwrap();
+        let video = root.join("part_A/data/ME_A/spNO.1/a/color");
+        std::fs::create_dir_all(&video).unwrap();
+        for n in 1..=3 {
+            image::RgbImage::new(4, 4)
+                .save(video.join(format!("{n}.jpg")))
+                .unwrap();
+        }
         let s = scan(&CASME3, &root, true);
+        // Rows 128 and 708 have fixes but are sound: untouched.
         assert_eq!(s.corrections.len(), 1, "{:?}", s.corrections);
         assert!(
             s.corrections[0].contains("row 751") && s.corrections[0].contains("→ 2647"),
             "{:?}",
             s.corrections
         );
-        // Frames are absent: every row is a missing-frame problem, none a
-        // bad-ordering one.
-        assert!(
-            s.problems.iter().all(|p| p.message.contains("is missing")),
-            "{:?}",
-            &s.problems[..3]
-        );
+        // Row 751, now in order, names frames this tree lacks.
+        assert_eq!(s.problems.len(), 1, "{:?}", s.problems);
+        assert!(s.problems[0].message.contains("is missing") && s.problems[0].row == Some(751));
         let _ = std::fs::remove_dir_all(&root);
     }
 
