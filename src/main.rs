@@ -214,6 +214,32 @@ enum ModelsCmd {
         #[arg(long)]
         to: Option<PathBuf>,
     },
+    /// Greedy text from a checkpoint (a Hugging Face folder or a `.gguf`),
+    /// optionally with the PEFT adapters a run saved
+    /// (`runs/…/folds/<fold>/adapters/<node>/`).
+    Generate {
+        /// The checkpoint, as the recipe's `weights`.
+        weights: PathBuf,
+        #[arg(long)]
+        prompt: String,
+        /// Wrap the prompt in the ChatML template SmolLM2 and Qwen2 were tuned on.
+        #[arg(long)]
+        chat: bool,
+        /// A PEFT adapter folder.
+        #[arg(long)]
+        adapters: Option<PathBuf>,
+        /// Keep the first N decoder layers, as the recipe's `layers`.
+        #[arg(long)]
+        layers: Option<usize>,
+        /// A `tokenizer.json` instead of the checkpoint's own.
+        #[arg(long)]
+        tokenizer: Option<String>,
+        #[arg(long, default_value_t = 64)]
+        max_tokens: usize,
+        /// cpu, cuda:N or auto.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
     /// A 2-layer random LLaMA or Qwen2 (byte-level BPE tokenizer) as
     /// `OUT/<arch>-hf/` and `OUT/<arch>.gguf`.
     Tiny {
@@ -422,6 +448,66 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Cmd::Models {
+            cmd:
+                ModelsCmd::Generate {
+                    weights,
+                    prompt,
+                    chat,
+                    adapters,
+                    layers,
+                    tokenizer,
+                    max_tokens,
+                    device,
+                },
+        } => {
+            let device = match mer_engine::runner::device(&device) {
+                Ok((d, note)) => {
+                    if let Some(n) = note {
+                        eprintln!("{n}");
+                    }
+                    d
+                }
+                Err(m) => {
+                    eprintln!("error: {m}");
+                    return ExitCode::from(2);
+                }
+            };
+            let prompt = if chat {
+                format!("<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n")
+            } else {
+                prompt
+            };
+            let req = mer_engine::llm::generate::Request {
+                weights: &weights,
+                tokenizer: tokenizer.as_deref(),
+                adapters: adapters.as_deref(),
+                layers,
+                prompt: &prompt,
+                max_tokens,
+            };
+            let t0 = std::time::Instant::now();
+            match mer_engine::llm::generate::generate(&req, &device) {
+                Ok(a) => {
+                    println!("{}", a.text);
+                    eprintln!(
+                        "{} tokens in {:.2} s{}",
+                        a.tokens,
+                        t0.elapsed().as_secs_f64(),
+                        if a.adapters > 0 {
+                            format!(", {} adapter tensors", a.adapters)
+                        } else {
+                            String::new()
+                        }
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {}", e.0);
+                    ExitCode::from(1)
+                }
+            }
+        }
         Cmd::Data { cmd } => run::data(cmd),
         Cmd::Run {
             file,

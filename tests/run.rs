@@ -771,6 +771,36 @@ fn au_llm_runs_end_to_end_with_a_gguf_llm_and_saves_peft_adapters() {
             assert!(n > 0.0, "{k} never trained");
         }
     }
+    // The saved adapters load back for generation, all of them or none.
+    let (g, a) = (gguf.to_str().unwrap(), adapters.to_str().unwrap());
+    let ask = |extra: &[&str]| {
+        let mut args = vec![
+            "models",
+            "generate",
+            g,
+            "--prompt",
+            "ab",
+            "--max-tokens",
+            "3",
+            "--adapters",
+            a,
+        ];
+        args.extend(extra);
+        Command::new(env!("CARGO_BIN_EXE_mer"))
+            .args(&args)
+            .output()
+            .unwrap()
+    };
+    let o = ask(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("8 adapter tensors"), "{}", text(&o));
+    let o = ask(&["--layers", "1"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("adapter_model.safetensors") && text(&o).contains("--layers"),
+        "{}",
+        text(&o)
+    );
     let _ = std::fs::remove_dir_all(runs);
 }
 

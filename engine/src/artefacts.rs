@@ -231,7 +231,7 @@ pub fn fetch(
     if is_intact(a, dest) {
         return Ok(());
     }
-    let agent = ureq::AgentBuilder::new()
+    let agent = crate::net::agent()
         .timeout_connect(std::time::Duration::from_secs(20))
         .timeout_read(std::time::Duration::from_secs(120))
         .build();

@@ -14,6 +14,7 @@ pub mod kinds;
 pub mod llm;
 pub mod loss;
 pub mod metrics;
+pub mod net;
 pub mod nn;
 pub mod optim;
 pub mod protocols;

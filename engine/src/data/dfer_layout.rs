@@ -16,8 +16,10 @@
 //! ships and what OpenFace writes for the others. Frames OpenFace did not
 //! track take the nearest tracked frame's landmarks.
 //!
-//! Videos that were not extracted are reported with the command that
-//! extracts them: mer reads frames, it does not link a video decoder.
+//! A video without its frame folder is decoded into mer's cache when an
+//! `ffmpeg` is available ([`super::video`]), only if the scan keeps its
+//! clip; otherwise it is reported with the command that extracts it. Its
+//! sample id and landmark CSV are those of the folder it would have.
 
 use super::face;
 use super::synth::Synth;
@@ -227,13 +229,60 @@ fn frames_of(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     Ok(frames)
 }
 
-/// A video without its frame folder: say how to extract it.
+/// Videos whose clips have no extracted folder, and what decoding them did.
+#[derive(Default)]
+struct Videos {
+    ffmpeg: Option<PathBuf>,
+    /// Clip folder (as if extracted) → its video, decoded when kept.
+    pending: HashMap<PathBuf, PathBuf>,
+    fresh: usize,
+    cached: usize,
+}
+
+impl Videos {
+    /// The clip folders among `entries`: the extracted ones, and one for
+    /// each video without its folder when a decoder can make it; a video
+    /// that can't be decoded is a problem naming it.
+    fn clips(&mut self, entries: &[PathBuf], problems: &mut Vec<DataError>) -> BTreeSet<PathBuf> {
+        let mut dirs: BTreeSet<PathBuf> = entries.iter().filter(|p| p.is_dir()).cloned().collect();
+        for v in entries.iter().filter(|p| p.is_file() && is_video(p)) {
+            let clip = v.with_extension("");
+            if dirs.contains(&clip) {
+                continue;
+            }
+            if self.ffmpeg.is_some() {
+                self.pending.insert(clip.clone(), v.clone());
+                dirs.insert(clip);
+            } else {
+                problems.push(unextracted(v));
+            }
+        }
+        dirs
+    }
+
+    /// Where `clip`'s frames are: the folder itself, or its decoded video.
+    fn frames_dir(&mut self, clip: &Path) -> Result<PathBuf, DataError> {
+        match (self.pending.get(clip), &self.ffmpeg) {
+            (Some(v), Some(f)) => {
+                let (dir, how) = super::video::frames(v, f)?;
+                match how {
+                    super::video::Decoded::Fresh => self.fresh += 1,
+                    super::video::Decoded::Cached => self.cached += 1,
+                }
+                Ok(dir)
+            }
+            _ => Ok(clip.to_path_buf()),
+        }
+    }
+}
+
+/// A video without its frame folder and no decoder: say how to extract it.
 fn unextracted(video: &Path) -> DataError {
     let dir = video.with_extension("");
     problem(
         video,
         format!(
-            "video not extracted to frames; mer reads frame folders: run `mkdir -p {d} && ffmpeg -i {v} {d}/%05d.png` (and OpenFace `FeatureExtraction -fdir {d} -2Dfp -out_dir {p}` for landmarks)",
+            "video not extracted to frames, and no ffmpeg to decode it (set MER_FFMPEG or put ffmpeg on PATH; PyPI's imageio-ffmpeg ships one): or run `mkdir -p {d} && ffmpeg -i {v} {d}/%05d.png` (and OpenFace `FeatureExtraction -fdir {d} -2Dfp -out_dir {p}` for landmarks)",
             d = dir.display(),
             v = video.display(),
             p = dir.parent().unwrap_or(Path::new(".")).display()
@@ -243,6 +292,21 @@ fn unextracted(video: &Path) -> DataError {
 
 /// Reads the corpus folder: every clip, or a problem naming its file.
 pub fn scan(corpus: Corpus, root: &Path, set: &str, landmarks: bool) -> Scan {
+    scan_with(corpus, root, set, landmarks, super::video::decoder())
+}
+
+/// [`scan`] with an explicit video decoder (`None`: videos are reported).
+fn scan_with(
+    corpus: Corpus,
+    root: &Path,
+    set: &str,
+    landmarks: bool,
+    ffmpeg: Option<PathBuf>,
+) -> Scan {
+    let mut videos = Videos {
+        ffmpeg,
+        ..Videos::default()
+    };
     let mut out = Scan::default();
     if !root.is_dir() {
         out.problems
@@ -254,9 +318,15 @@ pub fn scan(corpus: Corpus, root: &Path, set: &str, landmarks: bool) -> Scan {
     let mut found: Vec<Found> = Vec::new();
     let mut left_out: BTreeMap<String, usize> = BTreeMap::new();
     match corpus {
-        Corpus::Ravdess => scan_ravdess(root, &mut found, &mut left_out, &mut out.problems),
-        Corpus::CremaD => scan_crema(root, &mut found, &mut out.problems),
-        Corpus::Mead => scan_mead(root, &mut found, &mut out.problems),
+        Corpus::Ravdess => scan_ravdess(
+            root,
+            &mut found,
+            &mut left_out,
+            &mut videos,
+            &mut out.problems,
+        ),
+        Corpus::CremaD => scan_crema(root, &mut found, &mut videos, &mut out.problems),
+        Corpus::Mead => scan_mead(root, &mut found, &mut videos, &mut out.problems),
         Corpus::Dfew => scan_dfew(root, &mut found, &mut out.problems),
         Corpus::Ferv39k => scan_ferv39k(root, &mut found, &mut out.problems),
     }
@@ -274,7 +344,7 @@ pub fn scan(corpus: Corpus, root: &Path, set: &str, landmarks: bool) -> Scan {
                 .or_default() += 1;
             continue;
         };
-        let frames = match frames_of(&dir) {
+        let frames = match videos.frames_dir(&dir).and_then(|d| frames_of(&d)) {
             Ok(f) => f,
             Err(e) => {
                 out.problems.push(e);
@@ -326,6 +396,16 @@ pub fn scan(corpus: Corpus, root: &Path, set: &str, landmarks: bool) -> Scan {
     }
     for (what, n) in left_out {
         out.notes.push(format!("left out: {n} {what}"));
+    }
+    if let (Some(f), true) = (&videos.ffmpeg, videos.fresh + videos.cached > 0) {
+        out.notes.push(format!(
+            "{} clips read from their videos (no frame folder): {} decoded now with `{}`, {} from the cache ({})",
+            videos.fresh + videos.cached,
+            videos.fresh,
+            f.display(),
+            videos.cached,
+            super::cache_root().map_or_else(String::new, |c| c.join("videos").display().to_string())
+        ));
     }
     out
 }
@@ -587,6 +667,7 @@ fn scan_ravdess(
     root: &Path,
     found: &mut Vec<Found>,
     left_out: &mut BTreeMap<String, usize>,
+    videos: &mut Videos,
     problems: &mut Vec<DataError>,
 ) {
     let actors = match sorted_dir(root) {
@@ -612,17 +693,11 @@ fn scan_ravdess(
                 continue;
             }
         };
-        let dirs: BTreeSet<String> = entries
+        let dirs: BTreeSet<String> = videos
+            .clips(&entries, problems)
             .iter()
-            .filter(|p| p.is_dir())
             .filter_map(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_string))
             .collect();
-        for v in entries.iter().filter(|p| p.is_file() && is_video(p)) {
-            let stem = v.file_stem().and_then(|s| s.to_str()).unwrap_or("");
-            if !dirs.contains(stem) {
-                problems.push(unextracted(v));
-            }
-        }
         for stem in &dirs {
             let dir = actor_dir.join(stem);
             let f: Vec<&str> = stem.split('-').collect();
@@ -692,7 +767,12 @@ fn scan_ravdess(
     }
 }
 
-fn scan_crema(root: &Path, found: &mut Vec<Found>, problems: &mut Vec<DataError>) {
+fn scan_crema(
+    root: &Path,
+    found: &mut Vec<Found>,
+    videos: &mut Videos,
+    problems: &mut Vec<DataError>,
+) {
     let base = root.join("VideoFlash");
     let entries = match sorted_dir(&base) {
         Ok(e) => e,
@@ -703,13 +783,7 @@ fn scan_crema(root: &Path, found: &mut Vec<Found>, problems: &mut Vec<DataError>
             ))
         }
     };
-    let dirs: BTreeSet<PathBuf> = entries.iter().filter(|p| p.is_dir()).cloned().collect();
-    for v in entries.iter().filter(|p| p.is_file() && is_video(p)) {
-        if !dirs.contains(&v.with_extension("")) {
-            problems.push(unextracted(v));
-        }
-    }
-    for dir in dirs {
+    for dir in videos.clips(&entries, problems) {
         let stem = dir
             .file_name()
             .and_then(|n| n.to_str())
@@ -743,7 +817,12 @@ fn scan_crema(root: &Path, found: &mut Vec<Found>, problems: &mut Vec<DataError>
     }
 }
 
-fn scan_mead(root: &Path, found: &mut Vec<Found>, problems: &mut Vec<DataError>) {
+fn scan_mead(
+    root: &Path,
+    found: &mut Vec<Found>,
+    videos: &mut Videos,
+    problems: &mut Vec<DataError>,
+) {
     let actors = match sorted_dir(root) {
         Ok(a) => a,
         Err(e) => return problems.push(e),
@@ -790,14 +869,7 @@ fn scan_mead(root: &Path, found: &mut Vec<Found>, problems: &mut Vec<DataError>)
                     continue;
                 }
                 let clips = sorted_dir(&ldir).unwrap_or_default();
-                let dirs: BTreeSet<PathBuf> =
-                    clips.iter().filter(|p| p.is_dir()).cloned().collect();
-                for v in clips.iter().filter(|p| p.is_file() && is_video(p)) {
-                    if !dirs.contains(&v.with_extension("")) {
-                        problems.push(unextracted(v));
-                    }
-                }
-                for d in dirs {
+                for d in videos.clips(&clips, problems) {
                     found.push(Found::new(d, actor.clone(), class, None));
                 }
             }
@@ -1699,7 +1771,8 @@ mod tests {
             .find(|p| p.is_dir() && p.with_extension("csv").is_file())
             .unwrap();
         std::fs::remove_file(first.with_extension("csv")).unwrap();
-        let s = scan(Corpus::Ravdess, &root, "8class", true);
+        // No decoder: the video is reported with how to extract it.
+        let s = scan_with(Corpus::Ravdess, &root, "8class", true, None);
         let text: Vec<String> = s.problems.iter().map(|p| p.to_string()).collect();
         let has = |needle: &str| text.iter().any(|t| t.contains(needle));
         assert!(
@@ -1743,6 +1816,79 @@ mod tests {
             .problems
             .iter()
             .any(|p| p.to_string().contains("unknown emotion `XYZ`")));
+        std::fs::remove_dir_all(&root).ok();
+    }
+
+    fn pixels(p: &Path) -> Vec<u8> {
+        image::open(p).unwrap().to_rgb8().into_raw()
+    }
+
+    /// A clip shipped as a video (no frame folder) reads as the folder
+    /// would: same id, same landmarks, the same pixels (encoded
+    /// losslessly here), decoded once and then taken from the cache; an
+    /// undecodable video is a problem naming it.
+    #[test]
+    fn videos_without_frame_folders_are_decoded_through_ffmpeg() {
+        let Some(ffmpeg) = crate::data::video::test_ffmpeg() else {
+            return;
+        };
+        let root = tmp("video");
+        write_layout(Corpus::Ravdess, &synth_params(1, 2), &root, 5).unwrap();
+        let folders = scan_with(Corpus::Ravdess, &root, "8class", true, None);
+        assert!(folders.problems.is_empty(), "{:?}", folders.problems);
+        let rec = folders.records[0].clone();
+        let dir = root.join(&rec.id);
+        let video = dir.with_extension("mp4");
+        let status = std::process::Command::new(&ffmpeg)
+            .args(["-nostdin", "-v", "error", "-framerate", "30", "-i"])
+            .arg(dir.join("%05d.png"))
+            .args(["-c:v", "libx264rgb", "-qp", "0"])
+            .arg(&video)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let kept = root.join("kept");
+        std::fs::rename(&dir, &kept).unwrap();
+        let from_video = scan_with(Corpus::Ravdess, &root, "8class", true, Some(ffmpeg.clone()));
+        assert!(from_video.problems.is_empty(), "{:?}", from_video.problems);
+        let ids = |s: &Scan| s.records.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&from_video), ids(&folders), "no clip lost or renamed");
+        let got = &from_video.records[0];
+        assert_eq!(got.id, rec.id);
+        assert_eq!(got.landmarks, rec.landmarks, "the CSV beside the video");
+        assert_eq!(got.frames.len(), rec.frames.len());
+        assert!(!got.frames[0].starts_with(&root), "decoded into the cache");
+        for (a, b) in got.frames.iter().zip(&rec.frames) {
+            let b = kept.join(b.file_name().unwrap());
+            assert_eq!(pixels(a), pixels(&b), "{}", a.display());
+        }
+        let note = |s: &Scan, what: &str| s.notes.iter().any(|n| n.contains(what));
+        assert!(
+            note(&from_video, "1 clips read from their videos"),
+            "{:?}",
+            from_video.notes
+        );
+        assert!(note(&from_video, "1 decoded now"), "{:?}", from_video.notes);
+        let again = scan_with(Corpus::Ravdess, &root, "8class", true, Some(ffmpeg.clone()));
+        assert!(
+            note(&again, "0 decoded now") && note(&again, "1 from the cache"),
+            "{:?}",
+            again.notes
+        );
+        assert_eq!(again.records[0].frames, got.frames);
+        // A broken video names itself and what ffmpeg said.
+        let other = root.join(&folders.records[1].id);
+        std::fs::remove_dir_all(&other).unwrap();
+        std::fs::write(other.with_extension("mp4"), b"not a video").unwrap();
+        let broken = scan_with(Corpus::Ravdess, &root, "8class", true, Some(ffmpeg));
+        let text: Vec<String> = broken.problems.iter().map(|p| p.to_string()).collect();
+        assert!(
+            text.iter()
+                .any(|t| t.contains(&format!("{}.mp4", folders.records[1].id))
+                    && t.contains("could not decode it")),
+            "{text:#?}"
+        );
+        assert_eq!(broken.records.len(), folders.records.len() - 1);
         std::fs::remove_dir_all(&root).ok();
     }
 

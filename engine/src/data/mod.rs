@@ -10,6 +10,7 @@ pub mod fer_layout;
 pub mod flow;
 pub mod me_layout;
 pub mod synth;
+pub mod video;
 
 use mer_registry::{BuildError, DataError, Value};
 use std::collections::BTreeMap;

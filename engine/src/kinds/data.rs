@@ -219,7 +219,7 @@ me_with("me.casme2", "CASME II (26 subjects, 200 fps): CASME2-coding xlsx + sub*
             .build(),
         me_with("me.casme3", "CAS(ME)^3 part A (30 fps): cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx + part_A/data/ME_A/spNO.<k>/<video>/color/<frame>.jpg; several MEs per video (numbered a, a2, … as MEB does), with MEB's corrections.", "CASME3_ROOT", ME_AUS, &["7class", "4class", "3class_megc"], "7class", Some(crate::data::me_layout::casme3)),
         me_with("me.mmew", "MMEW (36 subjects, 90 fps): MMEW_Micro_Exp.xlsx + Micro_Expression/<emotion>/<Filename>/<frame>.jpg.", "MMEW_ROOT", ME_AUS, &["6class", "7class", "3class_megc"], "6class", Some(crate::data::me_layout::mmew)),
-        me("me.dfme", "DFME (CCAC 2024 challenge): train / TestA / TestB partitions, 7 classes.", "DFME_ROOT", ME_AUS, &["7class"], "7class"),
+        me("me.dfme", "DFME (CCAC 2024 challenge): train / TestA / TestB partitions, 7 classes. No loader yet: the on-disk layout and label files ship only with the licence package and are not public, so recipes check but do not run on it.", "DFME_ROOT", ME_AUS, &["7class"], "7class"),
         still("fer.rafdb", "RAF-DB basic: basic/EmoLabel/list_patition_label.txt + basic/Image/aligned/*_aligned.jpg (7 classes); the official train/test split as a `split` label (protocol.official). No landmarks port data: RAF-DB basic ships none in 68 points.")
             .dataset(crate::data::fer_layout::rafdb)
             .build(),

@@ -14,6 +14,7 @@
 //!   adapters are [`LoraLinear`]s on the named projections;
 //! - [`Body::generate`] decodes greedily with a KV cache.
 
+pub mod generate;
 pub mod gguf;
 pub mod tiny;
 pub mod tokenizer;

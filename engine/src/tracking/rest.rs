@@ -143,7 +143,7 @@ impl Rest {
         let timeout = env_num("MLFLOW_HTTP_REQUEST_TIMEOUT", 120.0).max(0.1);
         Ok(Rest {
             base,
-            agent: ureq::AgentBuilder::new()
+            agent: crate::net::agent()
                 .timeout(Duration::from_secs_f64(timeout))
                 .build(),
             auth,
