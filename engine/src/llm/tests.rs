@@ -444,3 +444,74 @@ fn the_real_smollm2_answers_and_trains_lora() {
         }
     }
 }
+
+fn ask<'a>(
+    w: &'a Path,
+    adapters: Option<&'a Path>,
+    layers: Option<usize>,
+) -> Result<generate::Answer, BuildError> {
+    let req = generate::Request {
+        weights: w,
+        tokenizer: None,
+        adapters,
+        layers,
+        prompt: "abc",
+        max_tokens: 6,
+    };
+    generate::generate(&req, &Device::Cpu)
+}
+
+/// Adapters saved as a run saves them change what the model says; zero
+/// adapters (B = 0, as at initialisation) change nothing; a file that does
+/// not fit the model is an error, never a half-loaded model.
+#[test]
+fn saved_adapters_load_and_change_the_answer() {
+    let dir = scratch("generate");
+    let (folder, _, _) = tiny_checkpoint("llama", &dir).unwrap();
+    let base = ask(&folder, None, None).unwrap();
+    assert_eq!(base.adapters, 0);
+    let spec = LoraSpec {
+        rank: 2,
+        alpha: 4.0,
+        dropout: 0.0,
+        targets: vec!["q_proj".into(), "v_proj".into()],
+    };
+    let mut store = ParamStore::new(3, Device::Cpu);
+    body(&folder, Some(&spec), &mut store);
+    let zero: HashMap<String, Tensor> = store
+        .vars()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect();
+    let peft = dir.join("zero");
+    save_peft(&zero, "llm", &spec, "tiny", &peft).unwrap();
+    let same = ask(&folder, Some(&peft), None).unwrap();
+    assert_eq!(same.adapters, zero.len());
+    assert_eq!(same.text, base.text, "B = 0 adds nothing");
+    let trained: HashMap<String, Tensor> = zero
+        .iter()
+        .map(|(k, t)| {
+            let t = if k.contains("lora_B") {
+                (t.ones_like().unwrap() * 3.0).unwrap()
+            } else {
+                t.clone()
+            };
+            (k.clone(), t)
+        })
+        .collect();
+    let moved = dir.join("moved");
+    save_peft(&trained, "llm", &spec, "tiny", &moved).unwrap();
+    let other = ask(&folder, Some(&moved), None).unwrap();
+    assert_ne!(other.text, base.text, "non-zero adapters change the answer");
+    // A file for 2 layers does not fit a 1-layer body, and says so.
+    let e = ask(&folder, Some(&moved), Some(1)).err().unwrap();
+    assert!(e.0.contains("--layers"), "{}", e.0);
+    // A broken config names its file.
+    std::fs::write(moved.join("adapter_config.json"), "{\"r\": 0}").unwrap();
+    let e = ask(&folder, Some(&moved), None).err().unwrap();
+    assert!(
+        e.0.contains("adapter_config.json") && e.0.contains("`r`"),
+        "{}",
+        e.0
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
