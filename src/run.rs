@@ -7,9 +7,33 @@ use mer_engine::report;
 use mer_engine::runner::{self, Progress, RunOptions, VariantResult};
 use mer_engine::tracking::{self, sync::RunContext, Tracker};
 use mer_registry::{Registry, Value};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// Set by the first Ctrl-C; the runner stops at the next batch.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    // Only async-signal-safe work here: a second Ctrl-C while the first
+    // is being honoured ends the process at once.
+    if STOP.swap(true, Ordering::SeqCst) {
+        unsafe { libc::_exit(130) };
+    }
+}
+
+/// The first Ctrl-C asks the run to stop after the current batch (the
+/// fold keeps its last epoch checkpoint), the second one kills it.
+fn catch_sigint() {
+    let handler: extern "C" fn(libc::c_int) = on_sigint;
+    // SAFETY: the handler only touches an atomic and calls `_exit`, both
+    // async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, handler as libc::sighandler_t);
+    }
+}
 
 /// Bars for folds and for the batches of the current fold (with ETA);
 /// plain lines when stderr is not a terminal.
@@ -19,6 +43,14 @@ pub struct Bars {
     fold: RefCell<Option<ProgressBar>>,
     label: String,
     tty: bool,
+    /// For the plain per-epoch lines: the fold, its epochs, when it
+    /// started and at which epoch (a resumed fold starts late).
+    fold_name: RefCell<String>,
+    fold_index: Cell<usize>,
+    fold_total: Cell<usize>,
+    epochs: Cell<usize>,
+    started: Cell<Instant>,
+    first_epoch: Cell<Option<usize>>,
 }
 
 impl Bars {
@@ -41,6 +73,12 @@ impl Bars {
             fold: RefCell::new(None),
             label: label.to_string(),
             tty,
+            fold_name: RefCell::new(String::new()),
+            fold_index: Cell::new(0),
+            fold_total: Cell::new(0),
+            epochs: Cell::new(0),
+            started: Cell::new(Instant::now()),
+            first_epoch: Cell::new(None),
         }
     }
 }
@@ -48,8 +86,14 @@ impl Bars {
 impl Progress for Bars {
     fn folds(&self, total: usize) {
         self.folds.set_length(total as u64);
+        self.fold_total.set(total);
     }
-    fn fold_start(&self, _index: usize, name: &str, epochs: usize, batches: usize) {
+    fn fold_start(&self, index: usize, name: &str, epochs: usize, batches: usize) {
+        *self.fold_name.borrow_mut() = name.to_string();
+        self.fold_index.set(index);
+        self.epochs.set(epochs);
+        self.started.set(Instant::now());
+        self.first_epoch.set(None);
         let pb = self.multi.add(ProgressBar::new((epochs * batches) as u64));
         pb.set_style(
             ProgressStyle::with_template("  {prefix} {bar:24} epoch {msg} [{elapsed} < {eta}]")
@@ -68,6 +112,24 @@ impl Progress for Bars {
         if let Some(pb) = self.fold.borrow().as_ref() {
             pb.set_message(format!("{epoch} done, loss {loss:.4}"));
         }
+        // A resumed fold's first epoch here is not its first: count only
+        // the epochs this process trained.
+        let first = *self.first_epoch.get().get_or_insert(epoch - 1);
+        self.first_epoch.set(Some(first));
+        if !self.tty {
+            let secs = self.started.get().elapsed().as_secs_f64();
+            let per_epoch = secs / (epoch - first).max(1) as f64;
+            let left = self.epochs.get().saturating_sub(epoch) as f64 * per_epoch;
+            eprintln!(
+                "{}: fold {}/{} {} epoch {epoch}/{} loss {loss:.4} ({per_epoch:.1} s/epoch, fold ETA {})",
+                self.label,
+                self.fold_index.get() + 1,
+                self.fold_total.get(),
+                self.fold_name.borrow(),
+                self.epochs.get(),
+                eta(left)
+            );
+        }
     }
     fn fold_end(&self, name: &str, state: &str) {
         if let Some(pb) = self.fold.borrow_mut().take() {
@@ -84,6 +146,19 @@ impl Progress for Bars {
         if !self.tty {
             eprintln!("{}: {message}", self.label);
         }
+    }
+    fn interrupted(&self) -> bool {
+        STOP.load(Ordering::SeqCst)
+    }
+}
+
+/// `42 s`, `3 min 05 s`, `1 h 02 min`.
+fn eta(secs: f64) -> String {
+    let s = secs.round().max(0.0) as u64;
+    match s {
+        0..=59 => format!("{s} s"),
+        60..=3599 => format!("{} min {:02} s", s / 60, s % 60),
+        _ => format!("{} h {:02} min", s / 3600, (s % 3600) / 60),
     }
 }
 
@@ -188,6 +263,26 @@ fn preflight_paths(
     }
 }
 
+/// One line per dataset root the chosen variants read, as resolved and
+/// where from (recipe, override, environment variable, or a default because
+/// the variable is unset): a misspelt variable shows here before any compute.
+fn print_data_roots(variants: &[&mer_dsl::CheckedVariant]) {
+    let mut seen = std::collections::BTreeSet::new();
+    for v in variants {
+        for r in mer_dsl::resolve::data_roots(&v.variant.tree) {
+            let line = r.describe();
+            if seen.insert(line.clone()) {
+                let missing = if Path::new(&r.root).exists() {
+                    ""
+                } else {
+                    " (not found)"
+                };
+                eprintln!("data {line}{missing}");
+            }
+        }
+    }
+}
+
 /// Fetches `a` to `dest` with a progress bar on stderr.
 pub fn fetch_with_bar(
     a: &mer_engine::artefacts::Artefact,
@@ -256,6 +351,23 @@ impl Tracking {
     fn describe(&self) -> Option<String> {
         self.tracker.as_ref().map(|t| t.describe())
     }
+
+    /// The server page with the experiment's runs table. MLflow 3.17's UI
+    /// picks its pages from a global GenAI / model-training switch (default
+    /// GenAI, which shows an empty "Traces" overview), not from the
+    /// experiment's `mlflow.experimentKind` tag, so the link names it.
+    fn runs_page(&mut self, experiment: &str) -> Option<String> {
+        let t = self.tracker.as_mut()?;
+        let base = t.describe();
+        if !base.starts_with("http") {
+            return None;
+        }
+        let id = t.experiment(experiment).ok()?;
+        Some(format!(
+            "{}/#/experiments/{id}/runs?workflowType=machine_learning",
+            base.trim_end_matches('/')
+        ))
+    }
 }
 
 /// The recipe's repository commit, `+dirty` with local changes.
@@ -301,20 +413,16 @@ pub fn run(reg: &Registry, e: &CheckedExperiment, args: &RunArgs) -> ExitCode {
     if let Some(n) = note {
         eprintln!("{n}");
     }
-    let variants: Vec<_> = match &args.variant {
-        Some(w) => e.variants.iter().filter(|v| &v.variant.name == w).collect(),
-        None => e.variants.iter().collect(),
+    catch_sigint();
+    let picked = match crate::pick_variants(e, reg, args.variant.as_deref()) {
+        Ok(p) => p,
+        Err(m) => {
+            eprintln!("error: {m}");
+            return ExitCode::from(2);
+        }
     };
-    if variants.is_empty() {
-        let names: Vec<&str> = e.variants.iter().map(|v| v.variant.name.as_str()).collect();
-        eprintln!(
-            "error: experiment `{}` has no variant `{}`; variants: {}",
-            e.name,
-            args.variant.clone().unwrap_or_default(),
-            names.join(", ")
-        );
-        return ExitCode::from(2);
-    }
+    let variants: Vec<_> = picked.iter().map(|(v, _)| *v).collect();
+    print_data_roots(&variants);
     if let Err(m) = preflight_paths(reg, &variants, args.offline) {
         eprintln!("error: before any compute:\n{m}");
         return ExitCode::from(2);
@@ -341,8 +449,12 @@ pub fn run(reg: &Registry, e: &CheckedExperiment, args: &RunArgs) -> ExitCode {
     // One cache for every variant, seed and fold of this invocation.
     let mut cache = mer_engine::exec::FeatureCache::default();
     cache.disabled = args.no_feature_cache;
-    for v in variants {
-        for seed in seeds(&v.recipe.config) {
+    for (v, only_seed) in picked {
+        let seeds = match only_seed {
+            Some(s) => vec![s],
+            None => seeds(&v.recipe.config),
+        };
+        for seed in seeds {
             let label = format!("{}/{} seed {seed}", e.name, v.variant.name);
             let bars = Bars::new(&label);
             match runner::run_variant(e, v, seed, reg, &opts, &mut cache, &bars) {
@@ -358,6 +470,13 @@ pub fn run(reg: &Registry, e: &CheckedExperiment, args: &RunArgs) -> ExitCode {
                     }
                     track.sync(&vdir);
                     done.push(r);
+                }
+                Err(err @ runner::RunError::Interrupted { .. }) => {
+                    drop(bars);
+                    eprintln!("{label}: {err}");
+                    track.sync(&runner::variant_dir(&opts.root, e, &v.variant.name, seed));
+                    // 128 + SIGINT, as a shell reports a Ctrl-C.
+                    return ExitCode::from(130);
                 }
                 Err(err) => {
                     drop(bars);
@@ -400,15 +519,20 @@ pub fn run(reg: &Registry, e: &CheckedExperiment, args: &RunArgs) -> ExitCode {
                     return ExitCode::from(1);
                 }
             }
-            print!("{md}");
+            // The terminal gets the headline table; the report file has
+            // every table.
+            out!("{}", report::markdown_of(&summary(&blocks)));
             eprintln!(
-                "report: {} (and report.tex, {} figures in figures/)",
+                "full report: {} (and report.tex, {} figures in figures/)",
                 exp_dir.join("report.md").display(),
                 figures.len()
             );
             track.sync(&exp_dir);
             if let Some(d) = track.describe() {
                 eprintln!("mlflow: {d} (experiment `{}`)", e.name);
+            }
+            if let Some(url) = track.runs_page(&e.name) {
+                eprintln!("  runs table: {url}");
             }
         }
         Err(err) => eprintln!("error: {err}"),
@@ -419,6 +543,20 @@ pub fn run(reg: &Registry, e: &CheckedExperiment, args: &RunArgs) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// The report's title and its first table (the variants' headline
+/// metrics, with its caption): what `mer run` prints at the end.
+fn summary(blocks: &[report::Block]) -> Vec<report::Block> {
+    let title = blocks
+        .iter()
+        .find(|b| matches!(b, report::Block::Title(_)))
+        .cloned();
+    let table = blocks
+        .iter()
+        .find(|b| matches!(b, report::Block::Table(_)))
+        .cloned();
+    title.into_iter().chain(table).collect()
 }
 
 /// `mer sync DIR`: uploads the run store to MLflow.
@@ -432,7 +570,7 @@ pub fn sync(dir: &Path, uri: Option<&str>) -> ExitCode {
     };
     match tracking::sync::sync(t.as_mut(), dir) {
         Ok(s) => {
-            println!("synced {} to {}: {s}", dir.display(), t.describe());
+            outln!("synced {} to {}: {s}", dir.display(), t.describe());
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -468,14 +606,14 @@ pub fn report(dir: &Path, format: &str, figures: Option<&Path>) -> ExitCode {
     let results: Vec<VariantResult> = all.into_iter().map(|l| l.result).collect();
     match format {
         "json" => match serde_json::to_string_pretty(&results) {
-            Ok(s) => println!("{s}"),
+            Ok(s) => outln!("{s}"),
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::from(1);
             }
         },
-        "tex" => print!("{}", report::latex(&report::build(&results, &refs))),
-        _ => print!("{}", report::markdown_of(&report::build(&results, &refs))),
+        "tex" => out!("{}", report::latex(&report::build(&results, &refs))),
+        _ => out!("{}", report::markdown_of(&report::build(&results, &refs))),
     }
     ExitCode::SUCCESS
 }
@@ -599,7 +737,7 @@ pub fn data(args: DataCmd) -> ExitCode {
                 ),
                 (None, None) => (format!("no verifier for `{dataset}`"), false),
             };
-            print!("{report}");
+            out!("{report}");
             if ok {
                 ExitCode::SUCCESS
             } else {
@@ -612,7 +750,7 @@ pub fn data(args: DataCmd) -> ExitCode {
 fn report_written(written: Result<usize, String>, layout: &str, out: &std::path::Path) -> ExitCode {
     match written {
         Ok(n) => {
-            println!(
+            outln!(
                 "wrote {n} clips in the {layout} layout to {}",
                 out.display()
             );

@@ -149,7 +149,7 @@ fn explain_names_every_source() {
         "recipes/demo/synth_me_sweep.mer",
         "model.drop.p",
         "--variant",
-        "no-dropout/optimizer.lr=0.0003,drop.p=0.1",
+        "no-dropout/optimizer.lr=0.0003",
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     insta::assert_snapshot!("explain_sweep_drop", stdout(&o));
@@ -189,8 +189,9 @@ fn plan_lists_every_run() {
     let o = mer(&["plan", "recipes/demo/synth_me_sweep.mer"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let text = stdout(&o);
-    // 3 variants (base + 2 ablations) × 4 sweep points × 3 seeds × LOSO.
-    assert!(text.contains("36 run(s)"), "{text}");
+    // (base 4 + no-dropout 2 + bce 4 sweep points) × 3 seeds × LOSO:
+    // no-dropout sets the swept `drop.p`, so it is swept on lr alone.
+    assert!(text.contains("30 run(s)"), "{text}");
     insta::assert_snapshot!("plan_sweep", text);
 }
 
@@ -261,4 +262,96 @@ fn plugins_describe() {
     insta::assert_snapshot!("describe_linear", stdout(&o));
     let o = mer(&["plugins", "list"]);
     assert!(stdout(&o).contains("protocol.loso"));
+}
+
+/// A misspelt or missing variable falls back to `env`'s default: `mer
+/// explain` names the variable it read and says it was not set.
+#[test]
+fn explain_names_an_unset_environment_variable() {
+    let explain = |value: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mer"));
+        c.args([
+            "explain",
+            "recipes/demo/casme2_layout.mer",
+            "data.clips.root",
+        ])
+        .env("NO_COLOR", "1")
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+        match value {
+            Some(v) => c.env("CASME2_ROOT", v),
+            None => c.env_remove("CASME2_ROOT"),
+        };
+        let o = c.output().expect("mer runs");
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        stdout(&o)
+    };
+    let unset = explain(None);
+    assert!(
+        unset.contains("default of env(\"CASME2_ROOT\") at recipes/demo/casme2_layout.mer:13:5: environment variable CASME2_ROOT is not set"),
+        "{unset}"
+    );
+    let set = explain(Some("/elsewhere"));
+    assert!(set.contains("data.clips.root = \"/elsewhere\""), "{set}");
+    assert!(
+        set.contains("from environment variable CASME2_ROOT"),
+        "{set}"
+    );
+}
+
+/// An ablation that sets a swept key keeps its value; its variants are not
+/// swept on that key (the demo's `no-dropout` under a dropout sweep), and
+/// a warning at the ablation's statement says so.
+#[test]
+fn an_ablation_that_sets_a_swept_key_is_not_swept_on_it() {
+    let sweep = "recipes/demo/synth_me_sweep.mer";
+    let o = mer(&["check", sweep]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("ablation `no-dropout` sets `drop.p`, a sweep axis"),
+        "{err}"
+    );
+    assert!(err.contains("recipes/demo/synth_me_au.mer:50:27"), "{err}");
+    let o = mer(&[
+        "explain",
+        sweep,
+        "model.drop.p",
+        "--variant",
+        "no-dropout/optimizer.lr=0.0003",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).starts_with("model.drop.p = 0.0\n    set at recipes/demo/synth_me_au.mer:50:27"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+/// An override of a swept key is an error at the override; `~sweep.AXIS`
+/// (the fix it suggests) drops the axis, `~sweep` the whole grid.
+#[test]
+fn overrides_of_a_sweep_axis_are_refused_and_tilde_sweep_deletes() {
+    let sweep = "recipes/demo/synth_me_sweep.mer";
+    let o = mer(&["plan", sweep, "--set", "optimizer.lr=1e8"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("mer::sweep"), "{err}");
+    assert!(err.contains("--set #1:1:1"), "{err}");
+    assert!(err.contains("--set '~sweep.optimizer.lr'"), "{err}");
+    let o = mer(&[
+        "plan",
+        sweep,
+        "--set",
+        "~sweep.optimizer.lr",
+        "--set",
+        "optimizer.lr=1e-2",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("base/drop.p=0.1"), "{text}");
+    assert!(!text.contains("optimizer.lr="), "{text}");
+    let o = mer(&["plan", sweep, "--set", "~sweep"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // base + 2 ablations, 3 seeds each.
+    assert!(stdout(&o).contains("9 run(s)"), "{}", stdout(&o));
 }

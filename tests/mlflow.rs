@@ -283,6 +283,13 @@ fn a_run_reaches_a_real_server_with_params_metrics_tags_and_artifacts() {
         "{}",
         text(&o)
     );
+    // The link opens the runs table, whatever the UI's GenAI switch says.
+    assert!(
+        text(&o).contains(&format!("runs table: {uri}/#/experiments/"))
+            && text(&o).contains("/runs?workflowType=machine_learning"),
+        "{}",
+        text(&o)
+    );
 
     let hash = hash_dir(&runs, "tiny");
     let h = hash.file_name().unwrap().to_string_lossy().to_string();
@@ -293,6 +300,22 @@ fn a_run_reaches_a_real_server_with_params_metrics_tags_and_artifacts() {
             .collect()
     };
     let all = mine(runs_by_key(&uri, "tiny"));
+    // The UI opens the runs table, not the GenAI Traces page.
+    let e = get(
+        &uri,
+        "experiments/get-by-name",
+        &[("experiment_name", "tiny")],
+    );
+    assert!(
+        e["experiment"]["tags"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(
+                |t| t["key"] == "mlflow.experimentKind" && t["value"] == "custom_model_development"
+            ),
+        "{e}"
+    );
     // A parent, the variant, its 4 LOSO folds.
     assert_eq!(all.len(), 6, "{:?}", all.keys().collect::<Vec<_>>());
     let parent = &all[&format!("tiny/{h}")];
@@ -495,6 +518,7 @@ fn mlflow_opens_the_local_file_store_and_lists_the_run_with_its_metrics() {
 import json, sys, mlflow
 c = mlflow.MlflowClient(tracking_uri="file://" + sys.argv[1])
 e = c.get_experiment_by_name("tiny")
+assert e.tags.get("mlflow.experimentKind") == "custom_model_development", e.tags
 out = []
 for r in c.search_runs([e.experiment_id], filter_string="tags.`mer.variant` = 'base'"):
     out.append({"name": r.info.run_name, "status": r.info.status,

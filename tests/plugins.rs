@@ -166,7 +166,7 @@ fn refusals_are_errors_never_crashes() {
                 host: 1,
                 ..
             },
-        ) => assert!(e.to_string().contains("cargo build -p mer-plugin-testkit")),
+        ) => assert!(e.to_string().contains("`cargo build --workspace`"), "{e}"),
         other => panic!("{other:?}"),
     }
 

@@ -90,11 +90,14 @@ pub enum Stmt {
         body: Vec<Stmt>,
         span: Span,
     },
-    /// `sweep { path = [values], ... }`
+    /// `sweep { path = [values], ... }`; an override `sweep.path=[values]`
+    /// is one entry.
     Sweep {
         entries: Vec<(Path, Expr)>,
         span: Span,
     },
+    /// `~sweep` (every axis, when `axis` is `None`) or `~sweep.path` (one).
+    DeleteSweep { axis: Option<Path>, span: Span },
 }
 
 /// A weighted term of a sum (`0.5 * loss.mse(...)`).

@@ -759,8 +759,8 @@ impl<'a> Checker<'a> {
             (ParamType::Str { choices }, Val::Str(s)) => {
                 if !choices.is_empty() && !choices.contains(s) {
                     let s = s.clone();
-                    let help = did_you_mean(&s, choices.iter().map(String::as_str))
-                        .map(|c| format!("did you mean \"{c}\"?"));
+                    let help =
+                        choice_suggestion(&s, choices).map(|c| format!("did you mean \"{c}\"?"));
                     bad(self, n, help);
                 }
             }
@@ -787,6 +787,12 @@ impl<'a> Checker<'a> {
                     )),
                     (Val::Str(s), ParamType::Float { .. } | ParamType::Int { .. }) if s.parse::<f64>().is_ok() => Some(format!("write the number without quotes: {s}")),
                     (Val::Float(f), ParamType::Int { .. }) if f.fract() == 0.0 => Some(format!("write an integer: {}", *f as i64)),
+                    // On the command line the shell ate the quotes: say how to keep them.
+                    (Val::Ref(r), ParamType::Str { .. } | ParamType::Path) if n.origin.via == Via::Override => {
+                        let text = &self.session.sources.get(sp.file).text;
+                        let key = text.split_once('=').map_or(ctx, |(k, _)| k.trim());
+                        Some(format!("strings need double quotes, which the shell removes unless the whole override is in single quotes: --set '{key}=\"{r}\"'"))
+                    }
                     (Val::Ref(r), ParamType::Str { .. } | ParamType::Path) => Some(format!("strings need quotes: \"{r}\"")),
                     (Val::Ref(_) | Val::Call(_), _) => Some("components and port references go in the input list `( ... )`, not in settings".into()),
                     _ => None,
@@ -795,6 +801,23 @@ impl<'a> Checker<'a> {
             }
         }
     }
+}
+
+/// The choice a mistyped value most likely meant. A value that is part of
+/// exactly one choice (`3class` of `3class_megc`, `megc`) wins over edit
+/// distance, which would offer `5class` for `3class`.
+fn choice_suggestion(s: &str, choices: &[String]) -> Option<String> {
+    let low = s.to_lowercase();
+    if !low.is_empty() {
+        let containing: Vec<&String> = choices
+            .iter()
+            .filter(|c| c.to_lowercase().contains(&low))
+            .collect();
+        if let [only] = containing.as_slice() {
+            return Some(only.to_string());
+        }
+    }
+    did_you_mean(s, choices.iter().map(String::as_str))
 }
 
 fn contains_component(v: &Val) -> bool {
@@ -863,5 +886,36 @@ fn preview(names: &[&str]) -> String {
         format!("{}, ...", v[..8].join(", "))
     } else {
         v.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::choice_suggestion;
+
+    #[test]
+    fn a_choice_containing_the_value_beats_edit_distance() {
+        let choices: Vec<String> = ["5class", "3class_megc", "7class"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        // Edit distance alone offers `5class` for `3class`.
+        assert_eq!(
+            choice_suggestion("3class", &choices).as_deref(),
+            Some("3class_megc")
+        );
+        assert_eq!(
+            choice_suggestion("MEGC", &choices).as_deref(),
+            Some("3class_megc")
+        );
+        // Part of several choices: back to edit distance.
+        assert_eq!(
+            choice_suggestion("clas", &choices),
+            crate::diag::did_you_mean("clas", choices.iter().map(String::as_str))
+        );
+        assert_eq!(
+            choice_suggestion("5clas", &choices).as_deref(),
+            Some("5class")
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! Lowering reports dangling references and cycles at their recipe spans.
 
 use crate::diag::Diagnostic;
-use crate::resolve::{CallNode, InputNode, Node, Session, Tree, Val};
+use crate::resolve::{CallNode, InputNode, Node, Session, Tree, Val, Via};
 use crate::schema::{Catalog, KindSchema, Role};
 use crate::source::Span;
 use crate::value::Value;
@@ -271,7 +271,7 @@ pub fn lower(session: &mut Session, catalog: &dyn Catalog, tree: &Tree) -> Optio
             match &inp.value.val {
                 Val::Ref(r) => {
                     if let Some((src, port)) =
-                        resolve_ref(session, catalog, &g, &names, r, inp.value.span())
+                        resolve_ref(session, catalog, &g, &names, tree, r, inp.value.span())
                     {
                         let e = g.graph.add_edge(
                             src,
@@ -451,6 +451,7 @@ fn resolve_ref(
     catalog: &dyn Catalog,
     g: &GraphIr,
     names: &BTreeMap<String, (NodeIndex, Span)>,
+    tree: &Tree,
     r: &str,
     span: Span,
 ) -> Option<(NodeIndex, String)> {
@@ -481,7 +482,7 @@ fn resolve_ref(
         return Some((*idx, port.unwrap_or("out").to_string()));
     };
     let ports: Vec<&str> = schema.outputs.iter().map(|p| p.name.as_str()).collect();
-    match port {
+    let found = match port {
         None => match schema.default_port() {
             Some(p) => Some((*idx, p.to_string())),
             None => {
@@ -512,7 +513,46 @@ fn resolve_ref(
             session.diags.push(d);
             None
         }
+    };
+    let (idx, p) = found?;
+    let spec = schema.outputs.iter().find(|s| s.name == p)?;
+    let params = &g.graph[idx].params;
+    if spec.enabled(params, schema) {
+        return Some((idx, p));
     }
+    // The port is declared but switched off by a parameter: reading it
+    // would fail every fold at run time, so it is an error here.
+    let cond = spec.when.as_ref()?;
+    let current = params
+        .get(&cond.param)
+        .or_else(|| schema.param(&cond.param).and_then(|s| s.default.as_ref()))
+        .map(Value::to_string)
+        .unwrap_or_else(|| "unset".into());
+    let port_span = match port {
+        Some(_) => Span::new(span.file, span.start + node.len() + 1, span.end),
+        None => span,
+    };
+    let mut d = Diagnostic::error(
+        "mer::disabled-port",
+        format!(
+            "`{node}.{p}` is off: `{node}` ({kind}) has `{} = {current}`",
+            cond.param
+        ),
+    )
+    .at(port_span, "reads a port that is not computed");
+    // Point at the setting that turned it off when the recipe wrote it (a
+    // kind's default has no span of its own).
+    let setting = ["data", "model"]
+        .iter()
+        .find_map(|s| crate::resolve::lookup(tree, &format!("{s}.{node}.{}", cond.param)));
+    if let Some(n) = setting.filter(|n| !matches!(n.origin.via, Via::Default(_))) {
+        d = d.also(n.key_span(), "turned off here");
+    }
+    session.diags.push(d.help(format!(
+        "set `{} = {}` on `{node}` to compute it, or read another port",
+        cond.param, cond.equals
+    )));
+    None
 }
 
 fn report_cycles(session: &mut Session, g: &GraphIr) {

@@ -178,7 +178,10 @@ fn rule_name(r: &Rule) -> &'static str {
         Rule::fragment | Rule::kw_fragment => "`fragment`",
         Rule::extends | Rule::kw_extends => "`extends`",
         Rule::base => "a base recipe",
-        Rule::assign | Rule::section | Rule::data_stmt | Rule::delete => "a statement",
+        Rule::assign | Rule::section | Rule::data_stmt | Rule::delete | Rule::sweep_assign => {
+            "a statement"
+        }
+        Rule::sweep_path => "`sweep`",
         Rule::ablation | Rule::kw_ablation => "`ablation`",
         Rule::sweep | Rule::kw_sweep => "`sweep`",
         Rule::arg => "an input",
@@ -321,9 +324,33 @@ pub fn parse_override(file: FileId, text: &str) -> Result<Stmt, Diagnostic> {
                 InputLocation::Pos(p) => p,
                 InputLocation::Span((s, _)) => s,
             };
-            Err(syntax_diag(file, text, &e, pos)
-                .help("an override is `key.path=value` or `~key.path` (delete)"))
+            Err(syntax_diag(file, text, &e, pos).help(override_help(text, pos)))
         }
+    }
+}
+
+/// Help for an override that does not parse. The usual cause is a string
+/// or path whose quotes the shell removed (`--set data.root="/x/y"` arrives
+/// as `data.root=/x/y`), so that case gets the quoting spelled out.
+fn override_help(text: &str, pos: usize) -> String {
+    let generic = "an override is `key.path=value` or `~key.path` (delete)";
+    let Some((key, value)) = text.split_once('=') else {
+        return generic.into();
+    };
+    let key = key.trim();
+    let value = value.trim();
+    let key_ok = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+    let bare = !value.is_empty() && !value.starts_with(['"', '[', '{', '(']);
+    if key_ok && bare && pos > key.len() {
+        let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
+        format!(
+            "strings and paths need double quotes, which the shell removes unless the whole override is in single quotes: --set '{key}=\"{escaped}\"'"
+        )
+    } else {
+        generic.into()
     }
 }
 
@@ -450,8 +477,35 @@ fn build_stmt(file: FileId, s: Pair<Rule>) -> Stmt {
             }
         }
         Rule::delete => {
-            let path = build_path(file, s.into_inner().next().expect("delete path"));
-            Stmt::Delete { path }
+            let target = s.into_inner().next().expect("delete path");
+            if target.as_rule() == Rule::sweep_path {
+                Stmt::DeleteSweep {
+                    axis: sweep_axis(file, target),
+                    span: sp,
+                }
+            } else {
+                Stmt::Delete {
+                    path: build_path(file, target),
+                }
+            }
+        }
+        Rule::sweep_assign => {
+            let mut it = s.into_inner();
+            let target = it.next().expect("sweep_assign path");
+            let target_span = span(file, &target);
+            let value = build_expr(file, it.next().expect("sweep_assign value"));
+            match sweep_axis(file, target) {
+                Some(path) => Stmt::Sweep {
+                    entries: vec![(path, value)],
+                    span: sp,
+                },
+                // `sweep=[...]` names no axis: an empty sweep statement is
+                // reported by the resolver like `sweep {}`.
+                None => Stmt::Sweep {
+                    entries: Vec::new(),
+                    span: target_span,
+                },
+            }
         }
         Rule::data_stmt => {
             let mut it = s.into_inner().filter(|x| x.as_rule() != Rule::kw_data);
@@ -490,6 +544,22 @@ fn build_stmt(file: FileId, s: Pair<Rule>) -> Stmt {
         }
         r => unreachable!("grammar: unexpected statement rule {r:?}"),
     }
+}
+
+/// The axis of a `sweep_path` (`sweep.optimizer.lr` → `optimizer.lr`);
+/// `None` for the bare `sweep`.
+fn sweep_axis(file: FileId, p: Pair<Rule>) -> Option<Path> {
+    let segments: Vec<Ident> = p
+        .into_inner()
+        .filter(|i| i.as_rule() == Rule::ident)
+        .map(|i| ident(file, i))
+        .collect();
+    let first = segments.first()?.span;
+    let last = segments.last()?.span;
+    Some(Path {
+        span: Span::new(file, first.start, last.end),
+        segments,
+    })
 }
 
 fn unescape(p: Pair<Rule>) -> String {

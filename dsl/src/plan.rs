@@ -103,13 +103,14 @@ pub fn plan(exp: &CheckedExperiment, catalog: &dyn Catalog) -> Plan {
 impl Plan {
     /// A fixed-width table for the terminal and for snapshots.
     pub fn to_table(&self) -> String {
+        let short = &self.recipe_hash[..12.min(self.recipe_hash.len())];
         let mut out = format!(
-            "experiment {}  (recipe {})\nprotocol {}: {}\n{} run(s)\n\n",
+            "experiment {}  (recipe {short})\nprotocol {}: {}\n{} run(s), each written to <runs>/{}/{short}/<variant>/seed<seed>/folds/<fold>/ (its id in plan.json there and as the MLflow tag mer.run_id)\n\n",
             self.experiment,
-            &self.recipe_hash[..12.min(self.recipe_hash.len())],
             self.protocol,
             self.folds,
-            self.runs.len()
+            self.runs.len(),
+            self.experiment,
         );
         let w = self
             .runs

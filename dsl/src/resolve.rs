@@ -15,6 +15,18 @@
 //!
 //! Application order for one variant: bases left to right, the block's own
 //! body, the ablation, the sweep point, then `--set` overrides.
+//!
+//! Sweeps and what else writes their keys:
+//! * an ablation that sets a swept key keeps its value and its variants do
+//!   not sweep that key (a warning says so): otherwise every sweep point
+//!   would overwrite it under the ablation's name;
+//! * a `--set` that changes a swept key is an error at the override, since
+//!   every point would run at one value; `--set '~sweep.KEY'` drops the
+//!   axis first, `--set '~sweep'` the whole grid, `--set 'sweep.KEY=[..]'`
+//!   replaces one axis's values;
+//! * `~sweep` / `~sweep.KEY` at the top of a block drops inherited axes;
+//! * variant names are read back from the resolved tree, so a name always
+//!   says what the variant runs.
 
 use crate::ast::{self, Base, BlockKind, Expr, ExprKind, Ident, Stmt};
 use crate::diag::{did_you_mean, Diagnostic};
@@ -34,6 +46,9 @@ pub enum Via {
     Default(String),
     /// Read from an environment variable.
     Env(String),
+    /// The default of `env("VAR", default)`: the variable was not set. A
+    /// misspelled variable lands here, so `mer explain` and `mer run` say so.
+    EnvDefault(String),
     /// Filled from mer's own experiment schema.
     FrameworkDefault,
 }
@@ -471,6 +486,11 @@ impl Session {
                         });
                     }
                 }
+                // Removes what the bases swept; the block's own `sweep`
+                // (wherever it is written) is kept.
+                Stmt::DeleteSweep { axis, span } => {
+                    self.delete_sweep(&mut out.sweep, axis.as_ref(), *span)
+                }
                 other => rest.push(other.clone()),
             }
         }
@@ -604,27 +624,149 @@ impl Session {
             let name = format!("--set #{}", self.override_count);
             let id = self.sources.add(name, None, s.clone());
             match parse_override(id, s) {
-                Ok(st) => out.push(st),
+                Ok(mut st) => {
+                    match &mut st {
+                        Stmt::Assign { value, .. } => self.lowercase_keywords(value),
+                        Stmt::Sweep { entries, .. } => {
+                            for (_, v) in entries {
+                                self.lowercase_keywords(v);
+                            }
+                        }
+                        _ => {}
+                    }
+                    out.push(st)
+                }
                 Err(d) => self.diags.push(d),
             }
         }
         out
     }
 
+    /// On the command line `True`, `FALSE` or `None` (Python's spelling) mean
+    /// the keyword: they are read as such, with a warning, instead of as a
+    /// reference that fails the type check.
+    fn lowercase_keywords(&mut self, e: &mut Expr) {
+        match &mut e.kind {
+            ExprKind::Ref(p) if p.segments.len() == 1 => {
+                let written = p.segments[0].name.clone();
+                let kind = match written.to_ascii_lowercase().as_str() {
+                    "true" => ExprKind::Bool(true),
+                    "false" => ExprKind::Bool(false),
+                    "none" => ExprKind::None,
+                    _ => return,
+                };
+                let read = written.to_ascii_lowercase();
+                self.diags.push(
+                    Diagnostic::warning("mer::override", format!("read `{written}` as `{read}`"))
+                        .at(e.span, format!("taken as `{read}`"))
+                        .help("recipes write `true`, `false` and `none` in lower case"),
+                );
+                e.kind = kind;
+            }
+            ExprKind::List(items) => {
+                for i in items {
+                    self.lowercase_keywords(i);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Applies `--set` edits of the sweep (`~sweep`, `~sweep.AXIS`,
+    /// `sweep.AXIS=[...]`) to a copy of the block's axes.
+    fn edit_sweep(&mut self, sweep: &mut Vec<SweepAxis>, edits: &[&Stmt]) {
+        for st in edits {
+            match st {
+                Stmt::DeleteSweep { axis, span } => self.delete_sweep(sweep, axis.as_ref(), *span),
+                Stmt::Sweep { entries, span } => {
+                    if entries.is_empty() {
+                        self.diags.push(
+                            Diagnostic::error("mer::sweep", "`sweep=` names no axis")
+                                .at(*span, "which key to sweep?")
+                                .help("write --set 'sweep.optimizer.lr=[1e-4, 1e-3]'"),
+                        );
+                    }
+                    for (p, v) in entries {
+                        let ax = SweepAxis {
+                            path: p.clone(),
+                            values: v.clone(),
+                        };
+                        match sweep.iter_mut().find(|a| same_axis(&a.path, p)) {
+                            Some(a) => *a = ax,
+                            None => sweep.push(ax),
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// `~sweep` removes every axis, `~sweep.AXIS` one; removing what is not
+    /// there is an error, like `~key`.
+    fn delete_sweep(&mut self, sweep: &mut Vec<SweepAxis>, axis: Option<&ast::Path>, span: Span) {
+        match axis {
+            None if sweep.is_empty() => self.diags.push(
+                Diagnostic::error(
+                    "mer::delete-missing",
+                    "nothing to delete: there is no sweep",
+                )
+                .at(span, "no sweep at this point"),
+            ),
+            None => sweep.clear(),
+            Some(p) => {
+                let before = sweep.len();
+                sweep.retain(|a| !same_axis(&a.path, p));
+                if sweep.len() == before {
+                    let names: Vec<String> = sweep.iter().map(|a| a.path.dotted()).collect();
+                    let mut d = Diagnostic::error(
+                        "mer::delete-missing",
+                        format!("nothing to delete: `{}` is not a sweep axis", p.dotted()),
+                    )
+                    .at(p.span, "not swept at this point")
+                    .suggest(&p.dotted(), names.iter().map(String::as_str));
+                    if d.help.is_none() {
+                        d = d.help(if names.is_empty() {
+                            "there is no sweep".to_string()
+                        } else {
+                            format!("sweep axes: {}", names.join(", "))
+                        });
+                    }
+                    self.diags.push(d);
+                }
+            }
+        }
+    }
+
     /// Expands a block into its variants: the base, each ablation, each
     /// crossed with every sweep point, each with the overrides applied.
     pub fn variants(&mut self, bt: &BlockTree, overrides: &[Stmt]) -> Vec<Variant> {
-        let mut bases = vec![(None, bt.tree.clone())];
+        // `--set` edits of the sweep change the grid itself; every other
+        // override is applied to each variant's tree.
+        let (sweep_edits, overrides): (Vec<&Stmt>, Vec<&Stmt>) = overrides
+            .iter()
+            .partition(|s| matches!(s, Stmt::Sweep { .. } | Stmt::DeleteSweep { .. }));
+        let overrides: Vec<Stmt> = overrides.into_iter().cloned().collect();
+        let mut sweep = bt.sweep.clone();
+        self.edit_sweep(&mut sweep, &sweep_edits);
+        // Each base tree with the sweep axes its ablation fixes.
+        let mut bases = vec![(None, bt.tree.clone(), Vec::new())];
         for ab in &bt.ablations {
             let mut t = bt.tree.clone();
             let mut seen = HashMap::new();
             self.apply(&mut t, &ab.body, &[], &mut seen, Ctx::Ablation);
-            bases.push((Some(ab.name.clone()), t));
+            let fixed = self.axes_fixed_by(ab, &bt.tree, &t, &sweep);
+            bases.push((Some(ab.name.clone()), t, fixed));
         }
         // Sweep axes: each must be a list of alternatives.
         let mut axes: Vec<(ast::Path, Vec<Node>)> = Vec::new();
-        for ax in &bt.sweep {
+        for ax in &sweep {
+            let saved = self.via.clone();
+            if self.is_override_file(ax.values.span) {
+                self.via = Via::Override;
+            }
             let n = self.eval(&ax.values, Some(ax.path.span));
+            self.via = saved;
             match n.val {
                 Val::List(items) if !items.is_empty() => axes.push((ax.path.clone(), items)),
                 _ => self.diags.push(
@@ -640,22 +782,43 @@ impl Session {
                 ),
             }
         }
-        let points = grid(&axes);
+        let mut reported: std::collections::HashSet<String> = Default::default();
         let mut out = Vec::new();
-        for (ablation, tree) in bases {
-            for point in &points {
+        for (ablation, tree, fixed) in bases {
+            let swept: Vec<(ast::Path, Vec<Node>)> = axes
+                .iter()
+                .filter(|(p, _)| !fixed.contains(&p.dotted()))
+                .cloned()
+                .collect();
+            for point in &grid(&swept) {
                 let mut t = tree.clone();
-                let mut label = Vec::new();
+                let mut written = Vec::new();
                 for (path, node) in point {
                     if let Some(segs) = self.rewrite(&t, path, Ctx::Ablation) {
                         self.set(&mut t, &segs, node.clone(), Ctx::Ablation);
+                        written.push((path, segs, node));
                     }
-                    label.push((path.dotted(), node.to_value()));
                 }
                 let saved = std::mem::replace(&mut self.via, Via::Override);
                 let mut seen = HashMap::new();
-                self.apply(&mut t, overrides, &[], &mut seen, Ctx::Ablation);
+                self.apply(&mut t, &overrides, &[], &mut seen, Ctx::Ablation);
                 self.via = saved;
+                // The name says what the variant runs: the resolved value of
+                // each axis, read back after the overrides.
+                let mut label = Vec::new();
+                for (path, segs, node) in written {
+                    let dotted = dotted(&segs);
+                    let resolved = lookup(&t, &dotted);
+                    if resolved.map(Node::to_value) != Some(node.to_value())
+                        && reported.insert(dotted.clone())
+                    {
+                        self.report_override_vs_sweep(path, &dotted, resolved, &overrides, &t);
+                    }
+                    label.push((
+                        path.dotted(),
+                        resolved.map_or_else(|| node.to_value(), Node::to_value),
+                    ));
+                }
                 let mut name = ablation.clone().unwrap_or_else(|| "base".to_string());
                 if !label.is_empty() {
                     let pts: Vec<String> = label.iter().map(|(p, v)| format!("{p}={v}")).collect();
@@ -670,6 +833,108 @@ impl Session {
             }
         }
         out
+    }
+
+    /// Whether a span lies in a `--set` pseudo-file.
+    fn is_override_file(&self, span: Span) -> bool {
+        let f = self.sources.get(span.file);
+        f.path.is_none() && f.name.starts_with("--set #")
+    }
+
+    /// The sweep axes an ablation writes (the axis itself or something
+    /// inside it). Applied after the ablation, the sweep would overwrite its
+    /// change at every point, under the ablation's name; instead the
+    /// ablation keeps its value and its variants do not sweep that axis
+    /// (`no-dropout` with a dropout sweep runs once per other point, with no
+    /// dropout). A warning says so, since the grid shrinks.
+    fn axes_fixed_by(
+        &mut self,
+        ab: &AblationDef,
+        base: &Tree,
+        t: &Tree,
+        sweep: &[SweepAxis],
+    ) -> Vec<String> {
+        let mut fixed = Vec::new();
+        for ax in sweep {
+            let path = dotted(&quiet_rewrite(t, &ax.path));
+            let Some(mine) = lookup(t, &path) else {
+                continue;
+            };
+            let theirs = lookup(base, &path);
+            if theirs.map(Node::to_value) == Some(mine.to_value()) {
+                continue;
+            }
+            // The ablation wrote the axis itself, or something inside it.
+            let at = if theirs.is_none_or(|b| b.origin != mine.origin) {
+                mine.key_span()
+            } else {
+                ab.body
+                    .iter()
+                    .filter_map(stmt_path)
+                    .find(|p| overlaps(&dotted(&quiet_rewrite(t, p)), &path))
+                    .map_or(ab.name_span, |p| p.span)
+            };
+            let axis = ax.path.dotted();
+            self.diags.push(
+                Diagnostic::warning(
+                    "mer::sweep",
+                    format!(
+                        "ablation `{}` sets `{axis}`, a sweep axis: its variants keep this value and do not sweep `{axis}`",
+                        ab.name
+                    ),
+                )
+                .at(at, format!("fixes `{axis}` for this ablation"))
+                .also(ax.path.span, "swept for the other variants")
+                .help(format!(
+                    "to sweep `{axis}` in this ablation too, remove it from the ablation"
+                )),
+            );
+            fixed.push(axis);
+        }
+        fixed
+    }
+
+    /// An override that changes a sweep axis would run every point at the
+    /// override's value under names that say otherwise.
+    fn report_override_vs_sweep(
+        &mut self,
+        axis: &ast::Path,
+        path: &str,
+        resolved: Option<&Node>,
+        overrides: &[Stmt],
+        t: &Tree,
+    ) {
+        let written_by_override = resolved
+            .filter(|n| n.origin.via == Via::Override)
+            .map(Node::key_span);
+        let at = written_by_override.or_else(|| {
+            overrides
+                .iter()
+                .filter_map(stmt_path)
+                .find(|p| overlaps(&dotted(&quiet_rewrite(t, p)), path))
+                .map(|p| p.span)
+        });
+        let name = axis.dotted();
+        let mut d = Diagnostic::error(
+            "mer::sweep",
+            format!("`--set` changes `{name}`, a sweep axis: every point would run at one value"),
+        );
+        let mut help = format!(
+            "to change the grid: --set 'sweep.{name}=[a, b]'; to drop the axis: --set '~sweep.{name}'"
+        );
+        match at {
+            Some(sp) => {
+                let text = self.sources.get(sp.file).text.trim().to_string();
+                help = format!(
+                    "to run only this value, drop the axis too: --set '~sweep.{name}' --set '{text}'; to change the grid: --set 'sweep.{name}=[a, b]'"
+                );
+                d = d
+                    .at(sp, "overrides every sweep point")
+                    .also(axis.span, format!("`{name}` is swept here"));
+            }
+            None => d = d.at(axis.span, format!("`{name}` is swept here")),
+        }
+        self.diags.push(d.help(help));
     }
 
     fn apply(
@@ -770,6 +1035,16 @@ impl Session {
                         "`sweep` belongs at the top of an experiment",
                     )
                     .at(*span, "nested sweep"),
+                ),
+                Stmt::DeleteSweep { span, .. } => self.diags.push(
+                    Diagnostic::error(
+                        "mer::misplaced",
+                        "`~sweep` belongs at the top of an experiment",
+                    )
+                    .at(*span, "not at the top of an experiment")
+                    .help(
+                        "an ablation that sets a swept key is already not swept on it; to leave an axis out of every variant, write `~sweep.AXIS` at the top of an experiment that extends this one",
+                    ),
                 ),
             }
         }
@@ -906,7 +1181,11 @@ impl Session {
                         )
                     }
                     None => match default {
-                        Some(d) => return self.eval(d, key),
+                        Some(d) => {
+                            let mut n = self.eval(d, key);
+                            n.origin.via = Via::EnvDefault(var.clone());
+                            return n;
+                        }
                         None => {
                             self.diags.push(
                             Diagnostic::error(
@@ -1078,6 +1357,73 @@ pub fn merge(slot: &mut Node, new: Node) {
     }
 }
 
+fn dotted(segs: &[Ident]) -> String {
+    segs.iter()
+        .map(|s| s.name.as_str())
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// Whether two dotted paths address the same value or one contains the
+/// other (`optimizer` and `optimizer.lr`).
+fn overlaps(a: &str, b: &str) -> bool {
+    let within = |long: &str, short: &str| {
+        long == short || long.strip_prefix(short).is_some_and(|r| r.starts_with('.'))
+    };
+    within(a, b) || within(b, a)
+}
+
+/// The key a statement writes or deletes.
+fn stmt_path(s: &Stmt) -> Option<&ast::Path> {
+    match s {
+        Stmt::Assign { path, .. } | Stmt::Section { path, .. } | Stmt::Delete { path } => {
+            Some(path)
+        }
+        _ => None,
+    }
+}
+
+/// `rewrite` without diagnostics: a path that starts with a model or data
+/// node's name is read under `model.` or `data.`.
+fn quiet_rewrite(target: &Tree, path: &ast::Path) -> Vec<Ident> {
+    let segs = path.segments.clone();
+    let Some(first) = segs.first() else {
+        return segs;
+    };
+    if TOP_LEVEL_KEYS.contains(&first.name.as_str()) {
+        return segs;
+    }
+    for section in ["model", "data"] {
+        if let Some(Node {
+            val: Val::Map(m), ..
+        }) = target.get(section)
+        {
+            if m.contains_key(&first.name) {
+                let mut out = vec![Ident {
+                    name: section.into(),
+                    span: first.span,
+                }];
+                out.extend(segs);
+                return out;
+            }
+        }
+    }
+    segs
+}
+
+/// Whether two axis paths name the same axis, one written with its
+/// `model.`/`data.` section and the other without (`drop.p`, `model.drop.p`).
+fn same_axis(a: &ast::Path, b: &ast::Path) -> bool {
+    let (a, b) = (a.dotted(), b.dotted());
+    let bare = |s: &str| {
+        s.strip_prefix("model.")
+            .or_else(|| s.strip_prefix("data."))
+            .map(str::to_string)
+            .unwrap_or_else(|| s.to_string())
+    };
+    a == b || bare(&a) == b || a == bare(&b)
+}
+
 fn grid(axes: &[(ast::Path, Vec<Node>)]) -> Vec<Vec<(ast::Path, Node)>> {
     let mut points: Vec<Vec<(ast::Path, Node)>> = vec![Vec::new()];
     for (path, values) in axes {
@@ -1117,6 +1463,61 @@ fn sibling_suggestion(path: &Path) -> Option<String> {
         .collect();
     names.sort();
     did_you_mean(want, names.iter().map(String::as_str)).map(|n| dir.join(n).display().to_string())
+}
+
+/// The folder a dataset reads, and where that path came from; what `mer
+/// run` prints before it starts, so a misspelled variable is seen at once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataRoot {
+    /// The dataset's name in the recipe (`clips` of `data clips = ...`).
+    pub name: String,
+    /// Its kind (`me.casme2`).
+    pub kind: String,
+    /// The resolved `root` parameter.
+    pub root: String,
+    pub via: Via,
+}
+
+impl DataRoot {
+    /// One line for a terminal: `clips (me.casme2): /data/CASME2, from
+    /// CASME2_ROOT` or `..., the default: CASME2_ROOT is not set`.
+    pub fn describe(&self) -> String {
+        let whence = match &self.via {
+            Via::Env(var) => format!("from {var}"),
+            Via::EnvDefault(var) => format!("the recipe's default: {var} is not set"),
+            Via::Override => "set by --set".into(),
+            Via::Default(_) | Via::FrameworkDefault => "the kind's default".into(),
+            Via::Recipe => "written in the recipe".into(),
+        };
+        format!("{} ({}): {}, {whence}", self.name, self.kind, self.root)
+    }
+}
+
+/// Every dataset's `root` in a variant's tree, in name order. Datasets
+/// without a `root` (generated ones) are left out.
+pub fn data_roots(tree: &Tree) -> Vec<DataRoot> {
+    let Some(Node {
+        val: Val::Map(data),
+        ..
+    }) = tree.get("data")
+    else {
+        return Vec::new();
+    };
+    data.iter()
+        .filter_map(|(name, n)| {
+            let Val::Call(c) = &n.val else { return None };
+            let root = c.params.get("root")?;
+            let Val::Str(path) = &root.val else {
+                return None;
+            };
+            Some(DataRoot {
+                name: name.clone(),
+                kind: c.kind.clone(),
+                root: path.clone(),
+                via: root.origin.via.clone(),
+            })
+        })
+        .collect()
 }
 
 /// Finds a node by dotted path, entering components through their params.
@@ -1255,6 +1656,201 @@ fragment base {
             Some(Via::Env("HOME_DATA".into()))
         );
         assert_eq!(get(&v[0], "other"), Some(Value::Str("d".into())));
+        // The default of an unset variable says which variable was read.
+        assert_eq!(
+            lookup(&v[0].tree, "other").map(|n| n.origin.via.clone()),
+            Some(Via::EnvDefault("NOPE_X".into()))
+        );
+    }
+
+    #[test]
+    fn data_roots_say_where_each_path_came_from() {
+        let src = "mer 0.1\nexperiment e {\n data a = me.casme2 { root = env(\"HOME_DATA\") }\n data b = me.samm { root = env(\"SAMM_ROOOT\", \"data/SAMM\") }\n data c = synth.me { subjects = 2 }\n data d = me.smic { root = \"/smic\" } }";
+        let (s, v) = variants(src, &[]);
+        assert!(s.diags.is_empty(), "{:?}", s.diags);
+        let roots = data_roots(&v[0].tree);
+        let lines: Vec<String> = roots.iter().map(DataRoot::describe).collect();
+        assert_eq!(
+            lines,
+            [
+                "a (me.casme2): /data, from HOME_DATA",
+                "b (me.samm): data/SAMM, the recipe's default: SAMM_ROOOT is not set",
+                "d (me.smic): /smic, written in the recipe",
+            ]
+        );
+    }
+
+    const SWEPT: &str =
+        "experiment e extends base {\n sweep { train.batch = [1, 2]\n enc.out = [4, 8] }\n}";
+
+    fn codes(s: &Session) -> Vec<&'static str> {
+        s.diags.iter().map(|d| d.code).collect()
+    }
+
+    #[test]
+    fn an_override_of_a_sweep_axis_is_an_error_at_the_override() {
+        let src = format!("{BASE}{SWEPT}");
+        let (s, v) = variants(&src, &["train.batch=7"]);
+        // One error, however many points it hits.
+        assert_eq!(codes(&s), ["mer::sweep"], "{:?}", s.diags);
+        let d = &s.diags[0];
+        let at = d.primary.as_ref().expect("located");
+        assert_eq!(s.sources.get(at.span.file).name, "--set #1");
+        let help = d.help.as_deref().unwrap_or("");
+        assert!(help.contains("--set '~sweep.train.batch'"), "{help}");
+        // Names come from the resolved values, never from the grid alone.
+        assert!(
+            v.iter().all(|x| x.name.contains("train.batch=7")),
+            "{:?}",
+            v.iter().map(|x| &x.name).collect::<Vec<_>>()
+        );
+        // Deleting a swept key, or writing inside one, is the same mistake.
+        let (s, _) = variants(&src, &["~train.batch"]);
+        assert_eq!(codes(&s), ["mer::sweep"]);
+        let (s, _) = variants(&src, &["model.enc=nn.mlp(x) { out = 3 }"]);
+        assert_eq!(codes(&s), ["mer::sweep"]);
+        // An override elsewhere, or one that keeps the axis, is fine.
+        let (s, v) = variants(
+            &src,
+            &["train.epochs=1", "model.enc=nn.linear { bias = true }"],
+        );
+        assert!(s.diags.is_empty(), "{:?}", s.diags);
+        assert_eq!(v[0].name, "base/train.batch=1,enc.out=4");
+    }
+
+    #[test]
+    fn an_ablation_that_writes_a_sweep_axis_keeps_its_value_and_drops_the_axis() {
+        let src = format!(
+            "{BASE}experiment e extends base {{\n sweep {{ train.batch = [1, 2]\n enc.out = [4, 8] }}\n ablation \"big\" {{ train {{ batch = 64 }} }}\n ablation \"ok\" {{ train.epochs = 1 }}\n}}"
+        );
+        let (s, v) = variants(&src, &[]);
+        assert_eq!(codes(&s), ["mer::sweep"], "{:?}", s.diags);
+        let d = &s.diags[0];
+        assert!(!d.is_error());
+        assert!(
+            d.message.contains("ablation `big` sets `train.batch`"),
+            "{}",
+            d.message
+        );
+        let at = d.primary.as_ref().expect("located").span;
+        assert_eq!(&src[at.start..at.end], "batch");
+        assert_eq!(d.secondary.len(), 1, "points at the axis too");
+        let names: Vec<&str> = v.iter().map(|x| x.name.as_str()).collect();
+        // base 4 points, `big` only the other axis, `ok` 4 points.
+        assert_eq!(v.len(), 10, "{names:?}");
+        let big: Vec<&Variant> = v
+            .iter()
+            .filter(|x| x.ablation.as_deref() == Some("big"))
+            .collect();
+        assert_eq!(big.len(), 2, "{names:?}");
+        assert_eq!(big[0].name, "big/enc.out=4");
+        assert!(big
+            .iter()
+            .all(|x| get(x, "train.batch") == Some(Value::Int(64))));
+    }
+
+    #[test]
+    fn tilde_sweep_deletes_the_grid_or_one_axis() {
+        let src = format!("{BASE}{SWEPT}");
+        let (s, v) = variants(&src, &["~sweep"]);
+        assert!(s.diags.is_empty(), "{:?}", s.diags);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].name, "base");
+        // One axis, written with or without the `model.` section.
+        for axis in ["~sweep.enc.out", "~sweep.model.enc.out"] {
+            let (s, v) = variants(&src, &[axis]);
+            assert!(s.diags.is_empty(), "{axis}: {:?}", s.diags);
+            assert_eq!(v.len(), 2, "{axis}");
+            assert_eq!(v[1].name, "base/train.batch=2");
+        }
+        // Dropping the axis makes the override legal: that is the fix the
+        // error suggests.
+        let (s, v) = variants(&src, &["~sweep.train.batch", "train.batch=7"]);
+        assert!(s.diags.is_empty(), "{:?}", s.diags);
+        assert!(v
+            .iter()
+            .all(|x| get(x, "train.batch") == Some(Value::Int(7))));
+        // A new grid for one axis.
+        let (s, v) = variants(&src, &["sweep.train.batch=[5, 6, 7]"]);
+        assert!(s.diags.is_empty(), "{:?}", s.diags);
+        assert_eq!(v.len(), 6);
+        assert_eq!(get(&v[5], "train.batch"), Some(Value::Int(7)));
+        // Deleting what is not swept is an error with a suggestion.
+        let (s, _) = variants(&src, &["~sweep.train.bach"]);
+        assert_eq!(codes(&s), ["mer::delete-missing"]);
+        assert_eq!(
+            s.diags[0].help.as_deref(),
+            Some("did you mean `train.batch`?")
+        );
+        let (s, _) = variants(BASE.replace("fragment", "experiment").as_str(), &["~sweep"]);
+        assert_eq!(codes(&s), ["mer::delete-missing"]);
+    }
+
+    #[test]
+    fn tilde_sweep_in_a_recipe_drops_inherited_axes() {
+        let src = format!(
+            "{BASE}fragment swept extends base {{ sweep {{ train.batch = [1, 2]\n enc.out = [4, 8] }} }}\nexperiment e extends swept {{ ~sweep.train.batch\n train.batch = 3 }}"
+        );
+        let (s, v) = variants(&src, &[]);
+        assert!(s.diags.is_empty(), "{:?}", s.diags);
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0].name, "base/enc.out=4");
+        assert_eq!(get(&v[0], "train.batch"), Some(Value::Int(3)));
+        // In an ablation it is misplaced: every ablation runs every point.
+        let src = format!("{BASE}experiment e extends base {{ sweep {{ train.batch = [1] }}\n ablation \"a\" {{ ~sweep }} }}");
+        let (s, _) = variants(&src, &[]);
+        assert_eq!(codes(&s), ["mer::misplaced"]);
+    }
+
+    #[test]
+    fn overrides_read_keywords_case_insensitively_with_a_warning() {
+        let src = BASE.replace("fragment", "experiment");
+        let (s, v) = variants(
+            &src,
+            &["enc.bias=True", "head.bias=FALSE", "train.note=None"],
+        );
+        assert_eq!(get(&v[0], "model.enc.bias"), Some(Value::Bool(true)));
+        assert_eq!(get(&v[0], "model.head.bias"), Some(Value::Bool(false)));
+        assert_eq!(get(&v[0], "train.note"), Some(Value::None));
+        assert_eq!(s.diags.len(), 3);
+        assert!(s
+            .diags
+            .iter()
+            .all(|d| !d.is_error() && d.code == "mer::override"));
+        assert_eq!(s.diags[0].message, "read `True` as `true`");
+        // A name that only looks like one stays a name.
+        let (s, v) = variants(&src, &["enc.bias=Truth"]);
+        assert!(s.diags.is_empty());
+        assert_eq!(
+            get(&v[0], "model.enc.bias"),
+            Some(Value::Ref("Truth".into()))
+        );
+    }
+
+    #[test]
+    fn an_unparsable_override_value_shows_the_quoting() {
+        let mut s = Session::with_env(Box::new(|_| None));
+        s.parse_overrides(&["data.root=/x/y".to_string(), "title=two words".to_string()]);
+        let helps: Vec<&str> = s.diags.iter().filter_map(|d| d.help.as_deref()).collect();
+        assert_eq!(helps.len(), 2, "{:?}", s.diags);
+        assert!(
+            helps[0].ends_with("--set 'data.root=\"/x/y\"'"),
+            "{}",
+            helps[0]
+        );
+        assert!(
+            helps[1].ends_with("--set 'title=\"two words\"'"),
+            "{}",
+            helps[1]
+        );
+        // A broken key keeps the general help.
+        let mut s = Session::with_env(Box::new(|_| None));
+        s.parse_overrides(&["train..epochs=3".to_string()]);
+        assert!(s.diags[0]
+            .help
+            .as_deref()
+            .unwrap_or("")
+            .contains("`key.path=value`"));
     }
 
     #[test]

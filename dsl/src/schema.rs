@@ -145,6 +145,37 @@ pub struct InputSpec {
 pub struct PortSpec {
     pub name: String,
     pub doc: String,
+    /// The port exists only while a parameter has a given value (the `flow`
+    /// port of a dataset whose `flow = false` turns the computation off);
+    /// `None`: always. `mer check` rejects a read of a disabled port, which
+    /// would otherwise fail every fold at run time.
+    pub when: Option<PortCondition>,
+}
+
+/// The parameter value a conditional port needs (see [`PortSpec::when`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PortCondition {
+    /// A parameter of the same kind.
+    pub param: String,
+    /// The value under which the port exists.
+    pub equals: Value,
+}
+
+impl PortSpec {
+    /// Whether the port exists under these parameters. A parameter that is
+    /// not set takes the kind's default (`params` of a checked recipe
+    /// already hold every default).
+    pub fn enabled(
+        &self,
+        params: &std::collections::BTreeMap<String, Value>,
+        kind: &KindSchema,
+    ) -> bool {
+        let Some(c) = &self.when else { return true };
+        let current = params
+            .get(&c.param)
+            .or_else(|| kind.param(&c.param).and_then(|p| p.default.as_ref()));
+        current.is_none_or(|v| *v == c.equals)
+    }
 }
 
 /// How a protocol splits data into folds, so `mer plan` can count runs

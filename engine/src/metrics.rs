@@ -215,6 +215,105 @@ fn fold_note(absent: &BTreeMap<String, Vec<usize>>, what: &str, labels: &Labels)
     )
 }
 
+/// Prefixes of the `how` clauses that state a classification metric's
+/// floors and warnings; the report quotes them when a run stored no
+/// confusion matrix to derive them from.
+pub(crate) const FLOOR: &str = "floor on the pooled test labels: ";
+pub(crate) const COLLAPSED: &str = "collapsed: every pooled prediction is ";
+pub(crate) const ONE_CLASS: &str = "folds whose test set holds one class: ";
+
+/// What the test labels alone let a classifier score, for a reader to
+/// compare against: `(majority class, its score when always predicted,
+/// chance)`. `truth[c]` counts class `c` in the pooled test labels over
+/// every class the model can predict; chance is uniform random guessing
+/// over those classes, from expected counts. `metric` is `accuracy`,
+/// `uar` or `uf1`; `None` for anything else or an empty test set.
+pub(crate) fn class_floor(metric: &str, truth: &[usize]) -> Option<(usize, f64, f64)> {
+    let n: usize = truth.iter().sum();
+    let k = truth.len();
+    if n == 0 {
+        return None;
+    }
+    // The first class with the most samples: ties go to the lower index.
+    let (maj, &top) =
+        truth
+            .iter()
+            .enumerate()
+            .fold(None, |b: Option<(usize, &usize)>, (i, c)| match b {
+                Some((_, bc)) if bc >= c => b,
+                _ => Some((i, c)),
+            })?;
+    let present = truth.iter().filter(|&&c| c > 0).count() as f64;
+    let (n, top, kf) = (n as f64, top as f64, k as f64);
+    let (always, chance) = match metric {
+        "accuracy" => (top / n, 1.0 / kf),
+        // Recall 1 on the majority class, 0 on every other present one.
+        "uar" => (1.0 / present, 1.0 / kf),
+        // The majority class's F1 is 2·top/(n+top); every other present
+        // class scores 0 and absent ones are left out. Guessing gives class
+        // c TP n_c/k, FP (n-n_c)/k, FN n_c(k-1)/k: F1 = 2n_c/(n+k·n_c),
+        // and absent classes count 0 (they are predicted).
+        "uf1" => (
+            2.0 * top / (n + top) / present,
+            truth
+                .iter()
+                .map(|&c| 2.0 * c as f64 / (n + kf * c as f64))
+                .sum::<f64>()
+                / kf,
+        ),
+        _ => return None,
+    };
+    Some((maj, always, chance))
+}
+
+/// The floor in words, the same whether the report derives it from a
+/// stored confusion matrix or quotes a metric's `how`.
+pub(crate) fn floor_words(majority: &str, always: f64, chance: f64) -> String {
+    format!(
+        "always `{majority}` {:.2}, chance {:.2}",
+        100.0 * always,
+        100.0 * chance
+    )
+}
+
+/// The `how` clauses on floors, collapsed predictions and one-class folds.
+fn class_clauses(
+    metric: &str,
+    pooled: &Counts,
+    folds: &[(String, Counts)],
+    labels: &Labels,
+) -> String {
+    let mut out = String::new();
+    let truth: Vec<usize> = (0..pooled.tp.len())
+        .map(|c| pooled.tp[c] + pooled.fn_[c])
+        .collect();
+    if let Some((maj, always, chance)) = class_floor(metric, &truth) {
+        out.push_str(&format!(
+            "; {FLOOR}{}",
+            floor_words(&labels.name(maj), always, chance)
+        ));
+    }
+    let predicted: Vec<usize> = (0..pooled.tp.len())
+        .filter(|&c| pooled.tp[c] + pooled.fp[c] > 0)
+        .collect();
+    if pooled.n > 1 && predicted.len() == 1 {
+        out.push_str(&format!("; {COLLAPSED}`{}`", labels.name(predicted[0])));
+    }
+    let one: Vec<&str> = folds
+        .iter()
+        .filter(|(_, c)| (0..c.tp.len()).filter(|&i| c.tp[i] + c.fn_[i] > 0).count() == 1)
+        .map(|(f, _)| f.as_str())
+        .collect();
+    if !one.is_empty() && metric != "accuracy" {
+        out.push_str(&format!(
+            "; {ONE_CLASS}{} (there it is that class's {} alone, 100 when every sample is right; they count like any other fold in the per-fold mean)",
+            one.join(", "),
+            if metric == "uar" { "recall" } else { "F1" }
+        ));
+    }
+    out
+}
+
 impl Classification {
     fn classes(&self) -> usize {
         self.rows
@@ -228,16 +327,20 @@ impl Classification {
     fn scalar(&self, name: &str, how: &str) -> Vec<MetricValue> {
         let k = self.classes();
         let all = self.rows.all();
-        let (pooled, pooled_absent) = class_stat(self.stat, &class_counts(&all, k));
+        let pooled_counts = class_counts(&all, k);
+        let (pooled, pooled_absent) = class_stat(self.stat, &pooled_counts);
         let mut per_fold = Vec::new();
         let mut absent = BTreeMap::new();
+        let mut fold_counts = Vec::new();
         for (f, rows) in &self.rows.0 {
             let refs: Vec<&Row> = rows.iter().collect();
-            let (v, a) = class_stat(self.stat, &class_counts(&refs, k));
+            let counts = class_counts(&refs, k);
+            let (v, a) = class_stat(self.stat, &counts);
             if !a.is_empty() {
                 absent.insert(f.clone(), a);
             }
             per_fold.push((f.clone(), v));
+            fold_counts.push((f.clone(), counts));
         }
         let vals: Vec<f64> = per_fold.iter().filter_map(|(_, v)| *v).collect();
         let mut how = how.to_string();
@@ -251,6 +354,12 @@ impl Classification {
         how.push_str(&fold_note(
             &absent,
             "classes absent from a fold",
+            &self.labels,
+        ));
+        how.push_str(&class_clauses(
+            name,
+            &pooled_counts,
+            &fold_counts,
             &self.labels,
         ));
         vec![MetricValue {
@@ -897,6 +1006,70 @@ mod tests {
         assert_eq!(uf1.per_fold.len(), 2);
         assert!(
             uf1.how.contains("left out of that fold's mean (B: 1)"),
+            "{}",
+            uf1.how
+        );
+    }
+
+    #[test]
+    fn classification_how_states_the_floors() {
+        // Pooled truth: class 0 ×3, class 1 ×1, class 2 ×2 of 6.
+        let acc = &two_folds(ClassStat::Accuracy)[0];
+        assert!(
+            acc.how
+                .contains("floor on the pooled test labels: always `0` 50.00, chance 33.33"),
+            "{}",
+            acc.how
+        );
+        let uar = &two_folds(ClassStat::Uar)[0];
+        assert!(
+            uar.how.contains("always `0` 33.33, chance 33.33"),
+            "{}",
+            uar.how
+        );
+        // UF1: majority 2·3/(6+3)/3; chance mean of 2n_c/(6+3n_c) over 3 classes.
+        let uf1 = &two_folds(ClassStat::Uf1)[0];
+        assert!(
+            uf1.how.contains("always `0` 22.22, chance 31.85"),
+            "{}",
+            uf1.how
+        );
+        assert!(!uf1.how.contains("collapsed") && !uf1.how.contains("holds one class"));
+        let (maj, always, chance) = class_floor("uf1", &[3, 1, 2]).unwrap();
+        assert_eq!(maj, 0);
+        assert!((always - 2.0 / 9.0).abs() < 1e-12);
+        assert!((chance - (0.4 + 2.0 / 9.0 + 1.0 / 3.0) / 3.0).abs() < 1e-12);
+        assert_eq!(class_floor("uar", &[0, 0]), None);
+    }
+
+    #[test]
+    fn collapsed_predictions_and_one_class_folds_are_named() {
+        let mut m = Classification {
+            stat: ClassStat::Uf1,
+            rows: Rows::default(),
+            labels: Labels(vec!["neg".into(), "pos".into()]),
+        };
+        // Every prediction is `neg`; fold B's test set holds `neg` only.
+        m.update("A", &ids(3, "A"), &logits(&[0, 0, 0], 2), &idx(&[0, 1, 1]))
+            .unwrap();
+        m.update("B", &ids(2, "B"), &logits(&[0, 0], 2), &idx(&[0, 0]))
+            .unwrap();
+        let uf1 = &m.finish()[0];
+        assert_eq!(
+            uf1.per_fold[1],
+            ("B".to_string(), Some(1.0)),
+            "one class, all right: UF1 100"
+        );
+        assert!(
+            uf1.how
+                .contains("collapsed: every pooled prediction is `neg`"),
+            "{}",
+            uf1.how
+        );
+        assert!(
+            uf1.how.contains(
+                "folds whose test set holds one class: B (there it is that class's F1 alone"
+            ),
             "{}",
             uf1.how
         );

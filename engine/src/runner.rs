@@ -37,6 +37,14 @@ pub enum RunError {
     },
     #[error("{0}")]
     Tensor(#[from] mer_registry::candle::Error),
+    /// Stopped on request (Ctrl-C): the fold's last checkpoint is after
+    /// `epochs_done` epochs, and `--resume` continues from there.
+    #[error("interrupted after epoch {epochs_done} of {epochs} of fold {fold}; rerun with --resume to continue from there")]
+    Interrupted {
+        fold: String,
+        epochs_done: usize,
+        epochs: usize,
+    },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
@@ -54,6 +62,12 @@ pub trait Progress {
     fn epoch_end(&self, _epoch: usize, _loss: f64) {}
     fn fold_end(&self, _name: &str, _state: &str) {}
     fn note(&self, _message: &str) {}
+    /// Whether the user asked to stop (Ctrl-C). Checked after every batch:
+    /// the fold stops, keeps its last epoch checkpoint, and is marked
+    /// `interrupted`.
+    fn interrupted(&self) -> bool {
+        false
+    }
 }
 
 /// No output.
@@ -471,6 +485,17 @@ pub struct VariantResult {
     /// mixed with them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reported: Vec<(String, String)>,
+    /// The experiment's recipe hash, which names the run-store folder
+    /// (`<experiment>/<hash[..12]>/…`): the report keeps runs of different
+    /// hashes apart. Empty in stores written before it was kept; the report
+    /// reads it from the folder then.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub store_hash: String,
+    /// The variant's resolved recipe flattened to `key = value`, read by
+    /// the report from `recipe.ron` (not stored twice) to name the keys in
+    /// which runs of different hashes differ.
+    #[serde(skip)]
+    pub recipe_keys: Vec<(String, String)>,
 }
 
 /// The recipe's `reported = { source = "…", uar = 82.73, … }`, as text,
@@ -545,6 +570,49 @@ pub fn variant_dir(root: &Path, exp: &CheckedExperiment, variant: &str, seed: i6
         .join(format!("seed{seed}"))
 }
 
+/// One fold's id as `mer plan` printed it, in `plan.json` of the variant
+/// folder, so one id follows a run from the plan to the run store and to
+/// MLflow (`mer.run_id`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlanId {
+    pub fold: String,
+    pub id: String,
+}
+
+/// Writes `plan.json`: the plan's ids for this variant and seed, by fold
+/// name. A plan that could not count the folds (one per subject, known only
+/// once data is indexed) has one id for all of them.
+fn write_plan_ids(
+    exp: &CheckedExperiment,
+    v: &CheckedVariant,
+    seed: i64,
+    reg: &Registry,
+    folds: &[Fold],
+    dir: &Path,
+) -> Result<(), RunError> {
+    let plan = mer_registry::dsl::plan::plan(exp, reg);
+    let mine: Vec<_> = plan
+        .runs
+        .iter()
+        .filter(|r| r.variant == v.variant.name && r.seed == seed)
+        .collect();
+    let ids: Vec<PlanId> = folds
+        .iter()
+        .enumerate()
+        .filter_map(|(i, f)| {
+            let pos = (i + 1).to_string();
+            mine.iter()
+                .find(|r| r.fold == pos || r.fold == "*")
+                .map(|r| PlanId {
+                    fold: f.name.clone(),
+                    id: r.id.clone(),
+                })
+        })
+        .collect();
+    let path = dir.join("plan.json");
+    store::write_json(&path, &ids).map_err(io(&path))
+}
+
 /// Runs one variant with one seed over its protocol's folds.
 pub fn run_variant(
     exp: &CheckedExperiment,
@@ -608,6 +676,7 @@ pub fn run_variant(
         }
         pick
     };
+    write_plan_ids(exp, v, seed, reg, &all_folds, &dir)?;
     let metrics = metric_nodes(&v.graph, reg)?;
     let mut outputs: Vec<Ref> = Vec::new();
     for m in &metrics {
@@ -654,6 +723,28 @@ pub fn run_variant(
             progress,
         ) {
             Ok(()) => progress.fold_end(&fold.name, "finished"),
+            Err(RunError::Interrupted {
+                fold: name,
+                epochs_done,
+                epochs,
+            }) => {
+                store::write_json(
+                    &fdir.join("status.json"),
+                    &FoldStatus {
+                        state: "interrupted".into(),
+                        epochs_done,
+                        epochs,
+                        message: Some("stopped by the user; `--resume` continues it".into()),
+                    },
+                )
+                .map_err(io(&fdir))?;
+                progress.fold_end(&name, "interrupted");
+                return Err(RunError::Interrupted {
+                    fold: name,
+                    epochs_done,
+                    epochs,
+                });
+            }
             Err(e) => {
                 let msg = e.to_string();
                 store::write_json(
@@ -686,6 +777,8 @@ pub fn run_variant(
         .collect();
     let stored = compute_metrics(&dir, &finished, &metrics, &data, reg)?;
     let result = VariantResult {
+        store_hash: exp.hash.clone(),
+        recipe_keys: Vec::new(),
         experiment: exp.name.clone(),
         variant: v.variant.name.clone(),
         recipe_hash: v.hash.clone(),
@@ -1095,6 +1188,15 @@ fn run_fold(
                     }
                 });
                 progress.batch();
+                if progress.interrupted() {
+                    // The epoch in flight is dropped; resuming retrains it
+                    // from the last checkpoint with the same random draws.
+                    return Err(RunError::Interrupted {
+                        fold: fold.name.clone(),
+                        epochs_done: meta.epochs_done,
+                        epochs: cfg.epochs,
+                    });
+                }
             }
             lr_factor = sched.factor(step, total_steps, epoch) * plateau;
             if let Some(g) = grads {

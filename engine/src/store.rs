@@ -66,7 +66,8 @@ pub fn load_tensors(path: &Path, device: &Device) -> std::io::Result<HashMap<Str
 /// A fold's lifecycle, in `status.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FoldStatus {
-    /// `running`, `finished` or `failed`.
+    /// `running`, `finished`, `failed` or `interrupted` (stopped by the
+    /// user; `--resume` continues it).
     pub state: String,
     pub epochs_done: usize,
     pub epochs: usize,

@@ -3,8 +3,8 @@
 use crate::contracts::{DatasetFactory, MetricFactory, ProtocolFactory};
 use crate::ExampleInput;
 use crate::{
-    Example, Factory, FoldRule, InputSpec, Kind, KindSchema, ParamSpec, ParamType, PortSpec, Role,
-    ShapeFn, Value,
+    Example, Factory, FoldRule, InputSpec, Kind, KindSchema, ParamSpec, ParamType, PortCondition,
+    PortSpec, Role, ShapeFn, Value,
 };
 
 /// Builds a [`KindSchema`]. Parameter helpers take `None` as the default to
@@ -86,6 +86,30 @@ impl KindBuilder {
         self.schema.outputs.push(PortSpec {
             name: name.into(),
             doc: doc.into(),
+            when: None,
+        });
+        self
+    }
+
+    /// Makes the already declared output `port` exist only while parameter
+    /// `param` equals `value`: `.port_when("flow", "flow", Value::Bool(true))`
+    /// for a dataset whose `flow = false` skips computing optical flow.
+    /// `mer check` then rejects a recipe that reads the port while it is
+    /// off, at the reference, instead of every fold failing at run time.
+    ///
+    /// # Panics
+    /// When no output `port` is declared yet (a mistake in the kind's
+    /// declaration, seen the first time the kind is built).
+    pub fn port_when(mut self, port: &str, param: &str, value: Value) -> Self {
+        let Some(p) = self.schema.outputs.iter_mut().find(|p| p.name == port) else {
+            panic!(
+                "kind `{}`: port_when(\"{port}\") before .output(\"{port}\", ..)",
+                self.schema.name
+            );
+        };
+        p.when = Some(PortCondition {
+            param: param.into(),
+            equals: value,
         });
         self
     }

@@ -36,7 +36,8 @@
 //! inferred by its [`ShapeFn`] ([`shape`]).
 
 pub use mer_dsl::schema::{
-    Catalog, FoldRule, InputSpec, KindSchema, Namespace, ParamSpec, ParamType, PortSpec, Role,
+    Catalog, FoldRule, InputSpec, KindSchema, Namespace, ParamSpec, ParamType, PortCondition,
+    PortSpec, Role,
 };
 pub use mer_dsl::value::Value;
 
@@ -67,7 +68,7 @@ pub use component::{BuildCtx, BuildError, Component, Factory, Init, Mode, ParamS
 pub use contracts::{
     verify_folds, Batch, DataError, Dataset, Fold, Metric, MetricValue, Protocol, SampleMeta,
 };
-pub use describe::describe_kind;
+pub use describe::{describe_kind, describe_params};
 pub use loader::PluginError;
 pub use rng::SeededRng;
 pub use shape::{DType, Dim, Semantic, ShapeCtx, ShapeError, ShapeFn, TensorType};

@@ -92,9 +92,13 @@ pub enum PluginError {
     Kinds { name: String, source: RegistryError },
 }
 
+/// The rebuild command a refusal names. The whole workspace, not `-p
+/// mer-plugin-<name>`: building one plugin after another plugin changed
+/// `Cargo.lock` gives the SDK a new build id, and every other plugin is
+/// then refused until they are all rebuilt together.
 fn rebuild_hint(name: &str) -> String {
     format!(
-        "rebuild it in this workspace with `cargo build -p mer-plugin-{}` (same toolchain, lockfile and profile as mer)",
+        "rebuild it with the whole workspace, `cargo build --workspace` (plugin `{name}` is crate `mer-plugin-{}`; same toolchain, lockfile and profile as mer)",
         name.replace('_', "-")
     )
 }

@@ -589,6 +589,11 @@ pub fn bp4d(p: &BTreeMap<String, Value>) -> Result<Box<dyn Dataset>, BuildError>
 
 /// `mer data verify` for DISFA or BP4D (all AUs of the default set).
 pub fn verify(corpus: AuCorpus, root: &Path, aus: &[u32]) -> (String, bool) {
+    verify_with(corpus, root, aus, super::decode_cache().as_deref())
+}
+
+/// [`verify`] with its decode markers in `cache`.
+fn verify_with(corpus: AuCorpus, root: &Path, aus: &[u32], cache: Option<&Path>) -> (String, bool) {
     use std::fmt::Write;
     let o = Options {
         aus,
@@ -596,10 +601,23 @@ pub fn verify(corpus: AuCorpus, root: &Path, aus: &[u32]) -> (String, bool) {
         frames: corpus.default_frames(),
         stride: 1,
     };
-    let s = match corpus {
+    let mut s = match corpus {
         AuCorpus::Disfa => scan_disfa(root, &o),
         AuCorpus::Bp4d => scan_bp4d(root, &o),
     };
+    let paths: Vec<&Path> = s.records.iter().map(|r| r.image.as_path()).collect();
+    let (decoded, bad) = super::check_decodes(&paths, cache);
+    let undecodable: Vec<DataError> = bad
+        .into_iter()
+        .map(|(i, why)| {
+            problem(
+                &s.records[i].image,
+                None,
+                format!("{why} (frame {})", s.records[i].id),
+            )
+        })
+        .collect();
+    s.problems.extend(undecodable);
     let mut o = String::new();
     let subjects: BTreeSet<&String> = s.records.iter().map(|r| &r.subject).collect();
     let _ = writeln!(o, "{} at {}", corpus.kind(), root.display());
@@ -620,6 +638,7 @@ pub fn verify(corpus: AuCorpus, root: &Path, aus: &[u32]) -> (String, bool) {
     let _ = writeln!(o, "AU occurrence: {}", freq.join(", "));
     let folds: BTreeSet<i64> = s.records.iter().map(|r| r.fold).collect();
     let _ = writeln!(o, "official folds: {}", folds.len());
+    let _ = writeln!(o, "{}", decoded.line(cache));
     super::verify_tail(&mut o, &s.notes, &s.problems);
     (o, s.problems.is_empty())
 }

@@ -241,26 +241,25 @@ struct Videos {
 
 impl Videos {
     /// The clip folders among `entries`: the extracted ones, and one for
-    /// each video without its folder when a decoder can make it; a video
-    /// that can't be decoded is a problem naming it.
-    fn clips(&mut self, entries: &[PathBuf], problems: &mut Vec<DataError>) -> BTreeSet<PathBuf> {
+    /// each video without its folder. Whether such a video can be decoded
+    /// is asked in [`Videos::frames_dir`], only of clips the scan keeps, so
+    /// an unextracted video of a left-out class or a song clip does not
+    /// stop a run that never reads it.
+    fn clips(&mut self, entries: &[PathBuf]) -> BTreeSet<PathBuf> {
         let mut dirs: BTreeSet<PathBuf> = entries.iter().filter(|p| p.is_dir()).cloned().collect();
         for v in entries.iter().filter(|p| p.is_file() && is_video(p)) {
             let clip = v.with_extension("");
             if dirs.contains(&clip) {
                 continue;
             }
-            if self.ffmpeg.is_some() {
-                self.pending.insert(clip.clone(), v.clone());
-                dirs.insert(clip);
-            } else {
-                problems.push(unextracted(v));
-            }
+            self.pending.insert(clip.clone(), v.clone());
+            dirs.insert(clip);
         }
         dirs
     }
 
-    /// Where `clip`'s frames are: the folder itself, or its decoded video.
+    /// Where `clip`'s frames are: the folder itself, or its decoded video;
+    /// a video with no decoder is a problem naming it.
     fn frames_dir(&mut self, clip: &Path) -> Result<PathBuf, DataError> {
         match (self.pending.get(clip), &self.ffmpeg) {
             (Some(v), Some(f)) => {
@@ -271,6 +270,7 @@ impl Videos {
                 }
                 Ok(dir)
             }
+            (Some(v), None) => Err(unextracted(v)),
             _ => Ok(clip.to_path_buf()),
         }
     }
@@ -694,7 +694,7 @@ fn scan_ravdess(
             }
         };
         let dirs: BTreeSet<String> = videos
-            .clips(&entries, problems)
+            .clips(&entries)
             .iter()
             .filter_map(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_string))
             .collect();
@@ -783,7 +783,7 @@ fn scan_crema(
             ))
         }
     };
-    for dir in videos.clips(&entries, problems) {
+    for dir in videos.clips(&entries) {
         let stem = dir
             .file_name()
             .and_then(|n| n.to_str())
@@ -869,7 +869,7 @@ fn scan_mead(
                     continue;
                 }
                 let clips = sorted_dir(&ldir).unwrap_or_default();
-                for d in videos.clips(&clips, problems) {
+                for d in videos.clips(&clips) {
                     found.push(Found::new(d, actor.clone(), class, None));
                 }
             }
@@ -1220,9 +1220,28 @@ pub fn mead(p: &BTreeMap<String, Value>) -> Result<Box<dyn Dataset>, BuildError>
 
 /// `mer data verify` for a DFER corpus: counts, notes and every problem.
 pub fn verify(corpus: Corpus, root: &Path) -> (String, bool) {
+    verify_with(corpus, root, super::decode_cache().as_deref())
+}
+
+/// [`verify`] with its decode markers in `cache`.
+fn verify_with(corpus: Corpus, root: &Path, cache: Option<&Path>) -> (String, bool) {
     use std::fmt::Write;
     let set = corpus.default_set();
     let mut s = scan(corpus, root, set, false);
+    // Every frame of every clip: which ones a recipe reads depends on its
+    // `frames` and `sampling_rate`, so all of them.
+    let frames: Vec<(&ClipRecord, &Path)> = s
+        .records
+        .iter()
+        .flat_map(|r| r.frames.iter().map(move |f| (r, f.as_path())))
+        .collect();
+    let paths: Vec<&Path> = frames.iter().map(|(_, f)| *f).collect();
+    let (decoded, bad) = super::check_decodes(&paths, cache);
+    let undecodable: Vec<DataError> = bad
+        .into_iter()
+        .map(|(i, why)| problem(frames[i].1, format!("{why} (clip {})", frames[i].0.id)))
+        .collect();
+    s.problems.extend(undecodable);
     let classes = corpus.classes(set);
     let mut untracked = 0usize;
     for r in &s.records {
@@ -1263,6 +1282,7 @@ pub fn verify(corpus: Corpus, root: &Path) -> (String, bool) {
         o,
         "frames without a tracked face (filled from the nearest tracked frame): {untracked}"
     );
+    let _ = writeln!(o, "{}", decoded.line(cache));
     super::verify_tail(&mut o, &s.notes, &s.problems);
     (o, s.problems.is_empty())
 }
@@ -1549,6 +1569,73 @@ mod tests {
             }
             std::fs::remove_dir_all(&root).ok();
         }
+    }
+
+    /// A clip of a class the label set leaves out is never read, so its
+    /// empty frame folder or unextracted video does not stop the run;
+    /// with the class in the set, both are problems.
+    #[test]
+    fn a_left_out_class_is_never_read() {
+        let root = tmp("left-out");
+        write_layout(Corpus::Ravdess, &synth_params(1, 2), &root, 3).unwrap();
+        let actor = root.join("Actor_01");
+        let calm = |s: &Scan| {
+            s.notes
+                .iter()
+                .find_map(|n| n.strip_suffix(" calm (not in 7class)"))
+                .and_then(|n| n.strip_prefix("left out: "))
+                .map_or(0, |n| n.parse::<usize>().unwrap_or(0))
+        };
+        let before = calm(&scan_with(Corpus::Ravdess, &root, "7class", false, None));
+        // Two calm clips (emotion 02): an empty folder, a video, no ffmpeg.
+        std::fs::create_dir_all(actor.join("01-01-02-02-02-02-01")).unwrap();
+        std::fs::write(actor.join("01-01-02-01-02-02-01.mp4"), b"").unwrap();
+        let s = scan_with(Corpus::Ravdess, &root, "7class", false, None);
+        assert!(s.problems.is_empty(), "{:?}", s.problems);
+        assert_eq!(calm(&s), before + 2, "{:?}", s.notes);
+        let all = scan_with(Corpus::Ravdess, &root, "8class", false, None);
+        let text: Vec<String> = all.problems.iter().map(|p| p.to_string()).collect();
+        assert_eq!(text.len(), 2, "{text:#?}");
+        assert!(text
+            .iter()
+            .any(|t| t.contains("01-01-02-02-02-02-01") && t.contains("no images")));
+        assert!(text
+            .iter()
+            .any(|t| t.contains("01-01-02-01-02-02-01.mp4") && t.contains("ffmpeg -i")));
+        std::fs::remove_dir_all(&root).ok();
+    }
+
+    /// Verify decodes every frame: a zero-byte and a truncated frame are
+    /// problems naming the file and clip; a second verify only hashes.
+    #[test]
+    fn verify_names_frames_that_do_not_decode() {
+        let root = tmp("decode");
+        write_layout(Corpus::CremaD, &synth_params(2, 2), &root, 4).unwrap();
+        let s = scan_with(Corpus::CremaD, &root, "6class", false, None);
+        let (a, b) = (&s.records[0].frames[1], &s.records[1].frames[3]);
+        std::fs::write(a, b"").unwrap();
+        let bytes = std::fs::read(b).unwrap();
+        std::fs::write(b, &bytes[..bytes.len() * 2 / 3]).unwrap();
+        let cache = root.join("cache");
+        let (report, ok) = verify_with(Corpus::CremaD, &root, Some(&cache));
+        assert!(!ok && report.contains("problems: 2"), "{report}");
+        for (f, id) in [(a, &s.records[0].id), (b, &s.records[1].id)] {
+            assert!(
+                report
+                    .lines()
+                    .any(|l| l.contains(&format!("{}: ", f.display()))
+                        && l.contains(&format!("(clip {id})"))),
+                "{} not named:\n{report}",
+                f.display()
+            );
+        }
+        assert!(report.contains("images decoded: 16 ("), "{report}");
+        let (again, _) = verify_with(Corpus::CremaD, &root, Some(&cache));
+        assert!(
+            again.contains("images decoded: 16 (14 unchanged"),
+            "{again}"
+        );
+        std::fs::remove_dir_all(&root).ok();
     }
 
     /// `crop = "face"`: frames are cut to the landmarks' grown square box,

@@ -455,8 +455,10 @@ impl Dataset for StillDataset {
                     ),
                 )
             })?;
-            let mut img = image::open(&r.image)
-                .map_err(|e| err(&r.image, Some(r.row), format!("cannot decode: {e}")))?
+            let bytes = std::fs::read(&r.image)
+                .map_err(|e| err(&r.image, Some(r.row), format!("cannot read: {e}")))?;
+            let mut img = super::decode_image(&bytes)
+                .map_err(|why| err(&r.image, Some(r.row), why))?
                 .to_rgb8();
             if let Some([x, y, fw, fh]) = r.face {
                 // The annotated box, clipped to the photo.
@@ -527,12 +529,37 @@ pub fn affectnet(p: &BTreeMap<String, Value>) -> Result<Box<dyn Dataset>, BuildE
 
 /// `mer data verify ROOT --dataset fer.rafdb|fer.affectnet`.
 pub fn verify_still(kind: &str, root: &Path) -> (String, bool) {
+    verify_still_with(kind, root, super::decode_cache().as_deref())
+}
+
+/// [`verify_still`] with its decode markers in `cache`.
+fn verify_still_with(kind: &str, root: &Path, cache: Option<&Path>) -> (String, bool) {
     use std::fmt::Write;
-    let (s, classes) = if kind == "fer.affectnet" {
+    let affectnet = kind == "fer.affectnet";
+    let (mut s, classes) = if affectnet {
         (scan_affectnet(root, "8class"), AFFECTNET_CLASSES)
     } else {
         (scan_rafdb(root), RAFDB_CLASSES)
     };
+    let paths: Vec<&Path> = s.records.iter().map(|r| r.image.as_path()).collect();
+    let (decoded, bad) = super::check_decodes(&paths, cache);
+    let undecodable: Vec<DataError> = bad
+        .into_iter()
+        .map(|(i, why)| {
+            let r = &s.records[i];
+            let list = match (affectnet, r.split) {
+                (false, _) => root.join(LABEL_FILE),
+                (true, "train") => root.join(AFFECTNET_LISTS).join("training.csv"),
+                (true, _) => root.join(AFFECTNET_LISTS).join("validation.csv"),
+            };
+            err(
+                &list,
+                Some(r.row),
+                format!("image {}: {why}", r.image.display()),
+            )
+        })
+        .collect();
+    s.problems.extend(undecodable);
     let mut o = String::new();
     let _ = writeln!(o, "{kind} at {}", root.display());
     let train = s.records.iter().filter(|r| r.split == "train").count();
@@ -548,6 +575,7 @@ pub fn verify_still(kind: &str, root: &Path) -> (String, bool) {
     }
     let list: Vec<String> = per.iter().map(|(k, v)| format!("{k} {v}")).collect();
     let _ = writeln!(o, "emotions: {}", list.join(", "));
+    let _ = writeln!(o, "{}", decoded.line(cache));
     super::verify_tail(&mut o, &s.notes, &s.problems);
     (o, s.problems.is_empty())
 }
@@ -759,6 +787,38 @@ mod tests {
         assert!(
             e.file.ends_with("train_00002_aligned.jpg") && e.row == Some(2),
             "{e}"
+        );
+        std::fs::remove_dir_all(&root).ok();
+    }
+
+    /// Verify decodes every image: a zero-byte and a truncated JPEG are
+    /// problems at their label line naming the image; a second verify
+    /// finds the 18 good ones' markers.
+    #[test]
+    fn verify_decodes_each_image_by_label_line() {
+        let root = tmp("decode");
+        gen(&root);
+        let s = scan_rafdb(&root);
+        let (a, b) = (&s.records[3], &s.records[7]);
+        std::fs::write(&a.image, b"").unwrap();
+        let bytes = std::fs::read(&b.image).unwrap();
+        std::fs::write(&b.image, &bytes[..bytes.len() - 40]).unwrap();
+        let cache = root.join("cache");
+        let (report, ok) = verify_still_with("fer.rafdb", &root, Some(&cache));
+        assert!(!ok && report.contains("problems: 2"), "{report}");
+        for r in [a, b] {
+            let at = format!(
+                "list_patition_label.txt:{}: image {}",
+                r.row,
+                r.image.display()
+            );
+            assert!(report.contains(&at), "{at} not in:\n{report}");
+        }
+        assert!(report.contains("images decoded: 20 ("), "{report}");
+        let (again, _) = verify_still_with("fer.rafdb", &root, Some(&cache));
+        assert!(
+            again.contains("images decoded: 20 (18 unchanged"),
+            "{again}"
         );
         std::fs::remove_dir_all(&root).ok();
     }

@@ -553,6 +553,10 @@ pub struct Scan {
     pub records: Vec<Record>,
     pub corrections: Vec<String>,
     pub problems: Vec<DataError>,
+    /// Each label-file data row's emotion (lower case), so a loader can
+    /// tell a problem in a clip its class set leaves out from one in a
+    /// clip it reads.
+    pub row_emotion: BTreeMap<usize, String>,
 }
 
 fn cell_text(d: &Data) -> String {
@@ -669,6 +673,8 @@ pub fn scan(layout: &Layout, root: &Path, cropped: bool) -> Scan {
         if r.iter().all(|c| matches!(c, Data::Empty)) {
             continue;
         }
+        out.row_emotion
+            .insert(row, cell_text(&get(c_emotion)).to_lowercase());
         let number = match get(c_subject) {
             Data::Float(f) if f.fract() == 0.0 && f >= 0.0 => Some(f as u32),
             Data::Int(n) if n >= 0 => Some(n as u32),
@@ -966,25 +972,55 @@ impl MeDataset {
             }
         };
         let cropped = !matches!(p.get("cropped"), Some(Value::Bool(false)));
-        let s = scan(layout, &root, cropped);
-        if !s.problems.is_empty() {
-            let list: Vec<String> = s.problems.iter().take(5).map(|e| e.to_string()).collect();
+        let mut s = scan(layout, &root, cropped);
+        let set = match p.get("classes") {
+            Some(Value::Str(c)) => c.clone(),
+            _ => "5class".into(),
+        };
+        let table = (layout.class_sets)(&set);
+        let mut excluded = BTreeMap::new();
+        // A problem in a row whose emotion the class set leaves out does
+        // not stop the run: that clip would not be read anyway. It is
+        // counted with the left-out clips and stated in the notes.
+        let label = root.join(layout.label_file).display().to_string();
+        let left_out = |e: &DataError| {
+            let emotion = e
+                .row
+                .filter(|_| e.file == label)
+                .and_then(|r| s.row_emotion.get(&r));
+            emotion.filter(|em| !table.iter().any(|(_, m)| m.contains(&em.as_str())))
+        };
+        let mut blocking = Vec::new();
+        let mut set_aside = Vec::new();
+        let mut counted = std::collections::BTreeSet::new();
+        for e in std::mem::take(&mut s.problems) {
+            match left_out(&e) {
+                Some(em) => {
+                    // One count per row, however many problems it has.
+                    if counted.insert(e.row) {
+                        *excluded.entry(em.clone()).or_insert(0) += 1;
+                    }
+                    set_aside.push(e);
+                }
+                None => blocking.push(e),
+            }
+        }
+        if !blocking.is_empty() {
+            let list: Vec<String> = blocking.iter().take(5).map(|e| e.to_string()).collect();
             return Err(BuildError(format!(
                 "{} problem(s) in {} (`mer data verify {} --dataset {}` lists all):\n  {}",
-                s.problems.len(),
+                blocking.len(),
                 root.display(),
                 root.display(),
                 layout.dataset,
                 list.join("\n  ")
             )));
         }
-        let set = match p.get("classes") {
-            Some(Value::Str(c)) => c.clone(),
-            _ => "5class".into(),
-        };
-        let table = (layout.class_sets)(&set);
+        let mut corrections = s.corrections;
+        corrections.extend(set_aside.iter().map(|e| {
+            format!("outside the class set `{set}`, so not read (its problem does not stop the run): {e}")
+        }));
         let mut records = Vec::new();
-        let mut excluded = BTreeMap::new();
         for r in s.records {
             match table
                 .iter()
@@ -1010,7 +1046,7 @@ impl MeDataset {
         Ok(MeDataset {
             layout,
             records,
-            corrections: s.corrections,
+            corrections,
             classes: table.iter().map(|(n, _)| *n).collect(),
             excluded,
             targets: match p.get("aus") {
@@ -1249,15 +1285,48 @@ pub fn mmew(p: &BTreeMap<String, Value>) -> Result<Box<dyn Dataset>, BuildError>
 }
 
 /// `mer data verify ROOT --dataset D`: samples, subjects, emotions, AU
-/// frequencies, corrections applied, and every problem with its row.
+/// frequencies, corrections applied, and every problem with its row,
+/// including every frame that does not decode.
 pub fn verify(layout: &Layout, root: &Path) -> (String, bool) {
+    verify_with(layout, root, super::decode_cache().as_deref())
+}
+
+/// [`verify`] with its decode markers in `cache`.
+fn verify_with(layout: &Layout, root: &Path, cache: Option<&Path>) -> (String, bool) {
     use std::fmt::Write;
     // The cropped release when the folder has it, else the full frames.
     let cropped = layout
         .releases
         .iter()
         .any(|(d, c)| *c && root.join(d).is_dir());
-    let s = scan(layout, root, cropped);
+    let mut s = scan(layout, root, cropped);
+    // Every frame onset..=offset: a recipe's sampling may read any of them.
+    let frames: Vec<(&Record, &Path)> = s
+        .records
+        .iter()
+        .flat_map(|r| r.frames.iter().map(move |f| (r, f.as_path())))
+        .collect();
+    let paths: Vec<&Path> = frames.iter().map(|(_, f)| *f).collect();
+    let (decoded, bad) = super::check_decodes(&paths, cache);
+    let label = root.join(layout.label_file);
+    let undecodable: Vec<DataError> = bad
+        .into_iter()
+        .map(|(i, why)| {
+            let (r, f) = frames[i];
+            let file = if layout.folder_scan.is_some() {
+                f
+            } else {
+                &label
+            };
+            let row = (layout.folder_scan.is_none()).then_some(r.row);
+            super::problem_at(
+                file,
+                row,
+                format!("{}/{}: frame {}: {why}", r.subject, r.filename, f.display()),
+            )
+        })
+        .collect();
+    s.problems.extend(undecodable);
     let mut o = String::new();
     let subjects: std::collections::BTreeSet<&String> =
         s.records.iter().map(|r| &r.subject).collect();
@@ -1287,6 +1356,7 @@ pub fn verify(layout: &Layout, root: &Path) -> (String, bool) {
         "AUs: {}",
         list(aus.iter().map(|(k, v)| format!("AU{k} {v}")).collect())
     );
+    let _ = writeln!(o, "{}", decoded.line(cache));
     let _ = writeln!(o, "corrections applied: {}", s.corrections.len());
     for c in &s.corrections {
         let _ = writeln!(o, "  {c}");
@@ -1711,6 +1781,103 @@ mod tests {
         assert!(s.corrections.is_empty(), "row 0 is not in the apex table");
         let e = MeDataset::new(&CASME2, &params(&root)).err().unwrap().0;
         assert!(e.contains("mer data verify"), "{e}");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// A zero-byte and a truncated JPEG pass a stat but not verify: each
+    /// is a problem naming the frame and its label row. A second verify
+    /// only hashes the frames that decoded the first time.
+    #[test]
+    fn verify_decodes_every_frame_and_caches_by_content() {
+        let root = std::env::temp_dir().join(format!("mer-casme2-decode-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        write_layout(&CASME2, &synth(2), &root, 5, 1).unwrap();
+        let s = scan(&CASME2, &root, true);
+        assert!(s.problems.is_empty(), "{:?}", s.problems);
+        let (empty, cut) = (&s.records[0], &s.records[1]);
+        std::fs::write(&empty.frames[2], b"").unwrap();
+        let bytes = std::fs::read(&cut.frames[4]).unwrap();
+        std::fs::write(&cut.frames[4], &bytes[..bytes.len() / 2]).unwrap();
+        let cache = root.join("cache");
+        let (report, ok) = verify_with(&CASME2, &root, Some(&cache));
+        assert!(!ok, "{report}");
+        assert!(report.contains("problems: 2"), "{report}");
+        for (r, f, why) in [(empty, 2, "0 bytes"), (cut, 4, "")] {
+            let line = report
+                .lines()
+                .find(|l| l.contains(&*r.frames[f].to_string_lossy()))
+                .unwrap_or_else(|| panic!("{} not named:\n{report}", r.frames[f].display()));
+            assert!(
+                line.contains(&format!("{}:{}:", CASME2.label_file, r.row)) && line.contains(why),
+                "{line}"
+            );
+        }
+        assert!(report.contains("images decoded: 30 ("), "{report}");
+        // A marker per distinct good frame (a neutral onset can repeat);
+        // the second run decodes none of the 28.
+        let good: std::collections::BTreeSet<Vec<u8>> = s
+            .records
+            .iter()
+            .flat_map(|r| &r.frames)
+            .map(|f| std::fs::read(f).unwrap())
+            .filter(|b| b.ends_with(&[0xFF, 0xD9]))
+            .collect();
+        assert_eq!(super::super::tests_walk(&cache).len(), good.len());
+        let (again, _) = verify_with(&CASME2, &root, Some(&cache));
+        assert!(
+            again.contains("images decoded: 30 (28 unchanged"),
+            "{again}"
+        );
+        assert!(again.contains("problems: 2"), "{again}");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// A missing frame in a clip the class set leaves out does not refuse
+    /// the run (it is noted and counted as left out); the same gap in a
+    /// clip the class set reads does.
+    #[test]
+    fn a_problem_in_an_excluded_clip_does_not_refuse_the_run() {
+        let root = std::env::temp_dir().join(format!("mer-casme2-excl-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        write_layout(&CASME2, &synth(6), &root, 4, 1).unwrap();
+        let s = scan(&CASME2, &root, true);
+        let megc = casme2_classes("3class_megc");
+        let kept = |r: &&Record| megc.iter().any(|(_, m)| m.contains(&r.emotion.as_str()));
+        let out = s
+            .records
+            .iter()
+            .find(|r| !kept(r))
+            .expect("a clip outside 3class_megc");
+        std::fs::remove_file(&out.frames[1]).unwrap();
+        let mut p = params(&root);
+        p.insert("classes".into(), Value::Str("3class_megc".into()));
+        let d = MeDataset::new(&CASME2, &p).unwrap();
+        let excluded: usize = d.excluded().values().sum();
+        assert_eq!(d.index().unwrap().len() + excluded, 18);
+        let notes = d.notes().join("\n");
+        assert!(
+            notes.contains("outside the class set `3class_megc`")
+                && notes.contains(&*out.frames[1].to_string_lossy()),
+            "{notes}"
+        );
+        // 5class reads `others`: the same gap refuses it.
+        let mut all = p.clone();
+        all.insert("classes".into(), Value::Str("5class".into()));
+        if (CASME2.class_sets)("5class")
+            .iter()
+            .any(|(_, m)| m.contains(&out.emotion.as_str()))
+        {
+            let e = MeDataset::new(&CASME2, &all).err().expect("refused").0;
+            assert!(e.contains("is missing"), "{e}");
+        }
+        // A gap in a clip 3class_megc reads refuses it.
+        let inside = s.records.iter().find(kept).expect("a clip in 3class_megc");
+        std::fs::remove_file(&inside.frames[1]).unwrap();
+        let e = MeDataset::new(&CASME2, &p).err().expect("refused").0;
+        assert!(
+            e.contains("1 problem(s)") && e.contains(&*inside.frames[1].to_string_lossy()),
+            "{e}"
+        );
         let _ = std::fs::remove_dir_all(&root);
     }
 

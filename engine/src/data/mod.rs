@@ -115,6 +115,140 @@ pub fn cache_root() -> Option<std::path::PathBuf> {
         .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/mer")))
 }
 
+/// Where `mer data verify` keeps its decode markers: one empty file per
+/// BLAKE3 of an image's bytes that decoded, beside the frame cache.
+pub(crate) fn decode_cache() -> Option<std::path::PathBuf> {
+    cache_root().map(|d| d.join("decodes"))
+}
+
+/// What [`check_decodes`] did: images checked, and how many of them a
+/// marker from an earlier check vouched for (hashed, not decoded).
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub(crate) struct Decodes {
+    pub checked: usize,
+    pub cached: usize,
+}
+
+impl Decodes {
+    /// The report line: how many were checked and how many came from the
+    /// cache, so a researcher sees why a second verify is fast.
+    pub fn line(&self, cache: Option<&Path>) -> String {
+        format!(
+            "images decoded: {} ({} unchanged since an earlier verify{})",
+            self.checked,
+            self.cached,
+            cache.map_or_else(String::new, |c| format!(", markers in {}", c.display()))
+        )
+    }
+}
+
+/// Decodes every file in `files` as the loaders will, in parallel, and
+/// returns the counts and, for each file that does not decode, its index
+/// in `files` and why. A success leaves a marker in `cache` keyed by the
+/// BLAKE3 of the bytes, so an unchanged file is only hashed next time;
+/// failures leave none and are decoded (and reported) again.
+pub(crate) fn check_decodes(
+    files: &[&Path],
+    cache: Option<&Path>,
+) -> (Decodes, Vec<(usize, String)>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(files.len().max(1));
+    let results: Vec<Vec<(usize, Result<bool, String>)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(f) = files.get(i) else { break };
+                        out.push((i, decodes(f, cache)));
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            // A worker only panics on a bug; its files then count as unchecked.
+            .filter_map(|h| h.join().ok())
+            .collect()
+    });
+    let mut counts = Decodes::default();
+    let mut failed = Vec::new();
+    for (i, r) in results.into_iter().flatten() {
+        counts.checked += 1;
+        match r {
+            Ok(hit) => counts.cached += hit as usize,
+            Err(why) => failed.push((i, why)),
+        }
+    }
+    failed.sort_by_key(|(i, _)| *i);
+    (counts, failed)
+}
+
+/// Whether `path` decodes: `Ok(true)` when a marker says its bytes did
+/// before, `Ok(false)` when decoded now.
+fn decodes(path: &Path, cache: Option<&Path>) -> Result<bool, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.is_empty() {
+        return Err("empty file (0 bytes)".into());
+    }
+    let mut k = blake3::Hasher::new();
+    // The decoder is part of the key: a new decoder rechecks everything.
+    k.update(b"mer-decodes-v1 image-0.25");
+    k.update(&bytes);
+    let key = k.finalize().to_hex().to_string();
+    let marker = cache.map(|d| d.join(&key[..2]).join(&key));
+    if marker.as_ref().is_some_and(|m| m.is_file()) {
+        return Ok(true);
+    }
+    decode_image(&bytes)?;
+    if let Some(m) = marker {
+        if let Some(d) = m.parent() {
+            let _ = std::fs::create_dir_all(d);
+        }
+        // An empty marker needs no atomic write: it only ever exists after
+        // a successful decode. One that cannot be written only costs time.
+        let _ = std::fs::write(&m, b"");
+    }
+    Ok(false)
+}
+
+/// Decodes an image file's bytes as every loader does, refusing a JPEG
+/// cut short (see [`jpeg_truncated`]) rather than returning made-up pixels.
+pub(crate) fn decode_image(bytes: &[u8]) -> Result<image::DynamicImage, String> {
+    let img = image::load_from_memory(bytes)
+        .map_err(|e| format!("cannot decode: {}", e.to_string().trim_end()))?;
+    match jpeg_truncated(bytes) {
+        Some(why) => Err(why),
+        None => Ok(img),
+    }
+}
+
+/// Why a JPEG that decodes is still cut short: the decoder fills a
+/// truncated scan with grey instead of failing, so a file whose last scan
+/// (SOS, `FF DA`) is not followed by an end-of-image marker (`FF D9`)
+/// would train on made-up pixels. Neither marker can occur inside
+/// entropy-coded data (an `FF` there is followed by `00` or a restart
+/// marker), and an EXIF thumbnail's own `FF D9` comes before the main
+/// scan, so the test holds for thumbnails and trailing padding alike.
+fn jpeg_truncated(bytes: &[u8]) -> Option<String> {
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return None;
+    }
+    let last = |m: u8| bytes.windows(2).rposition(|w| w == [0xFF, m]);
+    match (last(0xDA), last(0xD9)) {
+        (Some(sos), Some(eoi)) if eoi > sos => None,
+        _ => Some(format!(
+            "truncated JPEG: no end-of-image marker after the last scan ({} bytes)",
+            bytes.len()
+        )),
+    }
+}
+
 /// Decodes one frame, resizes it to `[h, w]` and appends its pixels in
 /// [0, 1] to `planes` (RGB, or BT.601 luma when `planes` has one entry).
 /// Returns the frame's original `(width, height)`. A decode failure names
@@ -176,7 +310,7 @@ fn resized_rgb(
             return Ok((hit[8..].to_vec(), (dim(0), dim(4))));
         }
     }
-    let img = image::load_from_memory(&bytes).map_err(|e| fail(format!("cannot decode: {e}")))?;
+    let img = decode_image(&bytes).map_err(fail)?;
     let dims = (img.width().max(1), img.height().max(1));
     let mut full = img.to_rgb8();
     if let Some([x, y, cw, ch]) = crop {
@@ -227,6 +361,20 @@ fn push_frame_cached(
         }
     }
     Ok(dims)
+}
+
+/// Every file under `d`, for tests that count cache entries.
+#[cfg(test)]
+pub(crate) fn tests_walk(d: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+        if e.path().is_dir() {
+            out.extend(tests_walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -285,15 +433,85 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    fn walk(d: &Path) -> Vec<std::path::PathBuf> {
-        let mut out = vec![];
-        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
-            if e.path().is_dir() {
-                out.extend(walk(&e.path()));
-            } else {
-                out.push(e.path());
-            }
+    /// A zero-byte and a truncated JPEG fail with their reason; a good
+    /// one passes, leaves a marker, and a second check only hashes it.
+    #[test]
+    fn decode_check_catches_empty_and_truncated_jpegs_and_caches_good_ones() {
+        let dir = std::env::temp_dir().join(format!("mer-decode-check-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.jpg");
+        let mut pic = image::RgbImage::new(160, 120);
+        for (x, y, p) in pic.enumerate_pixels_mut() {
+            *p = image::Rgb([(x * 4) as u8, (y * 5) as u8, ((x ^ y) * 3) as u8]);
         }
-        out
+        pic.save(&good).unwrap();
+        let bytes = std::fs::read(&good).unwrap();
+        let empty = dir.join("empty.jpg");
+        std::fs::write(&empty, b"").unwrap();
+        // Cut in the header, early in the scan, and just before the end.
+        let cuts = [20, bytes.len() / 2, bytes.len() - 2];
+        let cut: Vec<std::path::PathBuf> = cuts
+            .iter()
+            .map(|n| {
+                let p = dir.join(format!("cut{n}.jpg"));
+                std::fs::write(&p, &bytes[..*n]).unwrap();
+                p
+            })
+            .collect();
+        let png = dir.join("good.png");
+        pic.save(&png).unwrap();
+        let cache = dir.join("cache");
+        let mut files: Vec<&Path> = vec![&good, &empty, &png];
+        files.extend(cut.iter().map(|p| p.as_path()));
+        let (n, bad) = check_decodes(&files, Some(&cache));
+        assert_eq!(
+            n,
+            Decodes {
+                checked: 6,
+                cached: 0
+            }
+        );
+        let failed: Vec<usize> = bad.iter().map(|(i, _)| *i).collect();
+        assert_eq!(failed, vec![1, 3, 4, 5], "{bad:?}");
+        assert!(bad[0].1.contains("0 bytes"), "{bad:?}");
+        // The decoder fills a scan cut short with grey and succeeds: only
+        // the marker check catches the two later cuts.
+        assert!(bad[1].1.starts_with("cannot decode"), "{bad:?}");
+        assert!(
+            bad[2..]
+                .iter()
+                .all(|(_, w)| w.starts_with("truncated JPEG")),
+            "{bad:?}"
+        );
+        // The loaders share the check: a run refuses the frame too, by
+        // file and label row, instead of training on grey.
+        let mut planes = vec![vec![]];
+        let e = push_frame_cached(&cut[1], Some(7), [4, 4], &mut planes, None, None).unwrap_err();
+        assert!(
+            e.message.starts_with("truncated JPEG") && e.row == Some(7),
+            "{e}"
+        );
+        // Only the two good files leave markers.
+        assert_eq!(walk(&cache).len(), 2);
+        let (n, bad2) = check_decodes(&files, Some(&cache));
+        assert_eq!(
+            n,
+            Decodes {
+                checked: 6,
+                cached: 2
+            }
+        );
+        assert_eq!(bad, bad2);
+        // Changed bytes are checked afresh.
+        pic.put_pixel(0, 0, image::Rgb([255, 0, 0]));
+        pic.save(&good).unwrap();
+        assert_eq!(check_decodes(&[&good], Some(&cache)).0.cached, 0);
+        assert_eq!(check_decodes(&[], Some(&cache)).0, Decodes::default());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn walk(d: &Path) -> Vec<std::path::PathBuf> {
+        tests_walk(d)
     }
 }

@@ -2,7 +2,7 @@
 //! and the ports it provides. `synth.*` generate data in memory from a seed.
 
 use super::shapes;
-use mer_registry::{Kind, KindBuilder, Role};
+use mer_registry::{Kind, KindBuilder, Role, Value};
 
 const ME_AUS: &[i64] = &[1, 2, 4, 5, 6, 7, 9, 10, 12, 14, 15, 17, 20, 23, 24, 25, 26];
 
@@ -94,6 +94,7 @@ fn me_with(
             true,
             "Compute the `flow` port: TV-L1 optical flow from the onset to the apex frame at `size`, cached on disk (MER_CACHE_DIR or ~/.cache/mer).",
         )
+        .port_when("flow", "flow", Value::Bool(true))
         .shapes(shapes::me_data);
     match loader {
         Some(f) => b.dataset(f).build(),
@@ -143,6 +144,10 @@ fn dfer(
             Some("none"),
             "`face` crops every frame to the OpenFace landmarks' box (grown by a quarter, square) before resizing; landmark ports are then in crop coordinates. Needs landmarks = \"openface\".",
         )
+        // Without OpenFace CSVs the loader provides video, emotion and subject only.
+        .port_when("landmarks", "landmarks", Value::Str("openface".into()))
+        .port_when("landmarks5", "landmarks", Value::Str("openface".into()))
+        .port_when("box", "landmarks", Value::Str("openface".into()))
         .shapes(shapes::dfer_data);
     match loader {
         Some(f) => b.dataset(f).build(),
@@ -214,6 +219,7 @@ me_with("me.casme2", "CASME II (26 subjects, 200 fps): CASME2-coding xlsx + sub*
             .path("root", None, "Dataset folder as distributed (e.g. env(\"SMIC_ROOT\")), holding HS/.")
             .choice("classes", &["3class"], Some("3class"), "Emotion label set: positive, negative, surprise.")
             .bool("flow", true, "Compute the `flow` port: TV-L1 optical flow from the onset to the middle frame, cached on disk.")
+            .port_when("flow", "flow", Value::Bool(true))
             .shapes(shapes::smic_data)
             .dataset(crate::data::me_layout::smic)
             .build(),

@@ -6,7 +6,7 @@
 //! plotters' `ab_glyph` backend, so figures look the same on a machine
 //! with no system fonts (CI) as on a laptop.
 
-use super::{confusion_axes, Loaded};
+use super::{confusion_axes, store_key, Loaded};
 use crate::runner::{StoredMetric, VariantResult};
 use crate::store::EpochRecord;
 use plotters::coord::types::RangedCoordf64;
@@ -20,11 +20,16 @@ use std::path::Path;
 #[derive(Debug, Clone, PartialEq)]
 pub struct FigureRef {
     pub experiment: String,
+    /// The run-store folder (experiment hash) the figure belongs to, so a
+    /// report split by hash places it in the right section; empty for any.
+    pub store: String,
     pub path: String,
     pub caption: String,
 }
 
 const W: u32 = 720;
+/// Curves of at most this many epochs carry a marker on every point.
+const MARKED_EPOCHS: usize = 30;
 const H: u32 = 440;
 const FONT: &str = "sans-serif";
 
@@ -182,18 +187,31 @@ fn learning_curve<DB: DrawingBackend>(
         .draw()
         .map_err(e)?;
     let grey = RGBColor(190, 190, 190);
+    // A line through one point draws nothing: with few epochs every point
+    // also gets a marker, so a 1-epoch run still shows its loss.
+    let marked = epochs <= MARKED_EPOCHS;
     for (_, h) in folds {
+        let points: Vec<(f64, f64)> = h
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.train_loss.is_finite())
+            .map(|(i, r)| ((i + 1) as f64, r.train_loss))
+            .collect();
+        if marked {
+            chart
+                .draw_series(points.iter().map(|&p| Circle::new(p, 3, grey.filled())))
+                .map_err(e)?;
+        }
         chart
-            .draw_series(LineSeries::new(
-                h.iter()
-                    .enumerate()
-                    .filter(|(_, r)| r.train_loss.is_finite())
-                    .map(|(i, r)| ((i + 1) as f64, r.train_loss)),
-                grey.stroke_width(1),
-            ))
+            .draw_series(LineSeries::new(points, grey.stroke_width(1)))
             .map_err(e)?;
     }
     let blue = RGBColor(31, 119, 180);
+    let marks = |pts: &[(f64, f64)], c: RGBColor| {
+        let pts: Vec<(f64, f64)> = if marked { pts.to_vec() } else { vec![] };
+        pts.into_iter().map(move |p| Circle::new(p, 5, c.filled()))
+    };
+    chart.draw_series(marks(&train, blue)).map_err(e)?;
     chart
         .draw_series(LineSeries::new(train, blue.stroke_width(3)))
         .map_err(e)?
@@ -201,6 +219,7 @@ fn learning_curve<DB: DrawingBackend>(
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], blue.stroke_width(3)));
     if !val.is_empty() {
         let orange = RGBColor(255, 127, 14);
+        chart.draw_series(marks(&val, orange)).map_err(e)?;
         chart
             .draw_series(LineSeries::new(val, orange.stroke_width(3)))
             .map_err(e)?
@@ -243,6 +262,7 @@ fn label_bars<DB: DrawingBackend>(
         .map_err(e)?;
     let k = series.len().max(1) as f64;
     let width = 0.8 / k;
+    let small = |v: VPos| TextStyle::from((FONT, 11).into_font()).pos(Pos::new(HPos::Center, v));
     for (j, (name, values)) in series.iter().enumerate() {
         let color = Palette99::pick(j).to_rgba();
         chart
@@ -260,6 +280,32 @@ fn label_bars<DB: DrawingBackend>(
             .map_err(e)?
             .label(name.clone())
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+        // A zero bar has no height and would read as "missing": it gets a
+        // dark line on the axis and a `0`; an undefined value gets `n/a`.
+        for (i, v) in values.iter().enumerate() {
+            let x0 = i as f64 + 0.1 + j as f64 * width;
+            let mid = x0 + width * 0.46;
+            let (px, py) = chart.backend_coord(&(mid, 0.0));
+            match v {
+                Some(v) if v * 100.0 < 0.5 => {
+                    let (l, _) = chart.backend_coord(&(x0, 0.0));
+                    let (r, _) = chart.backend_coord(&(x0 + width * 0.92, 0.0));
+                    root.draw(&Rectangle::new([(l, py - 3), (r, py)], BLACK.filled()))
+                        .map_err(e)?;
+                    root.draw(&Text::new("0", (px, py - 5), small(VPos::Bottom)))
+                        .map_err(e)?;
+                }
+                Some(_) => {}
+                None => {
+                    root.draw(&Text::new(
+                        "n/a",
+                        (px, py - 5),
+                        small(VPos::Bottom).color(&RGBColor(120, 120, 120)),
+                    ))
+                    .map_err(e)?;
+                }
+            }
+        }
     }
     // Category names under their groups (plotters labels numeric ticks only).
     let style = TextStyle::from((FONT, 13).into_font()).pos(Pos::new(HPos::Center, VPos::Top));
@@ -271,7 +317,14 @@ fn label_bars<DB: DrawingBackend>(
     legend(&mut chart)
 }
 
-/// Pooled counts, shaded by the row's share (recall).
+/// A cell's colour for its share of the row: white (0) to blue (1).
+fn shade(share: f64) -> RGBColor {
+    let v = (255.0 - 200.0 * share.clamp(0.0, 1.0)).round() as u8;
+    RGBColor(v, v, 255)
+}
+
+/// Pooled counts with their row percentages, shaded by the row's share
+/// (recall on the diagonal), and a colour bar for the shading.
 fn confusion<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     title: &str,
@@ -281,8 +334,11 @@ fn confusion<DB: DrawingBackend>(
 ) -> Result<(), String> {
     root.fill(&WHITE).map_err(e)?;
     let (nr, nc) = (truths.len() as f64, preds.len() as f64);
-    let mut chart = ChartBuilder::on(root)
-        .caption(title, (FONT, 18))
+    let area = root.titled(title, (FONT, 18)).map_err(e)?;
+    let (w, h) = area.dim_in_pixel();
+    let (plot, side) = area.split_horizontally(w.saturating_sub(100));
+    colour_bar(&side, h)?;
+    let mut chart = ChartBuilder::on(&plot)
         .margin(12)
         .x_label_area_size(44)
         .y_label_area_size(90)
@@ -301,21 +357,34 @@ fn confusion<DB: DrawingBackend>(
         .draw()
         .map_err(e)?;
     for (i, row) in counts.iter().enumerate() {
-        let total: f64 = row.iter().sum::<f64>().max(1.0);
+        let total: f64 = row.iter().sum();
         for (j, c) in row.iter().enumerate() {
-            let share = c / total;
-            let shade = (255.0 - 200.0 * share).round() as u8;
+            let share = if total > 0.0 { c / total } else { 0.0 };
             let y = nr - 1.0 - i as f64;
             chart
                 .draw_series(std::iter::once(Rectangle::new(
                     [(j as f64, y), (j as f64 + 1.0, y + 1.0)],
-                    RGBColor(shade, shade, 255).filled(),
+                    shade(share).filled(),
                 )))
                 .map_err(e)?;
             let (px, py) = chart.backend_coord(&(j as f64 + 0.5, y + 0.5));
-            let style =
-                TextStyle::from((FONT, 14).into_font()).pos(Pos::new(HPos::Center, VPos::Center));
-            root.draw(&Text::new(format!("{c:.0}"), (px, py), style))
+            let at = |v: VPos, size: u32| {
+                TextStyle::from((FONT, size).into_font()).pos(Pos::new(HPos::Center, v))
+            };
+            root.draw(&Text::new(
+                format!("{c:.0}"),
+                (px, py - 1),
+                at(VPos::Bottom, 14),
+            ))
+            .map_err(e)?;
+            // The row's share: an empty row (a class with no test samples)
+            // has none.
+            let pct = if total > 0.0 {
+                format!("{:.0}%", 100.0 * share)
+            } else {
+                "–".into()
+            };
+            root.draw(&Text::new(pct, (px, py + 1), at(VPos::Top, 11)))
                 .map_err(e)?;
         }
     }
@@ -331,6 +400,37 @@ fn confusion<DB: DrawingBackend>(
         root.draw(&Text::new(t.clone(), (px - 6, py), right.clone()))
             .map_err(e)?;
     }
+    Ok(())
+}
+
+/// The shading's key: white (0 % of the row) to blue (100 %).
+fn colour_bar<DB: DrawingBackend>(side: &DrawingArea<DB, Shift>, h: u32) -> Result<(), String> {
+    let (top, bottom) = (40i32, h as i32 - 60);
+    let (x0, x1) = (18i32, 38i32);
+    let steps = 50;
+    for k in 0..steps {
+        let y0 = top + (bottom - top) * k / steps;
+        let y1 = top + (bottom - top) * (k + 1) / steps;
+        let share = 1.0 - (k as f64 + 0.5) / steps as f64;
+        side.draw(&Rectangle::new([(x0, y0), (x1, y1)], shade(share).filled()))
+            .map_err(e)?;
+    }
+    side.draw(&Rectangle::new(
+        [(x0, top), (x1, bottom)],
+        BLACK.stroke_width(1),
+    ))
+    .map_err(e)?;
+    let label = TextStyle::from((FONT, 11).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+    for (share, text) in [(1.0, "100%"), (0.5, "50%"), (0.0, "0%")] {
+        let y = bottom - ((bottom - top) as f64 * share).round() as i32;
+        side.draw(&PathElement::new(vec![(x1, y), (x1 + 4, y)], BLACK))
+            .map_err(e)?;
+        side.draw(&Text::new(text, (x1 + 6, y), label.clone()))
+            .map_err(e)?;
+    }
+    let head = TextStyle::from((FONT, 11).into_font()).pos(Pos::new(HPos::Left, VPos::Bottom));
+    side.draw(&Text::new("of the row", (4, top - 6), head))
+        .map_err(e)?;
     Ok(())
 }
 
@@ -356,41 +456,60 @@ fn epochs_of(dir: &Path) -> Vec<(String, Vec<EpochRecord>)> {
 /// report shows (e.g. `figures/`).
 pub fn write_figures(runs: &[Loaded], dir: &Path, link: &str) -> Result<Vec<FigureRef>, String> {
     let mut refs = Vec::new();
-    let mut push = |exp: &str, name: String, caption: String| {
+    let mut push = |r: &VariantResult, name: String, caption: String| {
         refs.push(FigureRef {
-            experiment: exp.to_string(),
+            experiment: r.experiment.clone(),
+            store: store_key(r).to_string(),
             path: format!("{link}{name}.svg"),
             caption,
         })
+    };
+    // An experiment with runs of several hashes: names and titles carry
+    // the hash, so the figures of one recipe never overwrite another's.
+    let tag = |r: &VariantResult| {
+        let several = runs
+            .iter()
+            .any(|l| l.result.experiment == r.experiment && store_key(&l.result) != store_key(r));
+        let h = store_key(r);
+        several.then(|| h.get(..8).unwrap_or(h).to_string())
+    };
+    let stem = |r: &VariantResult| match tag(r) {
+        Some(h) => format!("{}-{h}", safe(&r.experiment)),
+        None => safe(&r.experiment),
+    };
+    let who = |r: &VariantResult| match tag(r) {
+        Some(h) => format!("{} `{h}`", r.experiment),
+        None => r.experiment.clone(),
     };
     for l in runs {
         let r = &l.result;
         let folds = epochs_of(&l.dir);
         if !folds.is_empty() {
-            let name = format!(
-                "{}-{}-seed{}-loss",
-                safe(&r.experiment),
-                safe(&r.variant),
-                r.seed
-            );
+            let name = format!("{}-{}-seed{}-loss", stem(r), safe(&r.variant), r.seed);
             let title = format!(
                 "{} / {} (seed {}): training loss",
-                r.experiment, r.variant, r.seed
+                who(r).replace('`', ""),
+                r.variant,
+                r.seed
             );
             write_pair(dir, &name, both!(learning_curve, &title, &folds))?;
+            let epochs = folds.iter().map(|(_, h)| h.len()).max().unwrap_or(0);
             push(
-                &r.experiment,
+                r,
                 name,
                 format!(
-                    "Training loss per epoch of {} / {} (seed {}): each fold in grey, the mean over folds in blue.",
-                    r.experiment, r.variant, r.seed
+                    "Training loss per epoch of {} / {} (seed {}): each fold in grey, the mean over folds in blue{}.",
+                    who(r),
+                    r.variant,
+                    r.seed,
+                    if epochs <= MARKED_EPOCHS { "; a dot marks each epoch" } else { "" }
                 ),
             );
         }
         let conf: Vec<&StoredMetric> = r
             .metrics
             .iter()
-            .filter(|m| m.name.starts_with("confusion["))
+            .filter(|m| m.name.starts_with("confusion[") && m.name.ends_with(']'))
             .collect();
         if let Some((truths, preds)) = confusion_axes(&conf) {
             let counts: Vec<Vec<f64>> = truths
@@ -407,36 +526,42 @@ pub fn write_figures(runs: &[Loaded], dir: &Path, link: &str) -> Result<Vec<Figu
                         .collect()
                 })
                 .collect();
-            let name = format!(
-                "{}-{}-seed{}-confusion",
-                safe(&r.experiment),
-                safe(&r.variant),
+            let name = format!("{}-{}-seed{}-confusion", stem(r), safe(&r.variant), r.seed);
+            let n = r.folds.len();
+            let pooled = format!("pooled over {n} fold{}", if n == 1 { "" } else { "s" });
+            let title = format!(
+                "{} / {} (seed {}), {pooled}",
+                who(r).replace('`', ""),
+                r.variant,
                 r.seed
             );
-            let title = format!("{} / {} (seed {})", r.experiment, r.variant, r.seed);
             write_pair(
                 dir,
                 &name,
                 both!(confusion, &title, &truths, &preds, &counts),
             )?;
             push(
-                &r.experiment,
+                r,
                 name,
                 format!(
-                    "Confusion matrix of {} / {} (seed {}), pooled counts over folds; shading is the row's share (recall).",
-                    r.experiment, r.variant, r.seed
+                    "Confusion matrix of {} / {} (seed {}), counts {pooled}, each with its share of the row; shading is that share (recall on the diagonal), keyed by the colour bar.",
+                    who(r),
+                    r.variant,
+                    r.seed
                 ),
             );
         }
     }
-    // Per-label bars, one figure per experiment and label family.
-    let mut exps: Vec<&String> = runs.iter().map(|l| &l.result.experiment).collect();
-    exps.dedup();
-    for exp in exps {
+    // Per-label bars, one figure per experiment (and hash) and label family.
+    let groups: Vec<(&String, &str)> = super::unique(
+        runs.iter()
+            .map(|l| (&l.result.experiment, store_key(&l.result))),
+    );
+    for (exp, store) in groups {
         let rs: Vec<&VariantResult> = runs
             .iter()
             .map(|l| &l.result)
-            .filter(|r| &r.experiment == exp)
+            .filter(|r| &r.experiment == exp && store_key(r) == store)
             .collect();
         for (fam, labels) in super::label_families(&rs) {
             let series: Vec<(String, Vec<Option<f64>>)> = rs
@@ -454,19 +579,132 @@ pub fn write_figures(runs: &[Loaded], dir: &Path, link: &str) -> Result<Vec<Figu
                     (format!("{} (seed {})", r.variant, r.seed), vals)
                 })
                 .collect();
-            let name = format!("{}-per-label-{}", safe(exp), safe(&fam));
-            let title = format!("{exp}: {fam} per label");
+            let name = format!("{}-per-label-{}", stem(rs[0]), safe(&fam));
+            let title = format!("{}: {fam} per label", who(rs[0]).replace('`', ""));
             write_pair(
                 dir,
                 &name,
                 both!(label_bars, &title, &fam, &labels, &series),
             )?;
             push(
-                exp,
+                rs[0],
                 name,
-                format!("`{fam}` per label, pooled over folds, one bar per variant; a missing bar is undefined (no positives)."),
+                format!("`{fam}` per label, pooled over folds, one bar per variant; a value of 0 is a dark line on the axis marked `0`, an undefined one (no positives) is marked `n/a`."),
             );
         }
     }
     Ok(refs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runner::VariantResult;
+
+    fn metric(kind: &str, name: &str, v: Option<f64>) -> StoredMetric {
+        StoredMetric {
+            node: "metrics[0]".into(),
+            kind: kind.into(),
+            name: name.into(),
+            pooled: v,
+            per_fold_mean: v,
+            folds_counted: 1,
+            per_fold: vec![],
+            how: String::new(),
+            test_tuned: false,
+        }
+    }
+
+    /// A 1-epoch run with a confusion matrix and per-AU F1 of 0 and
+    /// undefined: every new mark is in the SVG text.
+    #[test]
+    fn figures_mark_single_epochs_zero_bars_and_pooled_confusions() {
+        let root = std::env::temp_dir().join(format!("mer-figures-{}", std::process::id()));
+        let run = root.join("run");
+        for f in ["f1", "f2"] {
+            let d = run.join("folds").join(f);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(
+                d.join("epochs.json"),
+                r#"[{"epoch":1,"train_loss":0.7,"terms":[],"grad_norm":1.0,"lr_factor":1.0}]"#,
+            )
+            .unwrap();
+        }
+        let mut metrics = vec![
+            metric("metric.f1", "f1[AU1]", Some(0.0)),
+            metric("metric.f1", "f1[AU2]", None),
+            metric("metric.f1", "f1[AU4]", Some(0.5)),
+        ];
+        for (t, p, n) in [
+            ("a", "a", 3.0),
+            ("a", "b", 1.0),
+            ("b", "a", 2.0),
+            ("b", "b", 0.0),
+        ] {
+            metrics.push(metric(
+                "metric.confusion",
+                &format!("confusion[{t},{p}]"),
+                Some(n),
+            ));
+        }
+        let result = VariantResult {
+            experiment: "e".into(),
+            variant: "base".into(),
+            recipe_hash: "11".into(),
+            seed: 1,
+            protocol: "protocol.loso".into(),
+            folds: vec!["f1".into(), "f2".into()],
+            failed: vec![],
+            complete: true,
+            select: "last".into(),
+            data_notes: vec![],
+            samples: 6,
+            datasets: vec![],
+            metrics,
+            reported: vec![],
+            store_hash: String::new(),
+            recipe_keys: vec![],
+        };
+        let out = root.join("figures");
+        std::fs::create_dir_all(&out).unwrap();
+        let refs = write_figures(
+            &[Loaded {
+                result,
+                dir: run.clone(),
+            }],
+            &out,
+            "figures/",
+        )
+        .unwrap();
+        let svg = |n: &str| std::fs::read_to_string(out.join(format!("{n}.svg"))).unwrap();
+        let (loss, conf, bars) = (
+            svg("e-base-seed1-loss"),
+            svg("e-base-seed1-confusion"),
+            svg("e-per-label-f1"),
+        );
+        let _ = std::fs::remove_dir_all(&root);
+        assert!(loss.contains("<circle"), "1-epoch curve has markers");
+        assert!(conf.contains("pooled over 2 folds"), "title");
+        for pct in ["75%", "25%", "100%", "50%", "0%", "of the row"] {
+            assert!(
+                conf.contains(&format!(">\n{pct}\n</text>")),
+                "{pct} in the matrix"
+            );
+        }
+        assert!(bars.contains(">\n0\n</text>"), "a zero bar is marked 0");
+        assert!(
+            bars.contains(">\nn/a\n</text>"),
+            "an undefined bar is marked n/a"
+        );
+        let captions: Vec<&str> = refs.iter().map(|r| r.caption.as_str()).collect();
+        assert!(
+            captions[0].contains("a dot marks each epoch"),
+            "{captions:?}"
+        );
+        assert!(
+            captions[1].contains("counts pooled over 2 folds"),
+            "{captions:?}"
+        );
+        assert!(captions[2].contains("marked `n/a`"), "{captions:?}");
+    }
 }

@@ -153,6 +153,16 @@ impl FileStore {
     }
 }
 
+/// Tags an experiment folder with mer's experiment kind (MLflow keeps
+/// experiment tags as `<exp>/tags/<key>` files), unless it already has it.
+fn ensure_kind(dir: &Path) -> Result<(), TrackError> {
+    let (key, value) = super::EXPERIMENT_KIND;
+    if read_kv(&dir.join("tags")).get(key).map(String::as_str) != Some(value) {
+        write_kv(&dir.join("tags"), key, value)?;
+    }
+    Ok(())
+}
+
 impl Tracker for FileStore {
     fn describe(&self) -> String {
         self.uri(&self.root)
@@ -170,6 +180,7 @@ impl Tracker for FileStore {
                 if f.get("name").map(String::as_str) == Some(name)
                     && f.get("lifecycle_stage").map(String::as_str) != Some("deleted")
                 {
+                    ensure_kind(&e.path())?;
                     return Ok(id);
                 }
             }
@@ -183,6 +194,7 @@ impl Tracker for FileStore {
             yaml_str(name)
         );
         crate::store::write_atomic(&dir.join("meta.yaml"), meta.as_bytes()).map_err(io(&dir))?;
+        ensure_kind(&dir)?;
         Ok(id)
     }
 

@@ -102,6 +102,12 @@ pub trait Tracker {
     fn finish(&mut self, run: &str, status: &str, end_ms: i64) -> Result<(), TrackError>;
 }
 
+/// The experiment tag MLflow's UI reads to choose an experiment's start
+/// page: without it, MLflow 3 opens mer's experiments on its GenAI
+/// "Traces" page; "custom_model_development" (the UI's own value for
+/// model training) opens the runs table.
+pub const EXPERIMENT_KIND: (&str, &str) = ("mlflow.experimentKind", "custom_model_development");
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

@@ -296,17 +296,35 @@ impl Tracker for Rest {
                         self.base
                     )));
                 }
-                e["experiment_id"]
+                let id = e["experiment_id"]
                     .as_str()
                     .map(String::from)
-                    .ok_or_else(|| TrackError::Protocol(format!("experiment `{name}`: no id")))
+                    .ok_or_else(|| TrackError::Protocol(format!("experiment `{name}`: no id")))?;
+                // Experiments made before mer set its kind open on the
+                // UI's Traces page until they carry it.
+                let has_kind = e["tags"].as_array().into_iter().flatten().any(|t| {
+                    t["key"].as_str() == Some(super::EXPERIMENT_KIND.0)
+                        && t["value"].as_str() == Some(super::EXPERIMENT_KIND.1)
+                });
+                if !has_kind {
+                    self.api(
+                        "POST",
+                        "experiments/set-experiment-tag",
+                        json!({ "experiment_id": id, "key": super::EXPERIMENT_KIND.0, "value": super::EXPERIMENT_KIND.1 }),
+                    )?;
+                }
+                Ok(id)
             }
             // Only MLflow's own "no such experiment"; a bare 404 means a
             // wrong URL (path prefix, proxy), which creating cannot fix.
             Err(TrackError::Server {
                 status: 404, code, ..
             }) if code.contains("RESOURCE_DOES_NOT_EXIST") => {
-                let j = self.api("POST", "experiments/create", json!({ "name": name }))?;
+                let j = self.api(
+                    "POST",
+                    "experiments/create",
+                    json!({ "name": name, "tags": [{ "key": super::EXPERIMENT_KIND.0, "value": super::EXPERIMENT_KIND.1 }] }),
+                )?;
                 j["experiment_id"]
                     .as_str()
                     .map(String::from)

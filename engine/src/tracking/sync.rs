@@ -506,6 +506,10 @@ fn sync_variant(s: &mut Syncer, exp: &str, parent: &str, vdir: &Path) -> Result<
         s.upload(&run, name, &vdir.join(name))?;
     }
     let mut done = result.is_some();
+    // Older run stores have no plan.json: their folds just carry no id.
+    let plan_ids: Vec<crate::runner::PlanId> = crate::store::read_json(&vdir.join("plan.json"))
+        .map_err(|e| TrackError::Io(e.to_string()))?
+        .unwrap_or_default();
     for f in &folds {
         let fname = f
             .file_name()
@@ -517,6 +521,8 @@ fn sync_variant(s: &mut Syncer, exp: &str, parent: &str, vdir: &Path) -> Result<
         let state = match status.as_ref().map(|st| st.state.as_str()) {
             Some("finished") => "FINISHED",
             Some("failed") => "FAILED",
+            // MLflow's own word for a run stopped on purpose.
+            Some("interrupted") => "KILLED",
             _ => "RUNNING",
         };
         let epochs: Vec<EpochRecord> = crate::store::read_json(&f.join("epochs.json"))
@@ -531,6 +537,9 @@ fn sync_variant(s: &mut Syncer, exp: &str, parent: &str, vdir: &Path) -> Result<
         ];
         if let Some(m) = status.as_ref().and_then(|st| st.message.clone()) {
             ftags.push(("mer.failure".into(), m));
+        }
+        if let Some(p) = plan_ids.iter().find(|p| p.fold == fname) {
+            ftags.push(("mer.run_id".into(), p.id.clone()));
         }
         let found = s.ensure(
             exp,
