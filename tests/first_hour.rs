@@ -105,7 +105,7 @@ fn without_a_terminal_a_run_prints_one_line_per_epoch_and_a_summary() {
     // The terminal gets the headline table; the file has the full report.
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.starts_with("# "), "{out}");
-    assert_eq!(out.matches("\n| ").count() > 1, true, "{out}");
+    assert!(out.matches("\n| ").count() > 1, "{out}");
     assert!(err.contains("full report: "), "{err}");
     let report_dir = std::fs::read_dir(runs.join("tiny"))
         .unwrap()
