@@ -51,6 +51,7 @@ fn recipe_step(reg: &Registry, recipe: &str, data: BTreeMap<String, Tensor>) -> 
         _ => BTreeMap::new(),
     };
     let mut opt = Optimizer::new(
+        reg,
         "optim.adam",
         &opt_params,
         &model.params,

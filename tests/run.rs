@@ -655,6 +655,14 @@ fn report_figures_render_with_labelled_axes() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let md = String::from_utf8_lossy(&o.stdout);
     assert!(md.contains("## Figures"), "{md}");
+    // What the figures mark (a dot per epoch, zero against undefined bars,
+    // confusion percentages pooled over N folds), as their captions say.
+    let captions: Vec<String> = md
+        .lines()
+        .filter(|l| l.starts_with("!["))
+        .map(|l| l.replace(&out.display().to_string(), "FIGURES"))
+        .collect();
+    insta::assert_snapshot!("report_fixture_figure_captions", captions.join("\n"));
     let names: BTreeSet<String> = std::fs::read_dir(&out)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().to_string())

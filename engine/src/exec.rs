@@ -592,6 +592,7 @@ mod tests {
         let (g, reg, opt_params) = demo_graph();
         let model = Model::build(&g, &reg, seed, &Device::Cpu).unwrap();
         let mut opt = Optimizer::new(
+            &reg,
             "optim.adam",
             &opt_params,
             &model.params,

@@ -9,6 +9,7 @@
 
 pub mod artefacts;
 pub mod data;
+pub mod driver;
 pub mod exec;
 pub mod kinds;
 pub mod llm;
@@ -20,6 +21,7 @@ pub mod optim;
 pub mod protocols;
 pub mod report;
 pub mod runner;
+pub mod slurm;
 pub mod store;
 pub mod tracking;
 
@@ -110,7 +112,7 @@ mod tests {
             let k = r.get(&schema.name).expect("listed");
             // llm.causal needs a checkpoint on disk; llm::tests gradchecks
             // it on a generated one.
-            if k.factory.is_none() || schema.name == "llm.causal" {
+            if k.factory.component().is_none() || schema.name == "llm.causal" {
                 continue;
             }
             let ex = k

@@ -1,41 +1,42 @@
-//! Optimisers (`optim.*`) and schedules (`sched.*`) over a [`ParamStore`].
+//! The optimiser driver and the schedule wrapper over a [`ParamStore`].
 //!
-//! Semantics follow PyTorch so published hyper-parameters mean the same
-//! thing: Adam adds weight decay to the gradient (L2), AdamW decays the
-//! weights directly, SGD momentum has no dampening. Parameter groups are
-//! keyed by model node name (a parameter `cnn.weight` belongs to `cnn`);
-//! a frozen group is never touched.
+//! An optimiser kind (`optim.adam`, a plugin's `testkit.signsgd`) supplies
+//! only its update rule ([`UpdateRule`], built by the kind's factory in the
+//! registry); everything optimisers share lives here, once: parameter
+//! groups keyed by model node name (a parameter `cnn.weight` belongs to
+//! `cnn`; a frozen group is never touched), global-norm gradient clipping,
+//! the step count, and the state buffers that a checkpoint saves and a
+//! resume restores. The builtin rules and schedules are declared beside
+//! their schemas in `kinds/optim.rs`.
 
 use mer_registry::candle::backprop::GradStore;
 use mer_registry::candle::{Tensor, Var};
-use mer_registry::{BuildError, ParamStore, Value};
+use mer_registry::optim::{ScheduleRule, StepCtx, UpdateRule};
+use mer_registry::{validate_params, BuildError, Kind, ParamStore, Params, Registry, Value};
 use std::collections::BTreeMap;
 
 type CResult<T> = mer_registry::candle::Result<T>;
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Rule {
-    Adam,
-    AdamW,
-    Sgd { momentum: f64, nesterov: bool },
-}
-
 /// Per-node overrides (`groups = { led = { lr = 0.1 } }`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Group {
+    /// The group's learning rate; `None` inherits the optimiser's.
     pub lr: Option<f64>,
+    /// The group's weight decay; `None` inherits the optimiser's.
     pub weight_decay: Option<f64>,
+    /// Whether the node's parameters are left untouched.
     pub freeze: bool,
     /// Multiply this group's lr by `step_gamma` every `step_every` epochs.
     pub step_every: Option<usize>,
+    /// The factor for `step_every`.
     pub step_gamma: f64,
 }
 
 struct Slot {
     var: Var,
     group: Option<String>,
-    m: Option<Tensor>,
-    v: Option<Tensor>,
+    /// One entry per [`UpdateRule::buffers`] name.
+    state: Vec<Option<Tensor>>,
 }
 
 /// What one step did.
@@ -47,78 +48,96 @@ pub struct StepStats {
     pub without_grad: Vec<String>,
 }
 
-/// An optimiser bound to a parameter store.
+/// An optimiser kind's update rule bound to a parameter store.
 pub struct Optimizer {
-    rule: Rule,
+    rule: Box<dyn UpdateRule>,
     lr: f64,
     weight_decay: f64,
-    betas: (f64, f64),
-    eps: f64,
     groups: BTreeMap<String, Group>,
     slots: Vec<(String, Slot)>,
     clip: Option<f64>,
     t: i32,
 }
 
-fn f(params: &BTreeMap<String, Value>, k: &str) -> Option<f64> {
-    params.get(k).and_then(Value::as_f64)
-}
+/// Buffer names a rule may not use: they would collide with the other
+/// tensors of a fold's checkpoint (`p/<param>`, `best/<param>`).
+const RESERVED_BUFFERS: [&str; 2] = ["p", "best"];
 
 impl Optimizer {
-    /// Builds `kind` (`optim.adam`, `optim.adamw`, `optim.sgd`) from its
-    /// parameters (defaults filled) over every parameter in `store`.
-    /// `nodes` are the model's node names: a group naming none is an error.
+    /// Builds the optimiser kind `kind` of `reg` with `params` over every
+    /// parameter in `store`. `nodes` are the model's node names: a group
+    /// naming none is an error; `clip` bounds the global gradient norm.
     pub fn new(
+        reg: &Registry,
         kind: &str,
         params: &BTreeMap<String, Value>,
         store: &ParamStore,
         nodes: &[String],
         clip: Option<f64>,
     ) -> Result<Self, BuildError> {
-        let rule = match kind {
-            "optim.adam" => Rule::Adam,
-            "optim.adamw" => Rule::AdamW,
-            "optim.sgd" => Rule::Sgd {
-                momentum: f(params, "momentum").unwrap_or(0.0),
-                nesterov: matches!(params.get("nesterov"), Some(Value::Bool(true))),
-            },
-            other => {
-                return Err(BuildError(format!(
-                    "`{other}` is not an optimiser this engine runs"
-                )))
-            }
-        };
-        let betas = match params.get("betas") {
-            Some(Value::List(l)) if l.len() == 2 => {
-                (l[0].as_f64().unwrap_or(0.9), l[1].as_f64().unwrap_or(0.999))
-            }
-            _ => (0.9, 0.999),
+        let k = reg
+            .get(kind)
+            .ok_or_else(|| BuildError(format!("`{kind}` is not a known kind")))?;
+        Self::from_kind(k, params, store, nodes, clip)
+    }
+
+    /// [`Optimizer::new`] for a kind already looked up. Parameters the
+    /// caller left out take the schema's defaults.
+    pub fn from_kind(
+        kind: &Kind,
+        params: &BTreeMap<String, Value>,
+        store: &ParamStore,
+        nodes: &[String],
+        clip: Option<f64>,
+    ) -> Result<Self, BuildError> {
+        let name = &kind.schema.name;
+        let factory = kind.factory.optimizer().ok_or_else(|| {
+            BuildError(format!(
+                "`{name}` is {}, not an optimizer",
+                kind.schema.role.describe()
+            ))
+        })?;
+        let params = kind.with_defaults(params);
+        validate_params(&kind.schema, &params)?;
+        let p = Params::new(name, &params);
+        let rule = factory(&p)?;
+        if let Some(b) = rule
+            .buffers()
+            .iter()
+            .find(|b| b.is_empty() || b.contains('/') || RESERVED_BUFFERS.contains(b))
+        {
+            return Err(BuildError(format!(
+                "`{name}` names a state buffer `{b}`: buffer names must be non-empty, without `/`, and not {}",
+                RESERVED_BUFFERS.join(" or ")
+            )));
+        }
+        let lr = p.float("lr")?;
+        // `weight_decay` is one of the shared parameters `optimizer_kind`
+        // declares; a kind declared without it has no decay to apply.
+        let weight_decay = match p.get("weight_decay") {
+            Some(_) => p.float("weight_decay")?,
+            None => 0.0,
         };
         let mut groups = BTreeMap::new();
-        if let Some(Value::Map(gs)) = params.get("groups") {
-            for (name, g) in gs {
-                if !nodes.contains(name) {
-                    return Err(BuildError(format!(
-                        "optimiser group `{name}` names no model node (nodes: {})",
-                        nodes.join(", ")
-                    )));
-                }
-                let Value::Map(g) = g else { continue };
-                groups.insert(
-                    name.clone(),
-                    Group {
-                        lr: f(g, "lr"),
-                        weight_decay: f(g, "weight_decay"),
-                        freeze: matches!(g.get("freeze"), Some(Value::Bool(true))),
-                        step_every: g.get("step_every").and_then(|v| match v {
-                            Value::Int(i) if *i > 0 => Some(*i as usize),
-                            _ => None,
-                        }),
-                        step_gamma: f(g, "step_gamma").unwrap_or(0.1),
-                    },
-                );
+        for (node, g) in p.records("groups")? {
+            if !nodes.iter().any(|n| n == node) {
+                return Err(BuildError(format!(
+                    "optimiser group `{node}` names no model node (nodes: {})",
+                    nodes.join(", ")
+                )));
             }
+            groups.insert(
+                node.to_string(),
+                Group {
+                    lr: g.opt_float("lr")?,
+                    weight_decay: g.opt_float("weight_decay")?,
+                    freeze: g.bool("freeze")?,
+                    step_every: g.opt_usize("step_every")?.filter(|e| *e > 0),
+                    step_gamma: g.float("step_gamma")?,
+                },
+            );
         }
+        let buffers = rule.buffers().len();
         let slots = store
             .vars()
             .map(|(name, var)| {
@@ -129,23 +148,26 @@ impl Optimizer {
                     Slot {
                         var: var.clone(),
                         group,
-                        m: None,
-                        v: None,
+                        state: vec![None; buffers],
                     },
                 )
             })
             .collect();
         Ok(Optimizer {
             rule,
-            lr: f(params, "lr").ok_or_else(|| BuildError("optimiser needs `lr`".into()))?,
-            weight_decay: f(params, "weight_decay").unwrap_or(0.0),
-            betas,
-            eps: f(params, "eps").unwrap_or(1e-8),
+            lr,
+            weight_decay,
             groups,
             slots,
             clip,
             t: 0,
         })
+    }
+
+    /// The optimiser's base learning rate (`lr`), before groups and the
+    /// schedule.
+    pub fn lr(&self) -> f64 {
+        self.lr
     }
 
     /// The learning rate of a parameter's group at `epoch`, before the
@@ -161,29 +183,29 @@ impl Optimizer {
         }
     }
 
+    fn frozen(&self, group: Option<&String>) -> bool {
+        group
+            .and_then(|g| self.groups.get(g))
+            .is_some_and(|g| g.freeze)
+    }
+
     /// Whether a parameter is trained at all.
     pub fn trains(&self, name: &str) -> bool {
         self.slots
             .iter()
             .find(|(n, _)| n == name)
-            .is_some_and(|(_, s)| {
-                !s.group
-                    .as_ref()
-                    .and_then(|g| self.groups.get(g))
-                    .is_some_and(|g| g.freeze)
-            })
+            .is_some_and(|(_, s)| !self.frozen(s.group.as_ref()))
     }
 
     /// The optimiser's state for a checkpoint: the step count and every
-    /// moment buffer, named `m/<param>` and `v/<param>`.
+    /// state buffer, named `<buffer>/<param>` (`m/cnn.weight`).
     pub fn state(&self) -> (i32, Vec<(String, Tensor)>) {
         let mut out = Vec::new();
         for (name, s) in &self.slots {
-            if let Some(m) = &s.m {
-                out.push((format!("m/{name}"), m.clone()));
-            }
-            if let Some(v) = &s.v {
-                out.push((format!("v/{name}"), v.clone()));
+            for (b, t) in self.rule.buffers().iter().zip(&s.state) {
+                if let Some(t) = t {
+                    out.push((format!("{b}/{name}"), t.clone()));
+                }
             }
         }
         (self.t, out)
@@ -193,9 +215,11 @@ impl Optimizer {
     /// where the checkpointed run was.
     pub fn load_state(&mut self, t: i32, tensors: &std::collections::HashMap<String, Tensor>) {
         self.t = t;
+        let buffers = self.rule.buffers();
         for (name, s) in self.slots.iter_mut() {
-            s.m = tensors.get(&format!("m/{name}")).cloned();
-            s.v = tensors.get(&format!("v/{name}")).cloned();
+            for (b, slot) in buffers.iter().zip(s.state.iter_mut()) {
+                *slot = tensors.get(&format!("{b}/{name}")).cloned();
+            }
         }
     }
 
@@ -206,7 +230,7 @@ impl Optimizer {
         // Global norm over trainable parameters (for clipping and logs).
         let mut sq = 0f64;
         for (name, s) in &self.slots {
-            if !self.trains(name) {
+            if self.frozen(s.group.as_ref()) {
                 continue;
             }
             match grads.get(s.var.as_tensor()) {
@@ -225,74 +249,31 @@ impl Optimizer {
             Some(max) if grad_norm > max => max / (grad_norm + 1e-6),
             _ => 1.0,
         };
-        let (b1, b2) = self.betas;
-        let t = self.t;
         for i in 0..self.slots.len() {
-            let name = self.slots[i].0.clone();
-            if !self.trains(&name) {
+            let group = self.slots[i].1.group.as_ref();
+            if self.frozen(group) {
                 continue;
             }
-            let lr = self.group_lr(self.slots[i].1.group.as_ref(), epoch) * lr_factor;
-            let wd = self.slots[i]
-                .1
-                .group
-                .as_ref()
-                .and_then(|g| self.groups.get(g))
-                .and_then(|g| g.weight_decay)
-                .unwrap_or(self.weight_decay);
-            let rule = self.rule;
-            let eps = self.eps;
+            let ctx = StepCtx {
+                lr: self.group_lr(group, epoch) * lr_factor,
+                weight_decay: group
+                    .and_then(|g| self.groups.get(g))
+                    .and_then(|g| g.weight_decay)
+                    .unwrap_or(self.weight_decay),
+                t: self.t,
+            };
             let slot = &mut self.slots[i].1;
             let Some(g) = grads.get(slot.var.as_tensor()) else {
                 continue;
             };
             let theta = slot.var.as_tensor().clone();
-            let mut g = (g * scale)?;
-            match rule {
-                Rule::Adam | Rule::AdamW => {
-                    if rule == Rule::Adam && wd != 0.0 {
-                        g = (g + (&theta * wd)?)?;
-                    }
-                    let m = match &slot.m {
-                        Some(m) => ((m * b1)? + (&g * (1.0 - b1))?)?,
-                        None => (&g * (1.0 - b1))?,
-                    };
-                    let v = match &slot.v {
-                        Some(v) => ((v * b2)? + (g.sqr()? * (1.0 - b2))?)?,
-                        None => (g.sqr()? * (1.0 - b2))?,
-                    };
-                    let m_hat = (&m / (1.0 - b1.powi(t)))?;
-                    let v_hat = (&v / (1.0 - b2.powi(t)))?;
-                    let mut next = if rule == Rule::AdamW && wd != 0.0 {
-                        (&theta * (1.0 - lr * wd))?
-                    } else {
-                        theta
-                    };
-                    next = (next - (m_hat / (v_hat.sqrt()? + eps)?)?.affine(lr, 0.0)?)?;
-                    slot.var.set(&next)?;
-                    slot.m = Some(m.detach());
-                    slot.v = Some(v.detach());
-                }
-                Rule::Sgd { momentum, nesterov } => {
-                    if wd != 0.0 {
-                        g = (g + (&theta * wd)?)?;
-                    }
-                    let update = if momentum > 0.0 {
-                        let buf = match &slot.m {
-                            Some(b) => ((b * momentum)? + &g)?,
-                            None => g.clone(),
-                        };
-                        slot.m = Some(buf.detach());
-                        if nesterov {
-                            (g + (buf * momentum)?)?
-                        } else {
-                            buf
-                        }
-                    } else {
-                        g
-                    };
-                    slot.var.set(&(theta - (update * lr)?)?)?;
-                }
+            let g = (g * scale)?;
+            let next = self.rule.update(&theta, &g, &mut slot.state, &ctx)?;
+            slot.var.set(&next)?;
+            // Buffers carry values, not history: the next step must not
+            // backpropagate into this one.
+            for b in slot.state.iter_mut().flatten() {
+                *b = b.detach();
             }
         }
         Ok(StepStats {
@@ -302,111 +283,68 @@ impl Optimizer {
     }
 }
 
-/// A learning-rate schedule: a factor on every group's rate.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Schedule {
-    Constant,
-    /// Linear warmup over `warmup` of all steps, then cosine to `min_factor`.
-    Cosine {
-        warmup: f64,
-        min_factor: f64,
-    },
-    /// ×`gamma` every `every` epochs.
-    Step {
-        every: usize,
-        gamma: f64,
-    },
-    /// ×`factor` after `patience` epochs without a lower monitored loss
-    /// (Keras' ReduceLROnPlateau with min_delta 0 and no cooldown).
-    Plateau {
-        factor: f64,
-        patience: usize,
-        min_factor: f64,
-    },
+/// A learning-rate schedule: a factor on every group's rate, from a
+/// scheduler kind of the registry, or constant when the recipe has none.
+#[derive(Default)]
+pub struct Schedule {
+    rule: Option<Box<dyn ScheduleRule>>,
 }
 
 impl Schedule {
-    /// From a `sched.*` kind and its parameters (`base_lr` turns `min_lr`
-    /// into a factor). `sched.plateau` depends on the epochs so far: see
-    /// [`Schedule::history_factor`].
+    /// The factor 1 throughout (no `scheduler` in the recipe).
+    pub fn constant() -> Self {
+        Schedule { rule: None }
+    }
+
+    /// Builds the scheduler kind `kind` of `reg` with `params`; `base_lr`
+    /// is the optimiser's rate (it turns an absolute `min_lr` into a
+    /// factor).
     pub fn new(
-        kind: Option<&str>,
+        reg: &Registry,
+        kind: &str,
         params: &BTreeMap<String, Value>,
         base_lr: f64,
     ) -> Result<Self, BuildError> {
-        Ok(match kind {
-            None => Schedule::Constant,
-            Some("sched.cosine") => Schedule::Cosine {
-                warmup: f(params, "warmup").unwrap_or(0.0),
-                min_factor: if base_lr > 0.0 {
-                    f(params, "min_lr").unwrap_or(0.0) / base_lr
-                } else {
-                    0.0
-                },
-            },
-            Some("sched.step") => Schedule::Step {
-                every: f(params, "every").unwrap_or(1.0).max(1.0) as usize,
-                gamma: f(params, "gamma").unwrap_or(0.1),
-            },
-            Some("sched.plateau") => Schedule::Plateau {
-                factor: f(params, "factor").unwrap_or(0.1),
-                patience: f(params, "patience").unwrap_or(10.0).max(1.0) as usize,
-                min_factor: if base_lr > 0.0 {
-                    f(params, "min_lr").unwrap_or(0.0) / base_lr
-                } else {
-                    0.0
-                },
-            },
-            Some(other) => return Err(BuildError(format!("`{other}` is not a known schedule"))),
+        let k = reg
+            .get(kind)
+            .ok_or_else(|| BuildError(format!("`{kind}` is not a known kind")))?;
+        Self::from_kind(k, params, base_lr)
+    }
+
+    /// [`Schedule::new`] for a kind already looked up. Parameters the
+    /// caller left out take the schema's defaults.
+    pub fn from_kind(
+        kind: &Kind,
+        params: &BTreeMap<String, Value>,
+        base_lr: f64,
+    ) -> Result<Self, BuildError> {
+        let name = &kind.schema.name;
+        let factory = kind.factory.scheduler().ok_or_else(|| {
+            BuildError(format!(
+                "`{name}` is {}, not a scheduler",
+                kind.schema.role.describe()
+            ))
+        })?;
+        let params = kind.with_defaults(params);
+        validate_params(&kind.schema, &params)?;
+        Ok(Schedule {
+            rule: Some(factory(&Params::new(name, &params), base_lr)?),
         })
     }
 
     /// The factor at `step` of `total` steps, in `epoch`.
     pub fn factor(&self, step: usize, total: usize, epoch: usize) -> f64 {
-        match *self {
-            Schedule::Constant => 1.0,
-            Schedule::Cosine { warmup, min_factor } => {
-                let warm = (warmup * total as f64).round() as usize;
-                if step < warm {
-                    (step + 1) as f64 / warm as f64
-                } else {
-                    let span = (total - warm).max(1) as f64;
-                    let p = ((step - warm) as f64 / span).min(1.0);
-                    min_factor + (1.0 - min_factor) * 0.5 * (1.0 + (std::f64::consts::PI * p).cos())
-                }
-            }
-            Schedule::Step { every, gamma } => gamma.powi((epoch / every) as i32),
-            Schedule::Plateau { .. } => 1.0,
-        }
+        self.rule
+            .as_ref()
+            .map_or(1.0, |r| r.factor(step, total, epoch))
     }
 
     /// The factor that the epochs so far impose, given each finished
-    /// epoch's monitored loss. Only `Plateau` depends on it. Recomputing it
-    /// from the stored history (rather than keeping a counter) makes a
-    /// resumed run take exactly the same decisions.
+    /// epoch's monitored loss (see [`ScheduleRule::history_factor`]).
     pub fn history_factor(&self, monitored: &[f64]) -> f64 {
-        let Schedule::Plateau {
-            factor,
-            patience,
-            min_factor,
-        } = *self
-        else {
-            return 1.0;
-        };
-        let (mut best, mut bad, mut f) = (f64::INFINITY, 0usize, 1.0f64);
-        for &v in monitored {
-            if v < best {
-                best = v;
-                bad = 0;
-            } else {
-                bad += 1;
-                if bad >= patience {
-                    f = (f * factor).max(min_factor);
-                    bad = 0;
-                }
-            }
-        }
-        f
+        self.rule
+            .as_ref()
+            .map_or(1.0, |r| r.history_factor(monitored))
     }
 }
 
@@ -416,105 +354,23 @@ mod tests {
     use mer_registry::candle::Device;
     use mer_registry::Init;
 
-    /// Minimises Σ (θ − 3)² from θ = 0 for `steps` steps; returns θ[0].
-    fn run(kind: &str, params: &[(&str, Value)], steps: usize) -> f64 {
-        let mut store = ParamStore::new(0, Device::Cpu);
-        store.get("w.p", &[2], Init::Zeros).unwrap();
-        let p: BTreeMap<String, Value> = params
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect();
-        let mut opt = Optimizer::new(kind, &p, &store, &["w".into()], None).unwrap();
-        let var = store.vars().next().unwrap().1.clone();
-        for _ in 0..steps {
-            let loss = (var.as_tensor() - 3.0)
-                .unwrap()
-                .sqr()
-                .unwrap()
-                .sum_all()
-                .unwrap();
-            opt.step(&loss.backward().unwrap(), 0, 1.0).unwrap();
-        }
-        var.as_tensor().to_vec1::<f32>().unwrap()[0] as f64
-    }
-
-    #[test]
-    fn adam_matches_the_reference_update() {
-        // Reference in f64: g = 2(θ − 3), PyTorch Adam with bias correction.
-        let (lr, b1, b2, eps) = (0.1, 0.9, 0.999, 1e-8);
-        let (mut th, mut m, mut v) = (0f64, 0f64, 0f64);
-        for t in 1..=3 {
-            let g = 2.0 * (th - 3.0);
-            m = b1 * m + (1.0 - b1) * g;
-            v = b2 * v + (1.0 - b2) * g * g;
-            th -= lr * (m / (1.0 - b1.powi(t))) / ((v / (1.0 - b2.powi(t))).sqrt() + eps);
-        }
-        let got = run("optim.adam", &[("lr", Value::Float(lr))], 3);
-        assert!((got - th).abs() < 1e-5, "{got} vs {th}");
-    }
-
-    #[test]
-    fn sgd_momentum_and_weight_decay() {
-        // θ' = θ − lr·buf, buf = μ·buf + g, g = 2(θ − 3) + wd·θ.
-        let (lr, mu, wd) = (0.05, 0.9, 0.1);
-        let (mut th, mut buf) = (0f64, 0f64);
-        for i in 0..4 {
-            let g = 2.0 * (th - 3.0) + wd * th;
-            buf = if i == 0 { g } else { mu * buf + g };
-            th -= lr * buf;
-        }
-        let got = run(
-            "optim.sgd",
-            &[
-                ("lr", Value::Float(lr)),
-                ("momentum", Value::Float(mu)),
-                ("weight_decay", Value::Float(wd)),
-            ],
-            4,
-        );
-        assert!((got - th).abs() < 1e-5, "{got} vs {th}");
-    }
-
-    #[test]
-    fn adamw_decouples_decay() {
-        let a = run(
-            "optim.adam",
-            &[
-                ("lr", Value::Float(0.1)),
-                ("weight_decay", Value::Float(0.5)),
-            ],
-            5,
-        );
-        let w = run(
-            "optim.adamw",
-            &[
-                ("lr", Value::Float(0.1)),
-                ("weight_decay", Value::Float(0.5)),
-            ],
-            5,
-        );
-        assert!((a - w).abs() > 1e-3, "{a} vs {w}");
-    }
-
-    #[test]
-    fn plateau_cuts_after_patience_epochs_without_improvement() {
-        let p = Schedule::Plateau {
-            factor: 0.1,
-            patience: 2,
-            min_factor: 0.005,
-        };
-        assert_eq!(p.history_factor(&[]), 1.0);
-        assert_eq!(p.history_factor(&[3.0, 2.0, 2.5]), 1.0);
-        assert!((p.history_factor(&[3.0, 2.0, 2.5, 2.1]) - 0.1).abs() < 1e-12);
-        // The floor holds; an improvement resets the count.
-        let losses = [3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0];
-        assert!((p.history_factor(&losses) - 0.005).abs() < 1e-12);
-        assert!((p.history_factor(&[3.0, 3.0, 2.0, 3.0]) - 1.0).abs() < 1e-12);
-        assert_eq!(Schedule::Constant.history_factor(&[1.0, 2.0, 3.0]), 1.0);
+    fn sum_sq_minus(vars: &[Var], c: f64) -> Tensor {
+        vars.iter()
+            .map(|v| {
+                (v.as_tensor() - c)
+                    .unwrap()
+                    .sqr()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+            })
+            .reduce(|a, b| (a + b).unwrap())
+            .unwrap()
     }
 
     #[test]
     fn groups_override_freeze_and_refuse_unknown_nodes() {
+        let reg = crate::builtin_registry();
         let mut store = ParamStore::new(0, Device::Cpu);
         store.get("led.a", &[1], Init::Zeros).unwrap();
         store.get("cnn.w", &[1], Init::Zeros).unwrap();
@@ -530,20 +386,9 @@ mod tests {
                 ])),
             ),
         ]);
-        let mut opt = Optimizer::new("optim.sgd", &params, &store, &nodes, None).unwrap();
+        let mut opt = Optimizer::new(&reg, "optim.sgd", &params, &store, &nodes, None).unwrap();
         let vars: Vec<Var> = store.vars().map(|(_, v)| v.clone()).collect();
-        let loss = vars
-            .iter()
-            .map(|v| {
-                (v.as_tensor() - 1.0)
-                    .unwrap()
-                    .sqr()
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-            })
-            .reduce(|a, b| (a + b).unwrap())
-            .unwrap();
+        let loss = sum_sq_minus(&vars, 1.0);
         opt.step(&loss.backward().unwrap(), 0, 1.0).unwrap();
         let val = |n: &str| {
             store
@@ -557,6 +402,7 @@ mod tests {
         };
         assert_eq!(val("led.a"), 2.0, "lr 1 on g = −2");
         assert_eq!(val("cnn.w"), 0.0, "frozen");
+        assert!(opt.trains("led.a") && !opt.trains("cnn.w"));
         let bad = BTreeMap::from([
             ("lr".to_string(), Value::Float(0.1)),
             (
@@ -567,36 +413,82 @@ mod tests {
                 )])),
             ),
         ]);
-        assert!(Optimizer::new("optim.adam", &bad, &store, &nodes, None).is_err());
+        assert!(Optimizer::new(&reg, "optim.adam", &bad, &store, &nodes, None).is_err());
     }
 
     #[test]
-    fn clipping_bounds_the_step_and_schedules_shape_the_rate() {
+    fn clipping_bounds_the_step() {
+        let reg = crate::builtin_registry();
         let mut store = ParamStore::new(0, Device::Cpu);
         store.get("w.p", &[1], Init::Zeros).unwrap();
         let p = BTreeMap::from([("lr".to_string(), Value::Float(1.0))]);
-        let mut opt = Optimizer::new("optim.sgd", &p, &store, &["w".into()], Some(0.5)).unwrap();
+        let mut opt =
+            Optimizer::new(&reg, "optim.sgd", &p, &store, &["w".into()], Some(0.5)).unwrap();
         let var = store.vars().next().unwrap().1.clone();
         let loss = (var.as_tensor() * 100.0).unwrap().sum_all().unwrap();
         let stats = opt.step(&loss.backward().unwrap(), 0, 1.0).unwrap();
         assert!((stats.grad_norm - 100.0).abs() < 1e-6);
         let moved = var.as_tensor().to_vec1::<f32>().unwrap()[0];
         assert!((moved + 0.5).abs() < 1e-4, "{moved}");
+    }
 
-        let cos = Schedule::Cosine {
-            warmup: 0.1,
-            min_factor: 0.0,
+    /// A checkpoint taken mid-run and loaded into a fresh optimiser
+    /// continues bit for bit as the uninterrupted run does.
+    #[test]
+    fn state_round_trips_for_an_exact_resume() {
+        let reg = crate::builtin_registry();
+        let p = BTreeMap::from([("lr".to_string(), Value::Float(0.1))]);
+        let fresh = |store: &ParamStore| {
+            Optimizer::new(&reg, "optim.adam", &p, store, &["w".into()], None).unwrap()
         };
-        assert!((cos.factor(0, 100, 0) - 0.1).abs() < 1e-9);
-        assert!((cos.factor(10, 100, 0) - 1.0).abs() < 1e-9);
-        assert!(cos.factor(99, 100, 0) < 0.01);
-        assert_eq!(
-            Schedule::Step {
-                every: 50,
-                gamma: 0.1
+        let steps = |opt: &mut Optimizer, var: &Var, n: usize| {
+            for _ in 0..n {
+                let loss = sum_sq_minus(std::slice::from_ref(var), 3.0);
+                opt.step(&loss.backward().unwrap(), 0, 1.0).unwrap();
             }
-            .factor(0, 1, 120),
-            0.1f64.powi(2)
+        };
+        let mut a = ParamStore::new(0, Device::Cpu);
+        a.get("w.p", &[2], Init::Uniform(1.0)).unwrap();
+        let var_a = a.vars().next().unwrap().1.clone();
+        let mut whole = fresh(&a);
+        let start = var_a.as_tensor().copy().unwrap();
+        steps(&mut whole, &var_a, 3);
+        let (t, saved) = whole.state();
+        assert_eq!(t, 3);
+        let names: Vec<&str> = saved.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["m/w.p", "v/w.p"]);
+        let mid = var_a.as_tensor().copy().unwrap();
+        steps(&mut whole, &var_a, 2);
+
+        let mut b = ParamStore::new(0, Device::Cpu);
+        b.get("w.p", &[2], Init::Zeros).unwrap();
+        let var_b = b.vars().next().unwrap().1.clone();
+        var_b.set(&mid).unwrap();
+        let mut resumed = fresh(&b);
+        resumed.load_state(t, &saved.into_iter().collect());
+        steps(&mut resumed, &var_b, 2);
+        let (x, y) = (
+            var_a.as_tensor().to_vec1::<f32>().unwrap(),
+            var_b.as_tensor().to_vec1::<f32>().unwrap(),
         );
+        assert_eq!(x, y);
+        assert_ne!(x, start.to_vec1::<f32>().unwrap());
+    }
+
+    #[test]
+    fn only_optimizer_and_scheduler_kinds_build_here() {
+        let reg = crate::builtin_registry();
+        let store = ParamStore::new(0, Device::Cpu);
+        let e = Optimizer::new(&reg, "sched.cosine", &BTreeMap::new(), &store, &[], None)
+            .err()
+            .unwrap();
+        assert!(e.0.contains("not an optimizer"), "{e}");
+        let e = Schedule::new(&reg, "optim.adam", &BTreeMap::new(), 0.1)
+            .err()
+            .unwrap();
+        assert!(e.0.contains("not a scheduler"), "{e}");
+        assert!(Optimizer::new(&reg, "optim.nope", &BTreeMap::new(), &store, &[], None).is_err());
+        assert_eq!(Schedule::constant().factor(3, 10, 1), 1.0);
+        assert_eq!(Schedule::constant().history_factor(&[1.0, 2.0]), 1.0);
     }
 }

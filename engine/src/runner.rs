@@ -127,7 +127,7 @@ impl Data {
             let kind = reg.get(&n.kind).ok_or_else(|| {
                 RunError::Setup(format!("data `{}`: unknown kind `{}`", n.name, n.kind))
             })?;
-            let factory = kind.dataset.ok_or_else(|| {
+            let factory = kind.factory.dataset().ok_or_else(|| {
                 RunError::Setup(format!(
                     "data `{}`: `{}` has no loader in this build yet (use a synth.* dataset)",
                     n.name, n.kind
@@ -564,10 +564,7 @@ fn fnum(x: f64) -> Option<f64> {
 
 /// The folder of one variant and seed.
 pub fn variant_dir(root: &Path, exp: &CheckedExperiment, variant: &str, seed: i64) -> PathBuf {
-    root.join(&exp.name)
-        .join(&exp.hash[..12.min(exp.hash.len())])
-        .join(variant)
-        .join(format!("seed{seed}"))
+    store::RunStore::new(root).variant_dir(exp, variant, seed)
 }
 
 /// One fold's id as `mer plan` printed it, in `plan.json` of the variant
@@ -613,6 +610,24 @@ fn write_plan_ids(
     store::write_json(&path, &ids).map_err(io(&path))
 }
 
+/// The names of a variant's protocol folds, in order, without training:
+/// a cluster executor makes one task per fold, and LOSO folds are known
+/// only once the data is indexed.
+pub fn fold_names(v: &CheckedVariant, reg: &Registry) -> Result<Vec<String>, RunError> {
+    let data = Data::build(&v.graph, reg)?;
+    let (pkind, pparams) = call(&v.recipe.config, "protocol")
+        .ok_or_else(|| RunError::Setup("the recipe has no protocol".into()))?;
+    let protocol = reg
+        .get(&pkind)
+        .and_then(|k| k.factory.protocol())
+        .ok_or_else(|| RunError::Setup(format!("`{pkind}` has no implementation in this build")))?;
+    let folds = protocol(&pparams)
+        .map_err(|e| RunError::Setup(format!("protocol: {}", e.0)))?
+        .folds(&data.index)
+        .map_err(|e| RunError::Setup(format!("protocol `{pkind}`: {e}")))?;
+    Ok(folds.into_iter().map(|f| f.name).collect())
+}
+
 /// Runs one variant with one seed over its protocol's folds.
 pub fn run_variant(
     exp: &CheckedExperiment,
@@ -643,7 +658,7 @@ pub fn run_variant(
         .ok_or_else(|| RunError::Setup("the recipe has no protocol".into()))?;
     let protocol = reg
         .get(&pkind)
-        .and_then(|k| k.protocol)
+        .and_then(|k| k.factory.protocol())
         .ok_or_else(|| RunError::Setup(format!("`{pkind}` has no implementation in this build")))?;
     let all_folds = protocol(&pparams)
         .map_err(|e| RunError::Setup(format!("protocol: {}", e.0)))?
@@ -695,7 +710,7 @@ pub fn run_variant(
     progress.folds(folds.len());
     let mut failed = Vec::new();
     for (fi, fold) in folds.iter().enumerate() {
-        let fdir = dir.join("folds").join(&fold.name);
+        let fdir = store::RunStore::fold_dir(&dir, &fold.name);
         let status: Option<FoldStatus> =
             store::read_json(&fdir.join("status.json")).map_err(io(&fdir))?;
         if status.as_ref().is_some_and(|s| s.state == "finished") {
@@ -769,10 +784,12 @@ pub fn run_variant(
     let finished: Vec<&Fold> = all_folds
         .iter()
         .filter(|f| {
-            store::read_json::<FoldStatus>(&dir.join("folds").join(&f.name).join("status.json"))
-                .ok()
-                .flatten()
-                .is_some_and(|s| s.state == "finished")
+            store::read_json::<FoldStatus>(
+                &store::RunStore::fold_dir(&dir, &f.name).join("status.json"),
+            )
+            .ok()
+            .flatten()
+            .is_some_and(|s| s.state == "finished")
         })
         .collect();
     let stored = compute_metrics(&dir, &finished, &metrics, &data, reg)?;
@@ -831,7 +848,7 @@ fn compute_metrics(
     // Each fold's files are read once, then fed to every metric and cut.
     let mut stored_preds: Vec<(&str, PathBuf, Predictions, bool)> = Vec::new();
     for f in folds {
-        let fdir = dir.join("folds").join(&f.name);
+        let fdir = store::RunStore::fold_dir(dir, &f.name);
         for (file, calib) in [("predictions.csv", false), ("val_predictions.csv", true)] {
             let path = fdir.join(file);
             if calib && !path.exists() {
@@ -895,12 +912,15 @@ fn compute_metrics(
 /// refer to the target port's labels (AUs, or class names), which it gets
 /// as the `labels` parameter.
 fn make_metric(reg: &Registry, m: &MetricNode, data: &Data) -> Result<Box<dyn Metric>, RunError> {
-    let f = reg.get(&m.kind).and_then(|k| k.metric).ok_or_else(|| {
-        RunError::Setup(format!(
-            "metric `{}` has no implementation in this build",
-            m.kind
-        ))
-    })?;
+    let f = reg
+        .get(&m.kind)
+        .and_then(|k| k.factory.metric())
+        .ok_or_else(|| {
+            RunError::Setup(format!(
+                "metric `{}` has no implementation in this build",
+                m.kind
+            ))
+        })?;
     let mut params = m.params.clone();
     if let Some(l) = data.label_names(&m.target.port) {
         params.insert(
@@ -1038,6 +1058,7 @@ fn run_fold(
     let (okind, oparams) = call(config, "optimizer")
         .ok_or_else(|| RunError::Setup("the recipe has no optimizer".into()))?;
     let mut opt = Optimizer::new(
+        reg,
         &okind,
         &oparams,
         &model.params,
@@ -1045,10 +1066,9 @@ fn run_fold(
         cfg.clip,
     )
     .map_err(|e| RunError::Setup(format!("optimizer: {}", e.0)))?;
-    let base_lr = oparams.get("lr").and_then(Value::as_f64).unwrap_or(0.0);
     let sched = match call(config, "scheduler") {
-        Some((k, p)) => Schedule::new(Some(&k), &p, base_lr),
-        None => Schedule::new(None, &BTreeMap::new(), base_lr),
+        Some((k, p)) => Schedule::new(reg, &k, &p, opt.lr()),
+        None => Ok(Schedule::constant()),
     }
     .map_err(|e| RunError::Setup(format!("scheduler: {}", e.0)))?;
 

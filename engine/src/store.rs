@@ -10,6 +10,48 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// The run store's layout: every path under `runs/` comes from here, so
+/// the driver, the runner, reports and tracking agree on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunStore {
+    root: PathBuf,
+}
+
+impl RunStore {
+    /// The store rooted at `root` (`runs/` by default).
+    pub fn new(root: impl Into<PathBuf>) -> RunStore {
+        RunStore { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `<root>/<experiment>/<recipe hash, 12 hex>`: one recipe's results.
+    pub fn experiment_dir(&self, exp: &mer_registry::dsl::CheckedExperiment) -> PathBuf {
+        self.root
+            .join(&exp.name)
+            .join(&exp.hash[..12.min(exp.hash.len())])
+    }
+
+    /// `<experiment dir>/<variant>/seed<S>`.
+    pub fn variant_dir(
+        &self,
+        exp: &mer_registry::dsl::CheckedExperiment,
+        variant: &str,
+        seed: i64,
+    ) -> PathBuf {
+        self.experiment_dir(exp)
+            .join(variant)
+            .join(format!("seed{seed}"))
+    }
+
+    /// `<variant dir>/folds/<fold>`.
+    pub fn fold_dir(variant_dir: &Path, fold: &str) -> PathBuf {
+        variant_dir.join("folds").join(fold)
+    }
+}
+
 /// Writes `bytes` to `path` atomically (temporary file, fsync, rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));

@@ -1,10 +1,11 @@
 //! A builder so that declaring a kind reads like its documentation.
 
 use crate::contracts::{DatasetFactory, MetricFactory, ProtocolFactory};
+use crate::optim::{OptimizerFactory, SchedulerFactory};
 use crate::ExampleInput;
 use crate::{
-    Example, Factory, FoldRule, InputSpec, Kind, KindSchema, ParamSpec, ParamType, PortCondition,
-    PortSpec, Role, ShapeFn, Value,
+    Build, Example, Factory, FoldRule, InputSpec, Kind, KindSchema, ParamSpec, ParamType,
+    PortCondition, PortSpec, Role, ShapeFn, Value,
 };
 
 /// Builds a [`KindSchema`]. Parameter helpers take `None` as the default to
@@ -13,10 +14,7 @@ use crate::{
 pub struct KindBuilder {
     schema: KindSchema,
     shapes: Option<ShapeFn>,
-    factory: Option<Factory>,
-    dataset: Option<DatasetFactory>,
-    metric: Option<MetricFactory>,
-    protocol: Option<ProtocolFactory>,
+    factory: Build,
     example: Option<Example>,
 }
 
@@ -34,10 +32,7 @@ impl KindBuilder {
                 folds: None,
             },
             shapes: None,
-            factory: None,
-            dataset: None,
-            metric: None,
-            protocol: None,
+            factory: Build::None,
             example: None,
         }
     }
@@ -221,27 +216,42 @@ impl KindBuilder {
         self
     }
 
-    /// How the component is built (used by `mer run`).
+    /// How the component is built (roles `Component` and `Loss`; used by
+    /// `mer run`). A kind has one factory: the last one given wins, and the
+    /// registry refuses one that does not fit the kind's role.
     pub fn factory(mut self, f: Factory) -> Self {
-        self.factory = Some(f);
+        self.factory = Build::Component(f);
         self
     }
 
     /// How the dataset is built (role `Data`).
     pub fn dataset(mut self, f: DatasetFactory) -> Self {
-        self.dataset = Some(f);
+        self.factory = Build::Dataset(f);
         self
     }
 
     /// How the metric is built (role `Metric`).
     pub fn metric(mut self, f: MetricFactory) -> Self {
-        self.metric = Some(f);
+        self.factory = Build::Metric(f);
         self
     }
 
     /// How the protocol is built (role `Protocol`).
     pub fn protocol(mut self, f: ProtocolFactory) -> Self {
-        self.protocol = Some(f);
+        self.factory = Build::Protocol(f);
+        self
+    }
+
+    /// How the optimiser's update rule is built (role `Optimizer`; start
+    /// the kind with [`crate::optim::optimizer_kind`]).
+    pub fn optimizer(mut self, f: OptimizerFactory) -> Self {
+        self.factory = Build::Optimizer(f);
+        self
+    }
+
+    /// How the learning-rate schedule is built (role `Scheduler`).
+    pub fn scheduler(mut self, f: SchedulerFactory) -> Self {
+        self.factory = Build::Scheduler(f);
         self
     }
 
@@ -280,9 +290,6 @@ impl KindBuilder {
             schema: self.schema,
             shapes: self.shapes,
             factory: self.factory,
-            dataset: self.dataset,
-            metric: self.metric,
-            protocol: self.protocol,
             example: self.example,
         }
     }

@@ -56,6 +56,8 @@ mod describe;
 pub mod gradcheck;
 pub mod layers;
 pub mod loader;
+pub mod optim;
+pub mod params;
 pub mod plugin;
 pub mod rng;
 pub mod scaffold;
@@ -70,6 +72,8 @@ pub use contracts::{
 };
 pub use describe::{describe_kind, describe_params};
 pub use loader::PluginError;
+pub use optim::{OptimizerFactory, ScheduleRule, SchedulerFactory, StepCtx, UpdateRule};
+pub use params::Params;
 pub use rng::SeededRng;
 pub use shape::{DType, Dim, Semantic, ShapeCtx, ShapeError, ShapeFn, TensorType};
 
@@ -90,6 +94,17 @@ pub enum RegistryError {
     /// A plugin's namespace collides with a builtin one.
     #[error("plugin `{0}` would shadow the builtin namespace of the same name")]
     BuiltinNamespace(String),
+    /// A kind's factory does not build what its role needs (a metric
+    /// declared with `.optimizer(..)`).
+    #[error("kind `{kind}` is {role} but its factory builds {builds}")]
+    WrongFactory {
+        /// The kind.
+        kind: String,
+        /// Its role, in words.
+        role: &'static str,
+        /// What its factory builds, in words.
+        builds: &'static str,
+    },
 }
 
 /// Metadata of a loaded plugin.
@@ -104,20 +119,117 @@ pub struct PluginInfo {
 /// (what `mer check` infers), and its factory (what `mer run` builds).
 #[derive(Debug, Clone)]
 pub struct Kind {
+    /// Name, role, inputs, ports and parameters.
     pub schema: KindSchema,
     /// Output types from input types; `None` leaves outputs unchecked.
     pub shapes: Option<ShapeFn>,
-    /// Builds the component (models and losses).
-    pub factory: Option<Factory>,
-    /// Builds the dataset (role `Data`).
-    pub dataset: Option<contracts::DatasetFactory>,
-    /// Builds the metric (role `Metric`).
-    pub metric: Option<contracts::MetricFactory>,
-    /// Builds the protocol (role `Protocol`).
-    pub protocol: Option<contracts::ProtocolFactory>,
+    /// What `mer run` builds from the kind, one variant per role.
+    pub factory: Build,
     /// A small runnable example (parameters, input dims) used by the
     /// gradient-check suite and shown by `mer plugins describe`.
     pub example: Option<Example>,
+}
+
+/// A kind's factory: one variant per role, so a kind builds exactly what
+/// its role needs (checked when it is registered).
+#[derive(Debug, Clone, Copy)]
+pub enum Build {
+    /// Nothing to run: `mer check` validates the kind, `mer run` refuses it.
+    None,
+    /// A model component or a loss (roles `Component`, `Loss`).
+    Component(Factory),
+    /// A dataset (role `Data`).
+    Dataset(contracts::DatasetFactory),
+    /// A metric (role `Metric`).
+    Metric(contracts::MetricFactory),
+    /// An evaluation protocol (role `Protocol`).
+    Protocol(contracts::ProtocolFactory),
+    /// An optimiser's update rule (role `Optimizer`).
+    Optimizer(optim::OptimizerFactory),
+    /// A learning-rate schedule (role `Scheduler`).
+    Scheduler(optim::SchedulerFactory),
+}
+
+impl Build {
+    /// Whether there is nothing to build.
+    pub fn is_none(&self) -> bool {
+        matches!(self, Build::None)
+    }
+
+    /// What this factory builds, in words (for messages).
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Build::None => "nothing",
+            Build::Component(_) => "a component",
+            Build::Dataset(_) => "a dataset",
+            Build::Metric(_) => "a metric",
+            Build::Protocol(_) => "a protocol",
+            Build::Optimizer(_) => "an optimizer",
+            Build::Scheduler(_) => "a scheduler",
+        }
+    }
+
+    /// Whether this factory builds what a kind of `role` needs.
+    pub fn fits(&self, role: Role) -> bool {
+        matches!(
+            (self, role),
+            (Build::None, _)
+                | (Build::Component(_), Role::Component | Role::Loss)
+                | (Build::Dataset(_), Role::Data)
+                | (Build::Metric(_), Role::Metric)
+                | (Build::Protocol(_), Role::Protocol)
+                | (Build::Optimizer(_), Role::Optimizer)
+                | (Build::Scheduler(_), Role::Scheduler)
+        )
+    }
+
+    /// The component factory, if this is one.
+    pub fn component(&self) -> Option<Factory> {
+        match *self {
+            Build::Component(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// The dataset factory, if this is one.
+    pub fn dataset(&self) -> Option<contracts::DatasetFactory> {
+        match *self {
+            Build::Dataset(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// The metric factory, if this is one.
+    pub fn metric(&self) -> Option<contracts::MetricFactory> {
+        match *self {
+            Build::Metric(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// The protocol factory, if this is one.
+    pub fn protocol(&self) -> Option<contracts::ProtocolFactory> {
+        match *self {
+            Build::Protocol(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// The optimiser factory, if this is one.
+    pub fn optimizer(&self) -> Option<optim::OptimizerFactory> {
+        match *self {
+            Build::Optimizer(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// The scheduler factory, if this is one.
+    pub fn scheduler(&self) -> Option<optim::SchedulerFactory> {
+        match *self {
+            Build::Scheduler(f) => Some(f),
+            _ => None,
+        }
+    }
 }
 
 /// A runnable example of a component kind.
@@ -151,6 +263,12 @@ impl ExampleInput {
 }
 
 impl Kind {
+    /// `params` with the schema's defaults filled in where absent (also
+    /// inside records), as `mer check` leaves a recipe's parameters.
+    pub fn with_defaults(&self, params: &BTreeMap<String, Value>) -> BTreeMap<String, Value> {
+        params::fill_defaults(&self.schema.params, params)
+    }
+
     /// The example's parameters with every default filled in.
     pub fn example_params(&self) -> Option<BTreeMap<String, Value>> {
         let ex = self.example.as_ref()?;
@@ -175,7 +293,7 @@ impl Kind {
         inputs: &[TensorType],
         store: &mut ParamStore,
     ) -> Result<Box<dyn Component>, BuildError> {
-        let factory = self.factory.ok_or_else(|| {
+        let factory = self.factory.component().ok_or_else(|| {
             BuildError(format!(
                 "`{}` has no factory (nothing to run)",
                 self.schema.name
@@ -284,6 +402,18 @@ fn check_name(name: &str) -> Result<String, RegistryError> {
     Ok(ns.to_string())
 }
 
+fn check_factory(kind: &Kind) -> Result<(), RegistryError> {
+    if kind.factory.fits(kind.schema.role) {
+        Ok(())
+    } else {
+        Err(RegistryError::WrongFactory {
+            kind: kind.schema.name.clone(),
+            role: kind.schema.role.describe(),
+            builds: kind.factory.describe(),
+        })
+    }
+}
+
 impl Registry {
     /// An empty registry.
     pub fn new() -> Self {
@@ -293,6 +423,7 @@ impl Registry {
     /// Registers one of mer's own kinds. Its namespace becomes builtin.
     pub fn add_builtin(&mut self, kind: Kind) -> Result<(), RegistryError> {
         let ns = check_name(&kind.schema.name)?;
+        check_factory(&kind)?;
         if self.kinds.contains_key(&kind.schema.name) {
             return Err(RegistryError::Duplicate(kind.schema.name));
         }
@@ -309,6 +440,7 @@ impl Registry {
         }
         for k in &kinds {
             let ns = check_name(&k.schema.name)?;
+            check_factory(k)?;
             if ns != info.name {
                 return Err(RegistryError::ForeignNamespace {
                     plugin: info.name.clone(),
@@ -462,6 +594,27 @@ mod tests {
             r.add_builtin(k("nn.9x")),
             Err(RegistryError::BadName(_))
         ));
+    }
+
+    #[test]
+    fn a_factory_must_fit_the_role() {
+        fn m(_: &BTreeMap<String, Value>) -> Result<Box<dyn Metric>, BuildError> {
+            Err(BuildError("unused".into()))
+        }
+        let mut r = Registry::new();
+        let bad = KindBuilder::new("optim.odd", Role::Optimizer)
+            .metric(m)
+            .build();
+        assert!(matches!(
+            r.add_builtin(bad),
+            Err(RegistryError::WrongFactory { .. })
+        ));
+        let ok = KindBuilder::new("metric.odd", Role::Metric)
+            .metric(m)
+            .build();
+        r.add_builtin(ok).unwrap();
+        assert!(r.get("metric.odd").unwrap().factory.metric().is_some());
+        assert!(r.get("metric.odd").unwrap().factory.optimizer().is_none());
     }
 
     #[test]

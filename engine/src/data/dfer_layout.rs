@@ -22,6 +22,8 @@
 //! sample id and landmark CSV are those of the folder it would have.
 
 use super::face;
+use super::sampler::{self, ClipFrames, Sampling};
+use super::sorted_dir;
 use super::synth::Synth;
 use mer_registry::candle::{Device, Tensor};
 use mer_registry::{Batch, BuildError, DataError, Dataset, SampleMeta, SeededRng, Value};
@@ -181,13 +183,6 @@ impl Corpus {
 
 fn problem(file: &Path, message: String) -> DataError {
     super::problem_at(file, None, message)
-}
-
-fn sorted_dir(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
-    let rd = std::fs::read_dir(dir).map_err(|e| problem(dir, format!("cannot list: {e}")))?;
-    let mut v: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
-    v.sort();
-    Ok(v)
 }
 
 fn is_image(p: &Path) -> bool {
@@ -958,7 +953,7 @@ pub struct DferDataset {
     frames: usize,
     size: [usize; 2],
     color: bool,
-    sampling: String,
+    sampling: Sampling,
     rate: usize,
     landmarks: bool,
     /// Crop each frame to the landmarks' face box before resizing.
@@ -984,6 +979,17 @@ impl DferDataset {
         if crop && !landmarks {
             return Err(BuildError(format!(
                 "`{}`: crop = \"face\" crops to the OpenFace landmarks' box, so it needs landmarks = \"openface\"",
+                corpus.kind()
+            )));
+        }
+        let sampling = Sampling::from_params(p, corpus.kind())?;
+        if sampling.needs_apex() {
+            // Silently reading the whole clip instead would train on other
+            // frames than the recipe says.
+            return Err(BuildError(format!(
+                "`{}`: sampling = \"{}\" needs each clip's onset and apex, which {} does not annotate; use \"uniform\" or \"noisy_uniform\"",
+                corpus.kind(),
+                sampling.name(),
                 corpus.kind()
             )));
         }
@@ -1016,7 +1022,7 @@ impl DferDataset {
             frames: super::int(p, "frames", 16).max(1) as usize,
             size,
             color: !matches!(p.get("color"), Some(Value::Bool(false))),
-            sampling: super::text(p, "sampling", "uniform").to_string(),
+            sampling,
             rate: super::int(p, "sampling_rate", 1).max(1) as usize,
             landmarks,
             crop,
@@ -1034,22 +1040,26 @@ impl DferDataset {
         Ok(t)
     }
 
-    /// Frame positions for one clip: every `rate`-th frame, then `frames`
-    /// uniformly over those (repeating frames of short clips).
+    /// Frame positions for one clip of `n` frames: every `rate`-th frame,
+    /// then the shared sampler's choice among those.
     fn pick(&self, n: usize, aug: Option<&mut SeededRng>) -> Vec<usize> {
         let cand: Vec<usize> = (0..n).step_by(self.rate).collect();
-        let m = cand.len();
-        let k = self.frames;
-        let mut aug = aug.filter(|_| self.sampling == "noisy_uniform");
-        (0..k)
-            .map(|i| {
-                let mut x = (i as f32 + 0.5) * m as f32 / k as f32 - 0.5;
-                if let Some(r) = aug.as_deref_mut() {
-                    x += r.uniform_range(-0.5, 0.5) * m as f32 / k as f32;
-                }
-                cand[(x.round().max(0.0) as usize).min(m - 1)]
-            })
-            .collect()
+        sampler::pick(
+            &ClipFrames::whole(cand.len()),
+            self.frames,
+            self.sampling,
+            aug,
+        )
+        .into_iter()
+        .map(|i| cand[i])
+        .collect()
+    }
+
+    /// [`Self::pick`] for clip `p` (a position in [`Dataset::index`]'s
+    /// order); `None` past the end.
+    #[cfg(test)]
+    pub(crate) fn picks(&self, p: usize, aug: Option<&mut SeededRng>) -> Option<Vec<usize>> {
+        Some(self.pick(self.records.get(p)?.frames.len(), aug))
     }
 }
 
@@ -1107,6 +1117,12 @@ impl Dataset for DferDataset {
                 message: format!("position {p} is outside the {} clips", self.records.len()),
             })?;
             let picks = self.pick(r.frames.len(), aug.as_deref_mut());
+            if picks.is_empty() {
+                return Err(problem(
+                    Path::new(&r.id),
+                    "the clip has no frames to read".into(),
+                ));
+            }
             let mut planes: Vec<Vec<f32>> =
                 (0..ch).map(|_| Vec::with_capacity(t * h * w)).collect();
             let tracked = match (self.landmarks, &r.landmarks) {
@@ -1426,7 +1442,7 @@ pub fn write_layout(
         for f in 0..n {
             let t = f as f32 / (n - 1) as f32;
             let (planes, lm) = synth.render_with_landmarks(i, t).ok_or("clip vanished")?;
-            let img = super::me_layout::to_image(&planes, [h, w]);
+            let img = super::to_image(&planes, [h, w]);
             let path = first.join(format!("{:05}.png", f + 1));
             img.save(&path)
                 .map_err(|e| format!("{}: {e}", path.display()))?;

@@ -610,7 +610,7 @@ pub fn write_affectnet(p: &BTreeMap<String, Value>, root: &Path) -> Result<usize
             .position(|c| *c == info.emotion)
             .ok_or("generated class outside AffectNet")?;
         let planes = synth.render_at(i, info.timing[1]).ok_or("clip vanished")?;
-        let face = super::me_layout::to_image(&planes, [h, w]);
+        let face = super::to_image(&planes, [h, w]);
         // A photo with the face at an offset that varies per image.
         let (x0, y0) = ((i * 7 % 11) as u32, (i * 5 % 13) as u32);
         let mut photo =
@@ -676,7 +676,7 @@ pub fn write_rafdb(p: &BTreeMap<String, Value>, root: &Path) -> Result<usize, St
             format!("test_{n_test:04}")
         };
         let planes = synth.render_at(i, info.timing[1]).ok_or("clip vanished")?;
-        let img = super::me_layout::to_image(&planes, synth.size_hw());
+        let img = super::to_image(&planes, synth.size_hw());
         let path = dir.join(format!("{stem}_aligned.jpg"));
         img.save(&path)
             .map_err(|e| format!("{}: {e}", path.display()))?;

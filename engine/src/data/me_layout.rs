@@ -24,6 +24,7 @@
 //! or generated file passes through untouched.
 
 use super::au::{parse_aus, parse_numeric_au};
+use super::sampler::{self, ClipFrames, Sampling};
 use super::synth::Synth;
 use calamine::{open_workbook_auto, Data, Reader};
 use mer_registry::candle::{Device, Tensor};
@@ -361,12 +362,10 @@ fn frame_number(p: &Path) -> Option<u32> {
     digits.parse().ok()
 }
 
+/// A folder's entries, sorted; none where it cannot be listed (SMIC's
+/// scan reports missing folders itself).
 fn sorted_entries(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| rd.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    v.sort();
-    v
+    super::sorted_dir(dir).unwrap_or_default()
 }
 
 /// Reads SMIC-HS from its folders: `HS/s<N>/micro/<emotion>/s<N>_<code>_<kk>/`.
@@ -951,7 +950,7 @@ pub struct MeDataset {
     frames: usize,
     size: [usize; 2],
     color: bool,
-    sampling: String,
+    sampling: Sampling,
     /// Compute the onset→apex TV-L1 `flow` port.
     flow: bool,
     /// Flows already computed, by record (`u` then `v`): the disk cache
@@ -1068,10 +1067,7 @@ impl MeDataset {
                 size.get(1).copied().unwrap_or(64).max(1),
             ],
             color: matches!(p.get("color"), Some(Value::Bool(true))),
-            sampling: match p.get("sampling") {
-                Some(Value::Str(s)) => s.clone(),
-                _ => "uniform".into(),
-            },
+            sampling: Sampling::from_params(p, layout.dataset)?,
             flow: !matches!(p.get("flow"), Some(Value::Bool(false))),
             flows: Mutex::new(HashMap::new()),
         })
@@ -1111,29 +1107,19 @@ impl MeDataset {
         Ok(uv)
     }
 
-    /// Frame indices (into the record's frames) for one clip.
+    /// Frame indices (into the record's frames) for one read of clip
+    /// `p` (a position in [`Dataset::index`]'s order), from the shared
+    /// sampler; `None` past the end.
+    #[cfg(test)]
+    pub(crate) fn picks(&self, p: usize, aug: Option<&mut SeededRng>) -> Option<Vec<usize>> {
+        let (r, _) = self.records.get(p)?;
+        Some(self.pick(r, aug))
+    }
+
     fn pick(&self, r: &Record, aug: Option<&mut SeededRng>) -> Vec<usize> {
-        let n = r.frames.len();
-        let apex = (r.apex - r.onset) as usize;
-        let (lo, hi) = match self.sampling.as_str() {
-            "onset_apex" => (0, apex),
-            _ => (0, n - 1),
-        };
-        let k = self.frames;
-        let mut out = Vec::with_capacity(k);
-        let mut aug = aug.filter(|_| self.sampling == "noisy_uniform");
-        for i in 0..k {
-            let mut x = if k == 1 {
-                hi as f32
-            } else {
-                lo as f32 + (hi - lo) as f32 * i as f32 / (k - 1) as f32
-            };
-            if let Some(r) = aug.as_deref_mut() {
-                x += r.uniform_range(-0.5, 0.5) * (hi - lo) as f32 / k as f32;
-            }
-            out.push((x.round().max(lo as f32) as usize).min(hi));
-        }
-        out
+        // The frames on disk run from onset to offset.
+        let clip = ClipFrames::onset_to_offset(r.frames.len(), (r.apex - r.onset) as usize);
+        sampler::pick(&clip, self.frames, self.sampling, aug)
     }
 }
 
@@ -1439,8 +1425,10 @@ pub fn write_layout(
         let mut r = SeededRng::derive(seed, &format!("layout/{id}"));
         let onset = 20 + r.below(200) as u32;
         let offset = onset + n as u32 - 1;
-        let [o, a, f] = timing;
-        let apex = onset + (((a - o) / (f - o)) * (n - 1) as f32).round() as u32;
+        let [o, _, f] = timing;
+        // The generator's own rounding, so that `synth.me` and this layout
+        // agree on the apex frame.
+        let apex = onset + super::synth::me_apex_frame(timing, n) as u32;
         let row = hr + 1 + p as u32;
         if layout.subject_as_text {
             ws.write_string(row, c_subject, (layout.subject_dir)(number))
@@ -1475,7 +1463,7 @@ pub fn write_layout(
             let t = o + (f - o) * k as f32 / (n - 1) as f32;
             let planes = synth.render_at(p, t).ok_or("clip vanished")?;
             let frame = onset + k as u32;
-            let img = to_image(&planes, synth.size_hw());
+            let img = super::to_image(&planes, synth.size_hw());
             for (dir, cropped) in &releases {
                 let d = root.join(dir).join((layout.clip_dir)(
                     &sub,
@@ -1498,23 +1486,6 @@ pub fn write_layout(
             .map_err(|e| e.to_string())?;
     }
     Ok(synth.len())
-}
-
-pub(crate) fn to_image(planes: &[Vec<f32>], [h, w]: [usize; 2]) -> image::RgbImage {
-    let mut img = image::RgbImage::new(w as u32, h as u32);
-    for (i, px) in img.pixels_mut().enumerate() {
-        let g = |c: usize| {
-            (planes
-                .get(c)
-                .or(planes.first())
-                .map(|p| p[i])
-                .unwrap_or(0.0)
-                * 255.0)
-                .round() as u8
-        };
-        px.0 = [g(0), g(1), g(2)];
-    }
-    img
 }
 
 #[cfg(test)]

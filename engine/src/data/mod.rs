@@ -9,6 +9,7 @@ pub mod face;
 pub mod fer_layout;
 pub mod flow;
 pub mod me_layout;
+pub mod sampler;
 pub mod synth;
 pub mod video;
 
@@ -247,6 +248,35 @@ fn jpeg_truncated(bytes: &[u8]) -> Option<String> {
             bytes.len()
         )),
     }
+}
+
+/// A folder's entries, sorted by path; a folder that cannot be listed is
+/// a problem naming it.
+pub(crate) fn sorted_dir(dir: &Path) -> Result<Vec<std::path::PathBuf>, DataError> {
+    let rd =
+        std::fs::read_dir(dir).map_err(|e| problem_at(dir, None, format!("cannot list: {e}")))?;
+    let mut v: Vec<std::path::PathBuf> = rd.flatten().map(|e| e.path()).collect();
+    v.sort();
+    Ok(v)
+}
+
+/// `[channel][h * w]` planes in [0, 1] as an 8-bit RGB image (one plane is
+/// gray), for the layout writers.
+pub(crate) fn to_image(planes: &[Vec<f32>], [h, w]: [usize; 2]) -> image::RgbImage {
+    let mut img = image::RgbImage::new(w as u32, h as u32);
+    for (i, px) in img.pixels_mut().enumerate() {
+        let g = |c: usize| {
+            (planes
+                .get(c)
+                .or(planes.first())
+                .map(|p| p[i])
+                .unwrap_or(0.0)
+                * 255.0)
+                .round() as u8
+        };
+        px.0 = [g(0), g(1), g(2)];
+    }
+    img
 }
 
 /// Decodes one frame, resizes it to `[h, w]` and appends its pixels in

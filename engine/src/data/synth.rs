@@ -8,6 +8,7 @@
 //! amplitudes vary, so a model can beat chance but nothing reaches 100%.
 
 use super::face::{self, Identity, Landmarks};
+use super::sampler::{self, ClipFrames, Sampling};
 use super::{float, int, ints};
 use mer_registry::candle::{Device, Tensor};
 use mer_registry::{Batch, BuildError, DataError, Dataset, SampleMeta, SeededRng, Value};
@@ -168,6 +169,25 @@ pub struct ClipInfo {
     pub timing: [f32; 3],
 }
 
+/// Frames in one generated clip: its onset..offset for `synth.me` (a
+/// 0.53 s micro-expression at CASME II's 200 fps), the whole clip for
+/// `synth.dfer` (3.5 s at 30 fps, about a RAVDESS clip). Frame `j` is clip
+/// time `j / 105` of that stretch, as `mer data synth` writes the layouts,
+/// so the generator and a layout written from it hold the same frames and
+/// [`sampler::pick`] chooses among them as it does among real frames.
+/// 105 = lcm(1, 3, 5, 7, 15): 2, 4, 6, 8 and 16 frames land on evenly
+/// spaced frames with no rounding.
+pub const CLIP_FRAMES: usize = 106;
+
+/// The apex's frame in a clip of `n` frames (`n` ≥ 2) cut from onset to
+/// offset, for a clip with `timing` (onset, apex, offset as fractions of
+/// the whole clip). `synth.me` and the ME layouts it writes use this one
+/// rounding, so their onset modes read the same frames.
+pub(crate) fn me_apex_frame(timing: [f32; 3], n: usize) -> usize {
+    let [o, a, f] = timing;
+    (((a - o) / (f - o)) * (n - 1) as f32).round() as usize
+}
+
 /// Which generator: micro-expressions with AU targets, or DFER clips.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Flavor {
@@ -183,7 +203,9 @@ pub struct Synth {
     frames: usize,
     size: [usize; 2],
     color: bool,
-    sampling: String,
+    sampling: Sampling,
+    /// Frames per clip the sampler chooses among ([`CLIP_FRAMES`]).
+    clip_frames: usize,
     noise: f32,
     targets: Vec<i64>,
     class_names: Vec<&'static str>,
@@ -336,10 +358,14 @@ impl Synth {
             frames: int(p, "frames", 8).max(1) as usize,
             size,
             color: matches!(p.get("color"), Some(Value::Bool(true))),
-            sampling: match p.get("sampling") {
-                Some(Value::Str(s)) => s.clone(),
-                _ => "uniform".into(),
-            },
+            sampling: Sampling::from_params(
+                p,
+                match flavor {
+                    Flavor::Me => "synth.me",
+                    Flavor::Dfer => "synth.dfer",
+                },
+            )?,
+            clip_frames: CLIP_FRAMES,
             noise: float(p, "noise", 0.02) as f32,
             targets: ints(p, "aus"),
             class_names: classes.iter().map(|c| c.name).collect(),
@@ -398,32 +424,65 @@ impl Synth {
         out
     }
 
-    /// Frame times for one clip.
-    fn times(&self, c: &Clip, aug: Option<&mut SeededRng>) -> Vec<f32> {
-        let n = self.frames;
-        let lin = |a: f32, b: f32| -> Vec<f32> {
-            if n == 1 {
-                return vec![b];
-            }
-            (0..n)
-                .map(|i| a + (b - a) * i as f32 / (n - 1) as f32)
-                .collect()
-        };
-        match self.sampling.as_str() {
-            "onset_apex" => lin(c.timing[0], c.timing[1]),
-            "onset_apex_offset" => lin(c.timing[0], c.timing[2]),
-            s => {
-                let mut t: Vec<f32> = (0..n).map(|i| (i as f32 + 0.5) / n as f32).collect();
-                // Noisy-uniform jitters each frame within its slot, and only
-                // when training.
-                if let (Some(r), "noisy_uniform") = (aug, s) {
-                    for x in t.iter_mut() {
-                        *x += r.uniform_range(-0.5, 0.5) / n as f32;
-                    }
+    /// Clip `c`'s frames as the sampler sees them: [`Self::clip_frames`]
+    /// frames over onset..offset (`synth.me`, cut as the ME corpora are)
+    /// or over the whole clip (`synth.dfer`, as DFER videos are).
+    fn frames_of(&self, c: &Clip) -> ClipFrames {
+        let n = self.clip_frames;
+        match self.flavor {
+            Flavor::Me => ClipFrames::onset_to_offset(n, me_apex_frame(c.timing, n)),
+            Flavor::Dfer => {
+                let at = |t: f32| ((t * (n - 1) as f32).round() as usize).min(n - 1);
+                ClipFrames {
+                    len: n,
+                    onset: at(c.timing[0]),
+                    apex: Some(at(c.timing[1])),
+                    offset: at(c.timing[2]),
                 }
-                t
             }
         }
+    }
+
+    /// Clip time (0..1) of frame `j` of clip `c`: the same formulas the
+    /// layout writers render with.
+    fn time_of(&self, c: &Clip, j: usize) -> f32 {
+        let n = self.clip_frames;
+        match self.flavor {
+            Flavor::Me => {
+                let [o, _, f] = c.timing;
+                o + (f - o) * j as f32 / (n - 1) as f32
+            }
+            Flavor::Dfer => j as f32 / (n - 1) as f32,
+        }
+    }
+
+    /// Frame indices for one read of clip `p`, from the shared sampler;
+    /// `None` past the end.
+    #[cfg(test)]
+    pub(crate) fn picks(&self, p: usize, aug: Option<&mut SeededRng>) -> Option<Vec<usize>> {
+        let c = self.clips.get(p)?;
+        Some(sampler::pick(
+            &self.frames_of(c),
+            self.frames,
+            self.sampling,
+            aug,
+        ))
+    }
+
+    /// This generator with `n` frames per clip instead of [`CLIP_FRAMES`],
+    /// so tests can compare it with a layout of any clip length.
+    #[cfg(test)]
+    pub(crate) fn with_clip_frames(mut self, n: usize) -> Self {
+        self.clip_frames = n.max(2);
+        self
+    }
+
+    /// Frame times for one clip.
+    fn times(&self, c: &Clip, aug: Option<&mut SeededRng>) -> Vec<f32> {
+        sampler::pick(&self.frames_of(c), self.frames, self.sampling, aug)
+            .into_iter()
+            .map(|j| self.time_of(c, j))
+            .collect()
     }
 
     /// One frame of clip `c` at time `t`: pixel planes (noise included,

@@ -572,7 +572,7 @@ pub fn write_figures(runs: &[Loaded], dir: &Path, link: &str) -> Result<Vec<Figu
                         .map(|lab| {
                             r.metrics
                                 .iter()
-                                .find(|m| m.name == format!("{fam}[{lab}]"))
+                                .find(|m| m.name == super::label_metric(&fam, lab))
                                 .and_then(|m| m.pooled)
                         })
                         .collect();
@@ -622,7 +622,7 @@ mod tests {
         let root = std::env::temp_dir().join(format!("mer-figures-{}", std::process::id()));
         let run = root.join("run");
         for f in ["f1", "f2"] {
-            let d = run.join("folds").join(f);
+            let d = crate::store::RunStore::fold_dir(&run, f);
             std::fs::create_dir_all(&d).unwrap();
             std::fs::write(
                 d.join("epochs.json"),

@@ -583,18 +583,30 @@ fn label_families(rs: &[&VariantResult]) -> Vec<(String, Vec<String>)> {
             if fam.starts_with("confusion") || fam.ends_with("per_class") {
                 continue;
             }
-            let label = rest.trim_end_matches(']').to_string();
-            match fams.iter_mut().find(|(f, _)| f == fam) {
+            // `f1[AU1]@other` (a cut to one data node's samples) belongs
+            // to the family `f1@other`, label `AU1`.
+            let (label, cut) = rest.split_once(']').unwrap_or((rest, ""));
+            let (fam, label) = (format!("{fam}{cut}"), label.to_string());
+            match fams.iter_mut().find(|(f, _)| *f == fam) {
                 Some((_, ls)) => {
                     if !ls.contains(&label) {
                         ls.push(label)
                     }
                 }
-                None => fams.push((fam.to_string(), vec![label])),
+                None => fams.push((fam, vec![label])),
             }
         }
     }
     fams
+}
+
+/// The metric name of one label of a family: `f1[AU1]`, or `f1[AU1]@other`
+/// for the cut family `f1@other`.
+pub(crate) fn label_metric(fam: &str, label: &str) -> String {
+    match fam.split_once('@') {
+        Some((base, cut)) => format!("{base}[{label}]@{cut}"),
+        None => format!("{fam}[{label}]"),
+    }
 }
 
 /// AU-LLM Table 1's layout: variants × labels (AUs or classes) and the mean.
@@ -615,7 +627,7 @@ fn per_label_tables(out: &mut Vec<Block>, rs: &[&VariantResult]) {
                     .unwrap_or_else(|| "–".into())
             };
             let mut row = vec![r.variant.clone(), r.seed.to_string()];
-            row.extend(labels.iter().map(|l| cell(&format!("{fam}[{l}]"))));
+            row.extend(labels.iter().map(|l| cell(&label_metric(&fam, l))));
             row.push(cell(&fam));
             rows.push(row);
         }
@@ -627,13 +639,13 @@ fn per_label_tables(out: &mut Vec<Block>, rs: &[&VariantResult]) {
         };
         if labels
             .iter()
-            .any(|l| from_paper(&format!("{fam}[{l}]")).is_some())
+            .any(|l| from_paper(&label_metric(&fam, l)).is_some())
         {
             let mut row = vec!["reported by paper".to_string(), "–".into()];
             row.extend(
                 labels
                     .iter()
-                    .map(|l| from_paper(&format!("{fam}[{l}]")).unwrap_or_else(|| "–".into())),
+                    .map(|l| from_paper(&label_metric(&fam, l)).unwrap_or_else(|| "–".into())),
             );
             row.push(from_paper(&fam).unwrap_or_else(|| "–".into()));
             rows.push(row);

@@ -3,15 +3,17 @@
 //! It provides `testkit.affine` (a trainable affine map) and `testkit.tanh`,
 //! enough to check loading, the handshake, and that gradients through a
 //! dynamically loaded component equal those through the same component
-//! linked statically. Setting `MER_TESTKIT_PANIC` makes `register` panic,
+//! linked statically; and `testkit.signsgd`, an optimiser kind, to check
+//! that a plugin can add one and a recipe trains with it. Setting `MER_TESTKIT_PANIC` makes `register` panic,
 //! to test that the host reports it instead of crashing.
 
 use mer_registry::candle::{Result as CResult, Tensor};
 use mer_registry::component::input;
+use mer_registry::optim::{optimizer_kind, StepCtx, UpdateRule};
 use mer_registry::plugin::Registrar;
 use mer_registry::{
-    export_plugin, BuildCtx, BuildError, Component, Init, KindBuilder, Mode, Role, SeededRng,
-    ShapeCtx, ShapeError, TensorType,
+    export_plugin, BuildCtx, BuildError, Component, Init, KindBuilder, Mode, Params, Role,
+    SeededRng, ShapeCtx, ShapeError, TensorType,
 };
 
 /// `y = x·W + b` over the last dimension.
@@ -81,6 +83,32 @@ fn same_shape(c: &ShapeCtx) -> Result<Vec<TensorType>, ShapeError> {
     Ok(vec![TensorType::features(c.input(0)?.dims.clone())])
 }
 
+/// Sign-SGD: `θ ← θ − lr·sign(g + wd·θ)`. Stateless, so it also shows
+/// that a rule needs no buffers; groups, clipping and checkpoints come
+/// from mer's optimiser driver.
+struct SignSgd;
+
+impl UpdateRule for SignSgd {
+    fn update(
+        &self,
+        theta: &Tensor,
+        grad: &Tensor,
+        _state: &mut [Option<Tensor>],
+        c: &StepCtx,
+    ) -> CResult<Tensor> {
+        let g = if c.weight_decay != 0.0 {
+            (grad + (theta * c.weight_decay)?)?
+        } else {
+            grad.clone()
+        };
+        theta - (g.sign()? * c.lr)?
+    }
+}
+
+fn build_signsgd(_p: &Params) -> Result<Box<dyn UpdateRule>, BuildError> {
+    Ok(Box::new(SignSgd))
+}
+
 /// Registers the plugin's kinds (also the entry point for static linking).
 pub fn register(r: &mut dyn Registrar) {
     if std::env::var_os("MER_TESTKIT_PANIC").is_some() {
@@ -104,6 +132,15 @@ pub fn register(r: &mut dyn Registrar) {
             .shapes(same_shape)
             .factory(build_tanh)
             .build(),
+    );
+    r.kind(
+        optimizer_kind(
+            "testkit.signsgd",
+            "Sign-SGD: every parameter moves by `lr` against its gradient's sign (test plugin).",
+            0.0,
+        )
+        .optimizer(build_signsgd)
+        .build(),
     );
 }
 
@@ -132,5 +169,30 @@ mod tests {
             .unwrap();
         assert_eq!(y[0].dims(), &[4, 2]);
         assert_eq!(store.len(), 2);
+    }
+
+    #[test]
+    fn signsgd_steps_by_lr_against_the_sign() {
+        let mut reg = Registry::new();
+        reg.add_static_plugin("testkit", env!("CARGO_PKG_VERSION"), register)
+            .unwrap();
+        let kind = reg.get("testkit.signsgd").unwrap();
+        let params = kind.with_defaults(&BTreeMap::from([(
+            "lr".to_string(),
+            mer_registry::Value::Float(0.5),
+        )]));
+        let factory = kind.factory.optimizer().unwrap();
+        let rule = factory(&Params::new("testkit.signsgd", &params)).unwrap();
+        assert!(rule.buffers().is_empty());
+        let dev = Device::Cpu;
+        let theta = Tensor::new(&[1f32, 1.0, 1.0], &dev).unwrap();
+        let grad = Tensor::new(&[-3f32, 0.0, 0.25], &dev).unwrap();
+        let ctx = StepCtx {
+            lr: 0.5,
+            weight_decay: 0.0,
+            t: 1,
+        };
+        let next = rule.update(&theta, &grad, &mut [], &ctx).unwrap();
+        assert_eq!(next.to_vec1::<f32>().unwrap(), [1.5, 1.0, 0.5]);
     }
 }
