@@ -1087,23 +1087,8 @@ impl Session {
             return Some(segs);
         }
         let first = &segs[0];
-        if TOP_LEVEL_KEYS.contains(&first.name.as_str()) {
-            return Some(segs);
-        }
-        for section in ["model", "data"] {
-            if let Some(Node {
-                val: Val::Map(m), ..
-            }) = target.get(section)
-            {
-                if m.contains_key(&first.name) {
-                    let mut out = vec![Ident {
-                        name: section.into(),
-                        span: first.span,
-                    }];
-                    out.extend(segs);
-                    return Some(out);
-                }
-            }
+        if let Some(out) = qualify(target, &segs) {
+            return Some(out);
         }
         let mut candidates: Vec<String> = TOP_LEVEL_KEYS.iter().map(|s| s.to_string()).collect();
         for section in ["model", "data"] {
@@ -1387,11 +1372,15 @@ fn stmt_path(s: &Stmt) -> Option<&ast::Path> {
 /// node's name is read under `model.` or `data.`.
 fn quiet_rewrite(target: &Tree, path: &ast::Path) -> Vec<Ident> {
     let segs = path.segments.clone();
-    let Some(first) = segs.first() else {
-        return segs;
-    };
+    qualify(target, &segs).unwrap_or(segs)
+}
+
+/// `segs` as written when they start with a top-level key, under `model.`
+/// or `data.` when they start with a node of that section, else `None`.
+fn qualify(target: &Tree, segs: &[Ident]) -> Option<Vec<Ident>> {
+    let first = segs.first()?;
     if TOP_LEVEL_KEYS.contains(&first.name.as_str()) {
-        return segs;
+        return Some(segs.to_vec());
     }
     for section in ["model", "data"] {
         if let Some(Node {
@@ -1403,12 +1392,12 @@ fn quiet_rewrite(target: &Tree, path: &ast::Path) -> Vec<Ident> {
                     name: section.into(),
                     span: first.span,
                 }];
-                out.extend(segs);
-                return out;
+                out.extend(segs.iter().cloned());
+                return Some(out);
             }
         }
     }
-    segs
+    None
 }
 
 /// Whether two axis paths name the same axis, one written with its

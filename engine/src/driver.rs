@@ -183,11 +183,7 @@ pub fn run_experiment(
             match outcome {
                 Ok(r) => {
                     failed |= !r.failed.is_empty();
-                    let path = vdir.join("context.json");
-                    store::write_json(&path, &opts.context).map_err(|source| DriverError::Io {
-                        path: path.display().to_string(),
-                        source,
-                    })?;
+                    write_context(&vdir, &opts.context)?;
                     track.sync(&vdir, sink);
                     results.push(r);
                 }
@@ -199,15 +195,29 @@ pub fn run_experiment(
             }
         }
     }
+    Ok(Outcome::Finished(finish(
+        exp, opts, sink, &mut track, &cache, results, failed,
+    )))
+}
+
+/// What every invocation ends with: the report of the experiment's folder,
+/// the MLflow sync of it, and the summary the caller shows.
+fn finish(
+    exp: &CheckedExperiment,
+    opts: &DriverOptions,
+    sink: &dyn Sink,
+    track: &mut Tracking,
+    cache: &FeatureCache,
+    results: Vec<VariantResult>,
+    failed: bool,
+) -> Finished {
     let dir = opts.store.experiment_dir(exp);
     let (report, figures, report_error) = match write_report(&dir, opts.figures, sink) {
         Ok((blocks, n)) => (blocks, n, None),
         Err(e) => (Vec::new(), 0, Some(e)),
     };
     track.sync(&dir, sink);
-    let mlflow = track.describe();
-    let runs_page = track.runs_page(&exp.name);
-    Ok(Outcome::Finished(Finished {
+    Finished {
         results,
         failed,
         dir,
@@ -215,9 +225,18 @@ pub fn run_experiment(
         figures,
         report_error,
         cache: (cache.len(), cache.hits, cache.misses, cache.disabled),
-        mlflow,
-        runs_page,
-    }))
+        mlflow: track.describe(),
+        runs_page: track.runs_page(&exp.name),
+    }
+}
+
+/// `context.json` beside a variant's results.
+fn write_context(vdir: &Path, context: &RunContext) -> Result<(), DriverError> {
+    let path = vdir.join("context.json");
+    store::write_json(&path, context).map_err(|source| DriverError::Io {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 /// One fold of one variant and seed: the unit a cluster task runs.
@@ -356,35 +375,14 @@ pub fn merge_experiment(
                     source,
                 })?;
             }
-            let path = vdir.join("context.json");
-            store::write_json(&path, &opts.context).map_err(|source| DriverError::Io {
-                path: path.display().to_string(),
-                source,
-            })?;
+            write_context(&vdir, &opts.context)?;
             track.sync(&vdir, sink);
             results.push(r);
         }
     }
-    let dir = opts.store.experiment_dir(exp);
-    let (report, figures, report_error) = match write_report(&dir, opts.figures, sink) {
-        Ok((blocks, n)) => (blocks, n, None),
-        Err(e) => (Vec::new(), 0, Some(e)),
-    };
-    track.sync(&dir, sink);
-    let mlflow = track.describe();
-    let runs_page = track.runs_page(&exp.name);
+    let failed = !unfinished.is_empty();
     Ok(Merged {
-        finished: Finished {
-            failed: !unfinished.is_empty(),
-            results,
-            dir,
-            report,
-            figures,
-            report_error,
-            cache: (cache.len(), cache.hits, cache.misses, cache.disabled),
-            mlflow,
-            runs_page,
-        },
+        finished: finish(exp, opts, sink, &mut track, &cache, results, failed),
         unfinished,
     })
 }

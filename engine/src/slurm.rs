@@ -316,8 +316,10 @@ pub fn submit(
     }
     args.extend(opts.sbatch_args.iter().cloned());
     args.push(merge_script.display().to_string());
-    let merge_job = sbatch(&args)?;
-
+    // The array is queued whatever happens to the merge: record it either
+    // way, so `mer status` finds its tasks and logs.
+    let merge = sbatch(&args);
+    let merge_job = merge.as_ref().map(String::clone).unwrap_or_default();
     manifest.submissions.push(Submission {
         array_job: array_job.clone().unwrap_or_default(),
         merge_job: merge_job.clone(),
@@ -328,6 +330,7 @@ pub fn submit(
             .unwrap_or(0),
     });
     store::write_json(&manifest_path, &manifest).map_err(io(&manifest_path))?;
+    merge?;
     Ok(Submitted {
         array_job,
         merge_job,

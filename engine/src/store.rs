@@ -67,7 +67,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 fn tmp_name(path: &Path) -> PathBuf {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    path.with_file_name(format!(".{name}.tmp{}", std::process::id()))
+    // Cluster tasks on different nodes may share a pid and write the same
+    // variant files (recipe.ron, plan.json) on a shared file system.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp{host}.{}", std::process::id()))
 }
 
 /// Writes a value as pretty JSON, atomically.
