@@ -69,9 +69,13 @@ fn tmp_name(path: &Path) -> PathBuf {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     // Cluster tasks on different nodes may share a pid and write the same
     // variant files (recipe.ron, plan.json) on a shared file system.
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default();
+    // Read once per process: every checkpoint and record goes through here.
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let host = HOST.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default()
+    });
     path.with_file_name(format!(".{name}.tmp{host}.{}", std::process::id()))
 }
 
