@@ -4,7 +4,7 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use mer_dsl::ast::BlockKind;
 use mer_dsl::diag::{did_you_mean, render, render_short};
-use mer_dsl::resolve::{lookup, Node, Origin, Session, Val, Via};
+use mer_dsl::resolve::Session;
 use mer_dsl::{check_file, CheckedExperiment, CheckedVariant, FileCheck};
 use mer_registry::{describe_kind, Catalog, Registry};
 use std::io::IsTerminal;
@@ -282,7 +282,8 @@ enum ModelsCmd {
         weights: PathBuf,
         #[arg(long)]
         prompt: String,
-        /// Wrap the prompt in the ChatML template SmolLM2 and Qwen2 were tuned on.
+        /// Wrap the prompt in the model's own chat template (its
+        /// `tokenizer_config.json` or GGUF metadata) as a user turn.
         #[arg(long)]
         chat: bool,
         /// A PEFT adapter folder.
@@ -403,7 +404,10 @@ fn main() -> ExitCode {
         } => cmd_check(&files, &sets, format, deny_warnings),
         Cmd::Render { file, select, diff } => with_variant(&file, &select, |_, s, v| {
             if diff {
-                return render_diff(s, v);
+                for l in mer_dsl::explain::render_diff(s, v) {
+                    outln!("{l}");
+                }
+                return ExitCode::SUCCESS;
             }
             outln!(
                 "// mer render {} --variant {}",
@@ -447,9 +451,17 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             })
         }
-        Cmd::Explain { file, key, select } => {
-            with_variant(&file, &select, |_, s, v| explain(s, v, &key))
-        }
+        Cmd::Explain { file, key, select } => with_variant(&file, &select, |_, s, v| {
+            match mer_dsl::explain::explain(s, v, &key) {
+                Ok(lines) => {
+                    for l in lines {
+                        outln!("{l}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(m) => usage(m),
+            }
+        }),
         Cmd::Plugins { cmd } => plugins(cmd),
         Cmd::Kinds => plugins(PluginsCmd::List),
         Cmd::Describe { what } if what == "train" => {
@@ -547,7 +559,16 @@ fn main() -> ExitCode {
                 }
             };
             let prompt = if chat {
-                format!("<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n")
+                use mer_engine::llm::chat::{ChatTemplate, Message};
+                match ChatTemplate::of(&weights)
+                    .and_then(|t| t.render(&[Message::user(&prompt)], true))
+                {
+                    Ok(p) => p,
+                    Err(e) => {
+                        eprintln!("error: --chat: {}", e.0);
+                        return ExitCode::from(1);
+                    }
+                }
             } else {
                 prompt
             };
@@ -903,139 +924,6 @@ fn with_variant(
             Err(m) => usage(m),
         }
     })
-}
-
-fn describe_origin(o: &Origin, sources: &mer_dsl::source::SourceMap) -> String {
-    let loc = sources.location(o.key.unwrap_or(o.value));
-    match &o.via {
-        Via::Recipe => format!("set at {loc}"),
-        Via::Override => format!("set by {}", sources.get(o.value.file).text.trim()),
-        Via::Default(kind) if kind.contains('.') => {
-            format!("default of `{kind}` (see `mer plugins describe {kind}`)")
-        }
-        Via::Default(block) => format!("mer default of the `{block}` block"),
-        Via::Env(var) => format!("from environment variable {var} ({loc})"),
-        // Says the variable's name: a misspelt one is unset and silently
-        // falls back to the default otherwise.
-        Via::EnvDefault(var) => {
-            format!("default of env(\"{var}\") at {loc}: environment variable {var} is not set")
-        }
-        Via::FrameworkDefault => "mer default".to_string(),
-    }
-}
-
-fn explain(session: &Session, v: &CheckedVariant, key: &str) -> ExitCode {
-    let tree = &v.variant.tree;
-    let Some(node) = lookup(tree, key) else {
-        let (parent, last) = match key.rsplit_once('.') {
-            Some((p, l)) => (Some(p), l),
-            None => (None, key),
-        };
-        let siblings: Vec<String> = match parent.and_then(|p| lookup(tree, p)) {
-            Some(Node {
-                val: Val::Map(m), ..
-            }) => m.keys().cloned().collect(),
-            Some(Node {
-                val: Val::Call(c), ..
-            }) => c.params.keys().cloned().collect(),
-            _ if parent.is_none() => tree.keys().cloned().collect(),
-            _ => Vec::new(),
-        };
-        let hint = did_you_mean(last, siblings.iter().map(String::as_str))
-            .map(|s| format!(" (did you mean `{s}`?)"))
-            .unwrap_or_default();
-        return usage(format!(
-            "`{key}` is not set in variant `{}`{hint}",
-            v.variant.name
-        ));
-    };
-    let sources = &session.sources;
-    let mut lines = Vec::new();
-    explain_node(key, node, sources, &mut lines);
-    for l in lines {
-        outln!("{l}");
-    }
-    ExitCode::SUCCESS
-}
-
-/// `mer render --diff`: every value a recipe, an ablation, a sweep point,
-/// an override or the environment set, not the defaults around them.
-fn render_diff(session: &Session, v: &CheckedVariant) -> ExitCode {
-    fn walk<'a>(path: String, n: &'a Node, out: &mut Vec<(String, &'a Node)>) {
-        match &n.val {
-            Val::Map(m) if !m.is_empty() => {
-                for (k, c) in m {
-                    walk(format!("{path}.{k}"), c, out);
-                }
-            }
-            Val::Call(c) => {
-                out.push((path.clone(), n));
-                for (k, p) in &c.params {
-                    walk(format!("{path}.{k}"), p, out);
-                }
-            }
-            _ => out.push((path, n)),
-        }
-    }
-    let mut leaves = Vec::new();
-    for (k, n) in &v.variant.tree {
-        walk(k.clone(), n, &mut leaves);
-    }
-    outln!(
-        "// mer render --diff --variant {}: values not from defaults",
-        v.variant.name
-    );
-    outln!("// blake3 {}", v.hash);
-    for (path, n) in leaves {
-        if matches!(n.origin.via, Via::Default(_) | Via::FrameworkDefault) {
-            continue;
-        }
-        let shown = match &n.val {
-            Val::Call(c) => {
-                let inputs: Vec<String> = c
-                    .inputs
-                    .iter()
-                    .map(|i| i.value.to_value().to_string())
-                    .collect();
-                format!("{}({})", c.kind, inputs.join(", "))
-            }
-            _ => n.to_value().to_string(),
-        };
-        outln!(
-            "{path} = {shown}    // {}",
-            describe_origin(&n.origin, &session.sources)
-        );
-    }
-    ExitCode::SUCCESS
-}
-
-fn explain_node(path: &str, n: &Node, sources: &mer_dsl::source::SourceMap, out: &mut Vec<String>) {
-    let mut leaf = |path: &str, n: &Node, shown: String| {
-        out.push(format!("{path} = {shown}"));
-        out.push(format!("    {}", describe_origin(&n.origin, sources)));
-        for h in n.history.iter().rev() {
-            out.push(format!("    replaces: {}", describe_origin(h, sources)));
-        }
-    };
-    match &n.val {
-        Val::Map(m) if !m.is_empty() => {
-            for (k, c) in m {
-                explain_node(&format!("{path}.{k}"), c, sources, out);
-            }
-        }
-        Val::Call(c) => {
-            let inputs: Vec<String> = c
-                .inputs
-                .iter()
-                .map(|i| i.value.to_value().to_string())
-                .collect();
-            leaf(path, n, format!("{}({})", c.kind, inputs.join(", ")));
-            for (k, p) in &c.params {
-                explain_node(&format!("{path}.{k}"), p, sources, out);
-            }
-        }
-        _ => leaf(path, n, n.to_value().to_string()),
-    }
 }
 
 fn plugins(cmd: PluginsCmd) -> ExitCode {

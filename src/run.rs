@@ -1,7 +1,9 @@
 //! `mer run` and `mer report`: progress bars and exit codes around the
 //! engine's runner and report writer.
 
+use crate::usage;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use mer_dsl::diag::did_you_mean;
 use mer_dsl::CheckedExperiment;
 use mer_engine::driver;
 use mer_engine::report;
@@ -708,41 +710,97 @@ pub enum DataCmd {
     /// workbook + frame folders for micro-expressions; named frame folders
     /// with OpenFace landmark CSVs for DFER corpora), readable by its loader.
     Synth {
-        /// The layout to write.
-        #[arg(long, value_parser = ["casme2", "samm", "casme3", "mmew", "smic", "ravdess", "crema_d", "mead", "dfew", "ferv39k", "rafdb", "affectnet"], default_value = "casme2")]
+        /// The dataset kind whose layout to write (`me.casme2`, or `casme2`
+        /// for short); `mer data synth --layout list` lists them.
+        #[arg(long, default_value = "casme2")]
         layout: String,
+        /// The folder to write (required unless `--layout list`).
         #[arg(long)]
-        out: PathBuf,
+        out: Option<PathBuf>,
         #[arg(long, default_value_t = 6)]
-        subjects: i64,
+        subjects: usize,
         #[arg(long, default_value_t = 10)]
-        clips_per_subject: i64,
+        clips_per_subject: usize,
         /// Frames written per clip, onset to offset.
         #[arg(long, default_value_t = 12)]
         frames_per_clip: usize,
         /// Frame size in pixels (square).
         #[arg(long, default_value_t = 64)]
-        size: i64,
+        size: usize,
         /// Expression intensity relative to a macro-expression.
         #[arg(long, default_value_t = 0.5)]
         intensity: f64,
         #[arg(long, default_value_t = 0)]
-        seed: i64,
+        seed: u64,
         /// The face: drawn per subject, or the public-domain astronaut photo.
         #[arg(long, value_parser = ["drawn", "astronaut"], default_value = "drawn")]
         face: String,
+        /// Load a plugin whose dataset kinds to offer too (repeatable).
+        #[arg(long = "use", value_name = "PLUGIN")]
+        plugins: Vec<String>,
     },
     /// Report samples, subjects, classes, AU frequencies, corrections
     /// applied and every problem (file and row). Exit 1 when there are problems.
     Verify {
         root: PathBuf,
-        #[arg(long, value_parser = ["me.casme2", "me.samm", "me.casme3", "me.mmew", "me.smic", "dfer.ravdess", "dfer.crema_d", "dfer.mead", "dfer.dfew", "dfer.ferv39k", "fer.rafdb", "fer.affectnet", "au.disfa", "au.bp4d"])]
+        /// The dataset kind (`me.casme2`, `dfer.dfew`, `au.disfa`, …).
+        #[arg(long)]
         dataset: String,
+        /// Load a plugin whose dataset kinds to offer too (repeatable).
+        #[arg(long = "use", value_name = "PLUGIN")]
+        plugins: Vec<String>,
     },
 }
 
+/// The builtin registry plus the plugins named by `--use`.
+fn data_registry(plugins: &[String]) -> Result<Registry, String> {
+    let mut reg = mer_engine::builtin_registry();
+    for p in plugins {
+        reg.load_plugin(p)
+            .map_err(|e| format!("plugin `{p}`: {e}"))?;
+    }
+    Ok(reg)
+}
+
+/// The dataset kind `name` names (in full, or by the part after the dot
+/// when that is unambiguous) among those that `has` a `what`; an error
+/// lists them, with a "did you mean".
+fn data_kind<'r>(
+    reg: &'r Registry,
+    name: &str,
+    what: &str,
+    has: impl Fn(&mer_registry::Kind) -> bool,
+) -> Result<&'r mer_registry::Kind, String> {
+    let offered: Vec<&mer_registry::Kind> = reg
+        .kinds()
+        .filter_map(|s| reg.get(&s.name))
+        .filter(|k| has(k))
+        .collect();
+    let short = |k: &mer_registry::Kind| {
+        k.schema
+            .name
+            .split_once('.')
+            .map(|(_, s)| s.to_string())
+            .unwrap_or_default()
+    };
+    if let Some(k) = offered.iter().find(|k| k.schema.name == name) {
+        return Ok(k);
+    }
+    let by_short: Vec<_> = offered.iter().filter(|k| short(k) == name).collect();
+    if let [k] = by_short.as_slice() {
+        return Ok(k);
+    }
+    let names: Vec<&str> = offered.iter().map(|k| k.schema.name.as_str()).collect();
+    let hint = did_you_mean(name, names.iter().copied())
+        .map(|s| format!(" (did you mean `{s}`?)"))
+        .unwrap_or_default();
+    Err(format!(
+        "no dataset kind `{name}` with a {what}{hint}; kinds with one: {}",
+        names.join(", ")
+    ))
+}
+
 pub fn data(args: DataCmd) -> ExitCode {
-    use mer_engine::data::{au_layout, dfer_layout, fer_layout, me_layout, synth};
     match args {
         DataCmd::Synth {
             layout,
@@ -754,72 +812,67 @@ pub fn data(args: DataCmd) -> ExitCode {
             intensity,
             seed,
             face,
+            plugins,
         } => {
-            let p: std::collections::BTreeMap<String, Value> = [
-                ("face", Value::Str(face)),
-                ("subjects", Value::Int(subjects.max(1))),
-                ("clips_per_subject", Value::Int(clips_per_subject.max(1))),
-                (
-                    "size",
-                    Value::List(vec![Value::Int(size), Value::Int(size)]),
-                ),
-                ("color", Value::Bool(true)),
-                ("intensity", Value::Float(intensity)),
-                ("seed", Value::Int(seed.max(0))),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
-            if layout == "rafdb" {
-                return report_written(fer_layout::write_rafdb(&p, &out), &layout, &out);
-            }
-            if layout == "affectnet" {
-                return report_written(fer_layout::write_affectnet(&p, &out), &layout, &out);
-            }
-            if let Some(corpus) = dfer_layout::Corpus::from_kind(&format!("dfer.{layout}")) {
-                return report_written(
-                    dfer_layout::write_layout(corpus, &p, &out, frames_per_clip),
-                    &layout,
-                    &out,
-                );
-            }
-            let s = match synth::Synth::new(synth::Flavor::Me, &p) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("error: {}", e.0);
-                    return ExitCode::from(2);
-                }
+            let reg = match data_registry(&plugins) {
+                Ok(r) => r,
+                Err(e) => return usage(e),
             };
-            let written = match me_layout::layout(&layout) {
-                Some(l) => {
-                    me_layout::write_layout(l, &s, &out, frames_per_clip, seed.max(0) as u64)
-                }
-                None => Err(format!("no writer for layout `{layout}`")),
+            if layout == "list" {
+                let mut names: Vec<&str> = reg
+                    .kinds()
+                    .filter(|s| reg.get(&s.name).is_some_and(|k| k.write_layout.is_some()))
+                    .map(|s| s.name.as_str())
+                    .collect();
+                names.sort_unstable();
+                outln!("{}", names.join("\n"));
+                return ExitCode::SUCCESS;
+            }
+            let kind = match data_kind(&reg, &layout, "layout writer", |k| k.write_layout.is_some())
+            {
+                Ok(k) => k,
+                Err(e) => return usage(e),
             };
-            report_written(written, &layout, &out)
+            let Some(write) = kind.write_layout else {
+                return usage(format!("`{}` writes no layout", kind.schema.name));
+            };
+            let Some(out) = out else {
+                return usage("`mer data synth` needs `--out DIR`".into());
+            };
+            let req = mer_registry::LayoutRequest {
+                subjects,
+                clips_per_subject,
+                frames_per_clip,
+                size,
+                intensity,
+                seed,
+                face,
+            };
+            report_written(write(&kind.schema.name, &out, &req), &layout, &out)
         }
-        DataCmd::Verify { root, dataset } => {
-            let (report, ok) = match (
-                me_layout::layout(&dataset),
-                dfer_layout::Corpus::from_kind(&dataset),
-            ) {
-                (Some(l), _) => me_layout::verify(l, &root),
-                (None, Some(c)) => dfer_layout::verify(c, &root),
-                (None, None) if dataset.starts_with("fer.") => {
-                    fer_layout::verify_still(&dataset, &root)
-                }
-                (None, None) if dataset == "au.disfa" => au_layout::verify(
-                    au_layout::AuCorpus::Disfa,
-                    &root,
-                    &[1, 2, 4, 6, 9, 12, 25, 26],
-                ),
-                (None, None) if dataset == "au.bp4d" => au_layout::verify(
-                    au_layout::AuCorpus::Bp4d,
-                    &root,
-                    &[1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24],
-                ),
-                (None, None) => (format!("no verifier for `{dataset}`"), false),
+        DataCmd::Verify {
+            root,
+            dataset,
+            plugins,
+        } => {
+            let reg = match data_registry(&plugins) {
+                Ok(r) => r,
+                Err(e) => return usage(e),
             };
+            let kind = match data_kind(&reg, &dataset, "verify a folder", |k| k.verify.is_some()) {
+                Ok(k) => k,
+                Err(e) => return usage(e),
+            };
+            let Some(verify) = kind.verify else {
+                return usage(format!("`{}` has no verifier", kind.schema.name));
+            };
+            let defaults: std::collections::BTreeMap<String, Value> = kind
+                .schema
+                .params
+                .iter()
+                .filter_map(|p| p.default.clone().map(|d| (p.name.clone(), d)))
+                .collect();
+            let (report, ok) = verify(&kind.schema.name, &root, &defaults);
             out!("{report}");
             if ok {
                 ExitCode::SUCCESS

@@ -418,6 +418,36 @@ fn a_composite_of_datasets_folds_by_dataset_and_subject_and_cuts_metrics() {
     let _ = std::fs::remove_dir_all(runs);
 }
 
+/// `mer data synth|verify` offer what the registry's dataset kinds declare
+/// (no list in the CLI): every corpus with a writer or a verifier, by full
+/// or short name, and a misspelt one gets a suggestion.
+#[test]
+fn data_tools_come_from_the_dataset_kinds() {
+    let o = mer(&["data", "synth", "--layout", "list"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let t = text(&o);
+    for k in [
+        "me.casme2",
+        "me.smic",
+        "dfer.dfew",
+        "dfer.mead",
+        "fer.affectnet",
+    ] {
+        assert!(t.contains(k), "{k}: {t}");
+    }
+    assert!(!t.contains("au.disfa"), "AU corpora write no layout: {t}");
+    let o = mer(&["data", "verify", "nowhere", "--dataset", "au.disf"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("did you mean `au.disfa`?"),
+        "{}",
+        text(&o)
+    );
+    let o = mer(&["data", "verify", "nowhere", "--dataset", "synth.me"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("au.bp4d"), "{}", text(&o));
+}
+
 #[test]
 fn generated_casme2_layout_verifies_and_runs_through_the_real_loader() {
     let runs = scratch("casme2-runs");

@@ -13,6 +13,7 @@
 pub mod ast;
 pub mod check;
 pub mod diag;
+pub mod explain;
 pub mod graph;
 pub mod parse;
 pub mod plan;

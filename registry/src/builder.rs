@@ -1,6 +1,6 @@
 //! A builder so that declaring a kind reads like its documentation.
 
-use crate::contracts::{DatasetFactory, MetricFactory, ProtocolFactory};
+use crate::contracts::{DatasetFactory, MetricFactory, ProtocolFactory, VerifyFn, WriteLayoutFn};
 use crate::optim::{OptimizerFactory, SchedulerFactory};
 use crate::ExampleInput;
 use crate::{
@@ -16,6 +16,8 @@ pub struct KindBuilder {
     shapes: Option<ShapeFn>,
     factory: Build,
     example: Option<Example>,
+    verify: Option<VerifyFn>,
+    write_layout: Option<WriteLayoutFn>,
 }
 
 impl KindBuilder {
@@ -34,6 +36,8 @@ impl KindBuilder {
             shapes: None,
             factory: Build::None,
             example: None,
+            verify: None,
+            write_layout: None,
         }
     }
 
@@ -230,6 +234,20 @@ impl KindBuilder {
         self
     }
 
+    /// How `mer data verify ROOT --dataset <this kind>` checks a folder as
+    /// distributed (role `Data`).
+    pub fn verify(mut self, f: VerifyFn) -> Self {
+        self.verify = Some(f);
+        self
+    }
+
+    /// How `mer data synth --layout <this kind>` writes generated samples in
+    /// the kind's distributed layout (role `Data`).
+    pub fn write_layout(mut self, f: WriteLayoutFn) -> Self {
+        self.write_layout = Some(f);
+        self
+    }
+
     /// How the metric is built (role `Metric`).
     pub fn metric(mut self, f: MetricFactory) -> Self {
         self.factory = Build::Metric(f);
@@ -291,6 +309,8 @@ impl KindBuilder {
             shapes: self.shapes,
             factory: self.factory,
             example: self.example,
+            verify: self.verify,
+            write_layout: self.write_layout,
         }
     }
 }

@@ -33,6 +33,21 @@ pub trait Component: Send + Sync {
         mode: Mode,
         rng: &mut SeededRng,
     ) -> candle_core::Result<Vec<Tensor>>;
+
+    /// Writes files that other tools read, after a fold has trained, into
+    /// `dir` (the fold's `adapters/<node>/`, created by the component when it
+    /// has something to write): an LLM's LoRA adapters in PEFT's layout, so
+    /// `transformers` loads them as they are. `params` holds every trained
+    /// tensor of the model, by name (`<node>.<param>`), as the selected
+    /// epoch left them. The default writes nothing.
+    fn export(
+        &self,
+        params: &std::collections::HashMap<String, Tensor>,
+        dir: &std::path::Path,
+    ) -> std::io::Result<()> {
+        let _ = (params, dir);
+        Ok(())
+    }
 }
 
 /// Input `i` of a forward call, or an error naming the kind (inputs are

@@ -16,6 +16,7 @@ use crate::rng::SeededRng;
 use crate::Value;
 use candle_core::Tensor;
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
 /// One sample as the index knows it: no pixels, only what protocols and
 /// reports need. `id` is stable across runs (file path or clip name).
@@ -80,6 +81,38 @@ pub trait Dataset: Send + Sync {
 /// Builds a dataset from its parameters (after defaults).
 pub type DatasetFactory = fn(&BTreeMap<String, Value>) -> Result<Box<dyn Dataset>, BuildError>;
 
+/// Checks a dataset folder as distributed, for `mer data verify ROOT
+/// --dataset KIND`: `kind` is the kind's name (one function may serve a
+/// family of corpora), `params` its parameters after defaults (the AUs it
+/// reports, the label set). Returns the report in words (samples,
+/// subjects, classes, corrections, every problem with its file and row)
+/// and whether the folder is clean.
+pub type VerifyFn = fn(kind: &str, root: &Path, params: &BTreeMap<String, Value>) -> (String, bool);
+
+/// What `mer data synth` asks a dataset kind to write: generated samples
+/// in the kind's distributed layout, so its own loader reads them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayoutRequest {
+    /// Subjects (or actors) to generate.
+    pub subjects: usize,
+    /// Clips (or images) per subject.
+    pub clips_per_subject: usize,
+    /// Frames written per clip, onset to offset.
+    pub frames_per_clip: usize,
+    /// Square frame size in pixels.
+    pub size: usize,
+    /// Expression intensity relative to a macro-expression.
+    pub intensity: f64,
+    /// Generator seed.
+    pub seed: u64,
+    /// `drawn` (a face drawn per subject) or `astronaut` (the public-domain photo).
+    pub face: String,
+}
+
+/// Writes generated samples for `kind` into `out` in its distributed
+/// layout; returns how many clips or images it wrote.
+pub type WriteLayoutFn = fn(kind: &str, out: &Path, req: &LayoutRequest) -> Result<usize, String>;
+
 /// One fold: positions into the index.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fold {
@@ -94,6 +127,12 @@ pub trait Protocol: Send + Sync {
     /// The folds over `index`. The executor runs [`verify_folds`] on them
     /// before training.
     fn folds(&self, index: &[SampleMeta]) -> Result<Vec<Fold>, String>;
+    /// Whether folds train on some datasets and test on others. The report
+    /// lays such runs out as a train × test matrix instead of beside the
+    /// within-dataset ones.
+    fn across_datasets(&self) -> bool {
+        false
+    }
 }
 
 /// Builds a protocol from its parameters (after defaults).
@@ -171,6 +210,18 @@ pub trait Metric: Send {
     }
     /// The values so far.
     fn finish(&self) -> Vec<MetricValue>;
+    /// Whether a larger value is better. Choosing an epoch on inner
+    /// validation maximises the headline value when true and minimises it
+    /// when false (an error such as MAE).
+    fn higher_is_better(&self) -> bool {
+        true
+    }
+    /// Whether values are fractions that tables show as percent (accuracy
+    /// 0.8123 → 81.23). False for values in their own units (MAE in years),
+    /// which tables show as they are.
+    fn percent(&self) -> bool {
+        true
+    }
 }
 
 /// Builds a metric from its parameters (after defaults).

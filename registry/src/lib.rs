@@ -68,7 +68,8 @@ pub mod weights;
 pub use builder::KindBuilder;
 pub use component::{BuildCtx, BuildError, Component, Factory, Init, Mode, ParamStore};
 pub use contracts::{
-    verify_folds, Batch, DataError, Dataset, Fold, Metric, MetricValue, Protocol, SampleMeta,
+    verify_folds, Batch, DataError, Dataset, Fold, LayoutRequest, Metric, MetricValue, Protocol,
+    SampleMeta, VerifyFn, WriteLayoutFn,
 };
 pub use describe::{describe_kind, describe_params};
 pub use loader::PluginError;
@@ -128,6 +129,11 @@ pub struct Kind {
     /// A small runnable example (parameters, input dims) used by the
     /// gradient-check suite and shown by `mer plugins describe`.
     pub example: Option<Example>,
+    /// A dataset kind's `mer data verify` check of a folder as distributed.
+    pub verify: Option<contracts::VerifyFn>,
+    /// A dataset kind's `mer data synth` writer of generated samples in its
+    /// distributed layout.
+    pub write_layout: Option<contracts::WriteLayoutFn>,
 }
 
 /// A kind's factory: one variant per role, so a kind builds exactly what
@@ -403,6 +409,14 @@ fn check_name(name: &str) -> Result<String, RegistryError> {
 }
 
 fn check_factory(kind: &Kind) -> Result<(), RegistryError> {
+    let data_tools = kind.verify.is_some() || kind.write_layout.is_some();
+    if data_tools && kind.schema.role != Role::Data {
+        return Err(RegistryError::WrongFactory {
+            kind: kind.schema.name.clone(),
+            role: kind.schema.role.describe(),
+            builds: "a dataset verifier or layout writer",
+        });
+    }
     if kind.factory.fits(kind.schema.role) {
         Ok(())
     } else {

@@ -123,7 +123,7 @@ fn build_led(ctx: &mut BuildCtx) -> Result<Box<dyn Component>, BuildError> {
         log_alpha: scalar(ctx, "alpha", ctx.float("alpha")?)?,
         log_r1: scalar(ctx, "r1", r1)?,
         log_r2: scalar(ctx, "r2", r2)?,
-        meb: ctx.str("normalise")? == "meb",
+        meb: ctx.str("normalize")? == "meb",
     }))
 }
 
@@ -261,7 +261,7 @@ pub fn register(r: &mut dyn Registrar) {
             .float("alpha", Some(10.0), Some(0.0), None, "Initial gain α (learnt as log α).")
             .float("r1", Some(0.4), Some(0.0), Some(1.0), "Initial fast decay r1 (learnt as log r1).")
             .float("r2", Some(0.05), Some(0.0), Some(1.0), "Initial slow decay r2 (learnt as log r2).")
-            .choice("normalise", &["au_llm", "meb"], Some("au_llm"), "Denominator: AU-LLM's |x|·|W| + 1e-8, or MEB's x·|W| + 1.")
+            .choice("normalize", &["au_llm", "meb"], Some("au_llm"), "Denominator: AU-LLM's |x|·|W| + 1e-8, or MEB's x·|W| + 1.")
             .shapes(led_shapes)
             .factory(build_led)
             .example(&[], &[&[2, 1, 4, 3, 3]])
@@ -332,7 +332,7 @@ mod tests {
             ("alpha", Value::Float(10.0)),
             ("r1", Value::Float(0.4)),
             ("r2", Value::Float(0.05)),
-            ("normalise", Value::Str("au_llm".into())),
+            ("normalize", Value::Str("au_llm".into())),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

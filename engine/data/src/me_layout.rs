@@ -1,0 +1,1998 @@
+//! Micro-expression corpora as distributed: a label workbook plus frame
+//! folders, described by a [`Layout`] per dataset (CASME II, SAMM), read by
+//! one loader and written by one generator writer.
+//!
+//! * CASME II: `CASME2-coding-20140508.xlsx` (first sheet, header on row 1:
+//!   Subject, Filename, -, OnsetFrame, ApexFrame, OffsetFrame, -, Action
+//!   Units, Estimated Emotion) and `CASME2_RAW_selected/subXX/<Filename>/imgN.jpg`
+//!   or the cropped release `Cropped/subXX/<Filename>/reg_imgN.jpg`.
+//! * SAMM: `SAMM_Micro_FACS_Codes_v2.xlsx` (13 rows of free text, header on
+//!   row 14) and `SAMM/<subj3>/<Filename>/<subj3>_<frame5>.jpg`.
+//! * CAS(ME)^3 part A: `cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx` (Subject
+//!   `spNO.1`, Filename `a`, Onset, Apex, Offset, AU, Objective class,
+//!   emotion) and `part_A/data/ME_A/spNO.<k>/<letter>/color/<frame>.jpg`.
+//!   One video holds several MEs, so a repeated (subject, Filename) is a new
+//!   clip, numbered as MEB does (`a`, `a2`, …).
+//! * MMEW: `MMEW_Micro_Exp.xlsx` (Subject, Filename, OnsetFrame,
+//!   ApexFrame, OffsetFrame, Action Units, Estimated Emotion, remarks) and
+//!   `Micro_Expression/<emotion>/<Filename>/<frame>.jpg` (frame file names
+//!   unverified: no public loader shows them).
+//!
+//! Frame numbers are absolute and the label file uses them. The documented
+//! label defects are corrected from tables visible here and in `mer data
+//! verify`, and only where the cell is actually defective, so a corrected
+//! or generated file passes through untouched.
+
+use super::au::{parse_aus, parse_numeric_au};
+use super::sampler::{self, ClipFrames, Sampling};
+use super::synth::Synth;
+use crate::ports::{clip, me, smic_data, ME5, ME_AUS};
+use calamine::{open_workbook_auto, Data, Reader};
+use mer_registry::candle::{Device, Tensor};
+use mer_registry::{Batch, BuildError, DataError, Dataset, SampleMeta, SeededRng, Value};
+use mer_registry::{Kind, LayoutRequest};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// A class set: `(class, the label file's emotions in it, lower case)`
+/// in label order.
+pub type ClassSet = Vec<(&'static str, &'static [&'static str])>;
+
+/// How one corpus is laid out on disk.
+pub struct Layout {
+    /// The kind name, e.g. `me.casme2`.
+    pub dataset: &'static str,
+    pub label_file: &'static str,
+    /// Free-text rows before the header row.
+    pub header_row: usize,
+    /// Column names: subject, filename, onset, apex, offset, AUs, emotion.
+    pub cols: [&'static str; 7],
+    /// Every header cell in order, for the writer (`""` = unnamed).
+    pub header: &'static [&'static str],
+    /// Subject folder name from a subject number.
+    pub subject_dir: fn(u32) -> String,
+    /// `(frames folder, cropped release?)`; the loader picks by `cropped`.
+    pub releases: &'static [(&'static str, bool)],
+    /// A frame's file name from (subject folder, frame number, cropped).
+    pub frame_name: fn(&str, u32, bool) -> String,
+    /// Documented fixes by 0-based data row, applied only to defective cells.
+    pub apex_fixes: &'static [(usize, u32)],
+    pub offset_fixes: &'static [(usize, u32)],
+    pub au_fixes: &'static [(usize, &'static str)],
+    /// Class sets: `(set, [(class, emotions in the file, lower case)])`.
+    pub class_sets: fn(&str) -> ClassSet,
+    /// The label file's spelling of a generated emotion.
+    pub emotion_name: fn(&str) -> &'static str,
+    /// A clip's file name from (subject number, clip number).
+    pub clip_name: fn(u32, usize) -> String,
+    /// A clip's folder under the release from (subject folder, Filename,
+    /// emotion as written): `sub01/EP02_01`, or MMEW's `happiness/EP…`.
+    pub clip_dir: fn(&str, &str, &str) -> String,
+    /// Onset fixes, applied only where onset is missing or after the apex.
+    pub onset_fixes: &'static [(usize, u32)],
+    /// Several MEs share one video (CAS(ME)^3): a repeated (subject,
+    /// Filename) is another clip, not a duplicate.
+    pub shared_videos: bool,
+    /// The writer puts the subject folder's name in the Subject cell
+    /// (`spNO.1`) instead of its number.
+    pub subject_as_text: bool,
+    /// Corpora without a label workbook (SMIC) are read from their folders.
+    pub folder_scan: Option<fn(&Layout, &Path) -> Scan>,
+}
+
+fn subject_then_file(sub: &str, file: &str, _: &str) -> String {
+    format!("{sub}/{file}")
+}
+
+/// CASME II (26 subjects, 200 fps).
+pub const CASME2: Layout = Layout {
+    dataset: "me.casme2",
+    label_file: "CASME2-coding-20140508.xlsx",
+    header_row: 0,
+    cols: [
+        "Subject",
+        "Filename",
+        "OnsetFrame",
+        "ApexFrame",
+        "OffsetFrame",
+        "Action Units",
+        "Estimated Emotion",
+    ],
+    header: &[
+        "Subject",
+        "Filename",
+        "",
+        "OnsetFrame",
+        "ApexFrame",
+        "OffsetFrame",
+        "",
+        "Action Units",
+        "Estimated Emotion",
+    ],
+    subject_dir: |n| format!("sub{n:02}"),
+    releases: &[("CASME2_RAW_selected", false), ("Cropped", true)],
+    frame_name: |_, n, cropped| {
+        if cropped {
+            format!("reg_img{n}.jpg")
+        } else {
+            format!("img{n}.jpg")
+        }
+    },
+    apex_fixes: CASME2_APEX_FIXES,
+    offset_fixes: &[(60, 91)],
+    au_fixes: &[],
+    class_sets: casme2_classes,
+    emotion_name: |e| match e {
+        "disgust" => "disgust",
+        "happiness" => "happiness",
+        "repression" => "repression",
+        "surprise" => "surprise",
+        _ => "others",
+    },
+    clip_name: |_, k| format!("EP{k:02}_01"),
+    clip_dir: subject_then_file,
+    onset_fixes: &[],
+    shared_videos: false,
+    subject_as_text: false,
+    folder_scan: None,
+};
+
+/// SAMM (32 subjects, 200 fps, grayscale).
+pub const SAMM: Layout = Layout {
+    dataset: "me.samm",
+    label_file: "SAMM_Micro_FACS_Codes_v2.xlsx",
+    header_row: 13,
+    cols: [
+        "Subject",
+        "Filename",
+        "Onset Frame",
+        "Apex Frame",
+        "Offset Frame",
+        "Action Units",
+        "Estimated Emotion",
+    ],
+    header: &[
+        "Subject",
+        "Filename",
+        "Inducement Code",
+        "Onset Frame",
+        "Apex Frame",
+        "Offset Frame",
+        "Duration",
+        "Micro",
+        "Action Units",
+        "Estimated Emotion",
+        "Objective Classes",
+        "Notes",
+    ],
+    subject_dir: |n| format!("{n:03}"),
+    releases: &[("SAMM", false), ("SAMM", true)],
+    frame_name: |sub, n, _| format!("{sub}_{n:05}.jpg"),
+    apex_fixes: &[(125, 1105), (132, 4945), (133, 5130)],
+    offset_fixes: &[(56, 5739)],
+    au_fixes: &[
+        (15, "R12 + R15"),
+        (18, "R12 + R15"),
+        (41, "L14"),
+        (64, "R14"),
+        (154, "R14A"),
+    ],
+    class_sets: samm_classes,
+    emotion_name: |e| match e {
+        "disgust" => "Disgust",
+        "happiness" => "Happiness",
+        "repression" => "Contempt",
+        "surprise" => "Surprise",
+        _ => "Other",
+    },
+    clip_name: |sub, k| format!("{sub:03}_1_{k}"),
+    clip_dir: subject_then_file,
+    onset_fixes: &[],
+    shared_videos: false,
+    subject_as_text: false,
+    folder_scan: None,
+};
+
+/// CAS(ME)^3 part A (30 fps, colour; depth alongside, not read).
+pub const CASME3: Layout = Layout {
+    dataset: "me.casme3",
+    label_file: "cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx",
+    header_row: 0,
+    cols: [
+        "Subject", "Filename", "Onset", "Apex", "Offset", "AU", "emotion",
+    ],
+    header: &[
+        "Subject",
+        "Filename",
+        "Onset",
+        "Apex",
+        "Offset",
+        "AU",
+        "Objective class",
+        "emotion",
+    ],
+    subject_dir: |n| format!("spNO.{n}"),
+    releases: &[("part_A/data/ME_A", false)],
+    frame_name: |_, n, _| format!("color/{n}.jpg"),
+    // MEB's patches (0-based data rows).
+    apex_fixes: &[(128, 160), (750, 1)],
+    offset_fixes: &[(708, 34), (796, 1845), (798, 2403)],
+    au_fixes: &[],
+    class_sets: casme3_classes,
+    emotion_name: |e| match e {
+        "happiness" => "happy",
+        "sadness" => "sad",
+        "disgust" => "disgust",
+        "surprise" => "surprise",
+        "fear" => "fear",
+        "anger" => "anger",
+        _ => "others",
+    },
+    // Two MEs per generated video, as in the real set.
+    clip_name: |_, k| ((b'a' + ((k - 1) / 2 % 26) as u8) as char).to_string(),
+    clip_dir: subject_then_file,
+    onset_fixes: &[(749, 2647), (750, 1)],
+    shared_videos: true,
+    subject_as_text: true,
+    folder_scan: None,
+};
+
+/// MMEW (36 subjects, 90 fps).
+pub const MMEW: Layout = Layout {
+    dataset: "me.mmew",
+    label_file: "MMEW_Micro_Exp.xlsx",
+    header_row: 0,
+    cols: [
+        "Subject",
+        "Filename",
+        "OnsetFrame",
+        "ApexFrame",
+        "OffsetFrame",
+        "Action Units",
+        "Estimated Emotion",
+    ],
+    header: &[
+        "Subject",
+        "Filename",
+        "OnsetFrame",
+        "ApexFrame",
+        "OffsetFrame",
+        "Action Units",
+        "Estimated Emotion",
+        "remarks",
+    ],
+    subject_dir: |n| format!("S{n:02}"),
+    releases: &[("Micro_Expression", false)],
+    frame_name: |_, n, _| format!("{n}.jpg"),
+    // MEB's corrections of 16 rows' apex and offset (0-based data rows).
+    apex_fixes: &[
+        (33, 40),
+        (35, 15),
+        (36, 46),
+        (37, 20),
+        (38, 25),
+        (39, 20),
+        (40, 23),
+        (41, 28),
+        (42, 32),
+        (142, 56),
+        (143, 32),
+        (145, 27),
+        (146, 22),
+        (148, 29),
+        (154, 31),
+        (156, 38),
+    ],
+    offset_fixes: &[
+        (33, 75),
+        (35, 54),
+        (36, 59),
+        (37, 98),
+        (38, 80),
+        (39, 93),
+        (40, 58),
+        (41, 61),
+        (42, 68),
+        (142, 88),
+        (143, 80),
+        (145, 85),
+        (146, 61),
+        (148, 108),
+        (154, 72),
+        (156, 106),
+    ],
+    au_fixes: &[],
+    class_sets: mmew_classes,
+    emotion_name: |e| match e {
+        "happiness" => "happiness",
+        "sadness" => "sadness",
+        "disgust" => "disgust",
+        "surprise" => "surprise",
+        "fear" => "fear",
+        "anger" => "anger",
+        _ => "others",
+    },
+    clip_name: |sub, k| format!("S{sub:02}_{k:02}"),
+    clip_dir: |_, file, emotion| format!("{emotion}/{file}"),
+    onset_fixes: &[],
+    shared_videos: false,
+    subject_as_text: false,
+    folder_scan: None,
+};
+
+/// SMIC-HS: no workbook; the class is the folder and each clip folder
+/// holds onset..offset.
+pub const SMIC: Layout = Layout {
+    dataset: "me.smic",
+    label_file: "HS",
+    header_row: 0,
+    cols: ["", "", "", "", "", "", ""],
+    header: &[],
+    subject_dir: |n| format!("s{n}"),
+    releases: &[("HS", false)],
+    frame_name: |_, n, _| format!("image{n:07}.bmp"),
+    apex_fixes: &[],
+    offset_fixes: &[],
+    au_fixes: &[],
+    class_sets: |_| {
+        vec![
+            ("negative", &["negative"][..]),
+            ("positive", &["positive"][..]),
+            ("surprise", &["surprise"][..]),
+        ]
+    },
+    emotion_name: |e| match e {
+        "happiness" => "positive",
+        "surprise" => "surprise",
+        _ => "negative",
+    },
+    clip_name: |_, k| format!("{k:02}"),
+    clip_dir: |sub, file, emotion| format!("{sub}/micro/{emotion}/{file}"),
+    onset_fixes: &[],
+    shared_videos: false,
+    subject_as_text: false,
+    folder_scan: Some(scan_smic),
+};
+
+const SMIC_CODES: [(&str, &str); 3] = [("positive", "po"), ("negative", "ne"), ("surprise", "sur")];
+
+/// The number in a frame file's name (`image0634079.bmp` → 634079).
+fn frame_number(p: &Path) -> Option<u32> {
+    let stem = p.file_stem()?.to_str()?;
+    let digits: String = stem.chars().filter(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// A folder's entries, sorted; none where it cannot be listed (SMIC's
+/// scan reports missing folders itself).
+fn sorted_entries(dir: &Path) -> Vec<PathBuf> {
+    super::sorted_dir(dir).unwrap_or_default()
+}
+
+/// Reads SMIC-HS from its folders: `HS/s<N>/micro/<emotion>/s<N>_<code>_<kk>/`.
+fn scan_smic(_: &Layout, root: &Path) -> Scan {
+    let mut out = Scan::default();
+    let hs = root.join("HS");
+    let problem = |file: &Path, message: String| DataError {
+        file: file.display().to_string(),
+        row: None,
+        message,
+    };
+    if !hs.is_dir() {
+        out.problems.push(problem(
+            &hs,
+            "missing: SMIC keeps its high-speed clips in HS/".into(),
+        ));
+        return out;
+    }
+    let mut without = Vec::new();
+    for sdir in sorted_entries(&hs).into_iter().filter(|p| p.is_dir()) {
+        let sname = sdir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("")
+            .to_string();
+        let Some(number) = sname.strip_prefix('s').and_then(|n| n.parse::<u32>().ok()) else {
+            out.problems
+                .push(problem(&sdir, "not a subject folder s<N>".into()));
+            continue;
+        };
+        let micro = sdir.join("micro");
+        if !micro.is_dir() {
+            without.push(sname);
+            continue;
+        }
+        for edir in sorted_entries(&micro).into_iter().filter(|p| p.is_dir()) {
+            let emotion = edir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("")
+                .to_string();
+            let Some((_, code)) = SMIC_CODES.iter().find(|(e, _)| *e == emotion) else {
+                out.problems.push(problem(
+                    &edir,
+                    "unknown emotion folder (SMIC: positive, negative, surprise)".into(),
+                ));
+                continue;
+            };
+            for cdir in sorted_entries(&edir).into_iter().filter(|p| p.is_dir()) {
+                let filename = cdir
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("")
+                    .to_string();
+                let prefix = format!("s{number}_{code}_");
+                if !filename.starts_with(&prefix) {
+                    out.problems.push(problem(
+                        &cdir,
+                        format!("clip name disagrees with its folders (expected {prefix}<kk>)"),
+                    ));
+                    continue;
+                }
+                let mut frames: Vec<(u32, PathBuf)> = sorted_entries(&cdir)
+                    .into_iter()
+                    .filter(|p| {
+                        p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                            matches!(
+                                e.to_ascii_lowercase().as_str(),
+                                "bmp" | "jpg" | "jpeg" | "png"
+                            )
+                        })
+                    })
+                    .filter_map(|p| Some((frame_number(&p)?, p)))
+                    .collect();
+                frames.sort();
+                let (Some((on, _)), Some((off, _))) = (frames.first(), frames.last()) else {
+                    out.problems.push(problem(
+                        &cdir,
+                        "clip folder holds no numbered frames".into(),
+                    ));
+                    continue;
+                };
+                let (on, off) = (*on, *off);
+                if (off - on + 1) as usize != frames.len() {
+                    let have: std::collections::BTreeSet<u32> =
+                        frames.iter().map(|(n, _)| *n).collect();
+                    let gap = (on..=off).find(|n| !have.contains(n)).unwrap_or(on);
+                    out.problems.push(problem(
+                        &cdir,
+                        format!(
+                            "frame {gap} is missing ({} frames from {on} to {off})",
+                            frames.len()
+                        ),
+                    ));
+                    continue;
+                }
+                out.records.push(Record {
+                    row: 0,
+                    subject: sname.clone(),
+                    filename,
+                    onset: on,
+                    apex: on + (off - on) / 2,
+                    offset: off,
+                    aus: vec![],
+                    emotion: emotion.clone(),
+                    frames: frames.into_iter().map(|(_, p)| p).collect(),
+                });
+            }
+        }
+    }
+    if !out.records.is_empty() {
+        out.corrections.push(format!(
+            "apex = the middle frame of each clip ({} clips; SMIC annotates none)",
+            out.records.len()
+        ));
+    }
+    if !without.is_empty() {
+        out.corrections.push(format!(
+            "subjects without micro-expressions (no micro/ folder): {}",
+            without.join(", ")
+        ));
+    }
+    out
+}
+
+/// The layout of a dataset kind.
+pub fn layout(dataset: &str) -> Option<&'static Layout> {
+    match dataset {
+        "me.casme2" | "casme2" => Some(&CASME2),
+        "me.samm" | "samm" => Some(&SAMM),
+        "me.casme3" | "casme3" => Some(&CASME3),
+        "me.mmew" | "mmew" => Some(&MMEW),
+        "me.smic" | "smic" => Some(&SMIC),
+        _ => None,
+    }
+}
+
+/// MEB's apex fills for CASME II rows whose ApexFrame cell is not a number
+/// (0-based data rows → apex frame estimated from optical flow).
+pub const CASME2_APEX_FIXES: &[(usize, u32)] = &[
+    (29, 279),
+    (35, 68),
+    (43, 77),
+    (45, 81),
+    (51, 166),
+    (53, 100),
+    (60, 78),
+    (117, 187),
+    (118, 89),
+    (126, 80),
+    (136, 88),
+    (147, 134),
+    (155, 231),
+    (168, 53),
+    (170, 329),
+    (177, 111),
+    (202, 91),
+    (203, 103),
+    (234, 98),
+    (237, 153),
+    (238, 98),
+];
+
+/// One labelled clip.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// Spreadsheet row (1-based, as a spreadsheet shows it).
+    pub row: usize,
+    pub subject: String,
+    pub filename: String,
+    pub onset: u32,
+    pub apex: u32,
+    pub offset: u32,
+    pub aus: Vec<u32>,
+    pub emotion: String,
+    /// Frame files, onset..=offset.
+    pub frames: Vec<PathBuf>,
+}
+
+/// The result of reading a corpus folder: records, corrections applied,
+/// and every problem found (each names the file and row).
+#[derive(Debug, Default)]
+pub struct Scan {
+    pub records: Vec<Record>,
+    pub corrections: Vec<String>,
+    pub problems: Vec<DataError>,
+    /// Each label-file data row's emotion (lower case), so a loader can
+    /// tell a problem in a clip its class set leaves out from one in a
+    /// clip it reads.
+    pub row_emotion: BTreeMap<usize, String>,
+}
+
+fn cell_text(d: &Data) -> String {
+    match d {
+        Data::String(s) => s.trim().to_string(),
+        Data::Float(f) => format!("{f}"),
+        Data::Int(i) => i.to_string(),
+        Data::Empty => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn cell_u32(d: &Data) -> Option<u32> {
+    match d {
+        Data::Float(f) if f.fract() == 0.0 && *f >= 0.0 => Some(*f as u32),
+        Data::Int(i) if *i >= 0 => Some(*i as u32),
+        Data::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// Reads the label file and checks every clip's frames.
+pub fn scan(layout: &Layout, root: &Path, cropped: bool) -> Scan {
+    if let Some(f) = layout.folder_scan {
+        return f(layout, root);
+    }
+    let mut out = Scan::default();
+    let label = root.join(layout.label_file);
+    let lf = label.display().to_string();
+    let problem = |row: Option<usize>, message: String| DataError {
+        file: lf.clone(),
+        row,
+        message,
+    };
+    let mut wb = match open_workbook_auto(&label) {
+        Ok(w) => w,
+        Err(e) => {
+            out.problems
+                .push(problem(None, format!("cannot open the label file: {e}")));
+            return out;
+        }
+    };
+    let range = match wb.worksheet_range_at(0) {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => {
+            out.problems
+                .push(problem(None, format!("first sheet: {e}")));
+            return out;
+        }
+        None => {
+            out.problems
+                .push(problem(None, "the workbook has no sheet".into()));
+            return out;
+        }
+    };
+    let mut rows = range.rows().skip(layout.header_row);
+    let Some(header) = rows.next() else {
+        out.problems
+            .push(problem(Some(layout.header_row + 1), "no header row".into()));
+        return out;
+    };
+    let names: Vec<String> = header.iter().map(cell_text).collect();
+    let col = |want: &str| names.iter().position(|n| n.eq_ignore_ascii_case(want));
+    let needed = layout.cols;
+    let mut idx = BTreeMap::new();
+    for n in needed {
+        match col(n) {
+            Some(i) => {
+                idx.insert(n, i);
+            }
+            None => out.problems.push(problem(
+                Some(layout.header_row + 1),
+                format!("no `{n}` column (header: {})", names.join(", ")),
+            )),
+        }
+    }
+    if idx.len() != needed.len() {
+        return out;
+    }
+    let release = layout
+        .releases
+        .iter()
+        .find(|(_, c)| *c == cropped)
+        .or(layout.releases.first())
+        .map(|(d, _)| *d)
+        .unwrap_or(".");
+    let frames_dir = root.join(release);
+    if !frames_dir.is_dir() {
+        let other: Vec<&str> = layout
+            .releases
+            .iter()
+            .filter(|(d, _)| *d != release)
+            .map(|(d, _)| *d)
+            .collect();
+        out.problems.push(DataError {
+            file: frames_dir.display().to_string(),
+            row: None,
+            message: if other.is_empty() {
+                format!("no `{release}` frame folder here")
+            } else {
+                format!(
+                    "no `{release}` frame folder here; set `cropped = {}` to read `{}`",
+                    !cropped,
+                    other.join("`, `")
+                )
+            },
+        });
+        return out;
+    }
+    let [c_subject, c_file, c_onset, c_apex, c_offset, c_aus, c_emotion] = layout.cols;
+    for (i, r) in rows.enumerate() {
+        let row = i + layout.header_row + 2;
+        let get = |n: &str| r.get(idx[n]).cloned().unwrap_or(Data::Empty);
+        if r.iter().all(|c| matches!(c, Data::Empty)) {
+            continue;
+        }
+        out.row_emotion
+            .insert(row, cell_text(&get(c_emotion)).to_lowercase());
+        let number = match get(c_subject) {
+            Data::Float(f) if f.fract() == 0.0 && f >= 0.0 => Some(f as u32),
+            Data::Int(n) if n >= 0 => Some(n as u32),
+            // `sub01`, `spNO.1`, `S01`: the number after the prefix.
+            Data::String(s) => s
+                .trim()
+                .trim_start_matches(|c: char| !c.is_ascii_digit())
+                .parse::<u32>()
+                .ok(),
+            _ => None,
+        };
+        let Some(number) = number else {
+            out.problems.push(problem(
+                Some(row),
+                format!(
+                    "{c_subject} `{}` is not a subject number",
+                    cell_text(&get(c_subject))
+                ),
+            ));
+            continue;
+        };
+        let subject = (layout.subject_dir)(number);
+        let filename = cell_text(&get(c_file));
+        let name = format!("{subject}/{filename}");
+        let mut onset = cell_u32(&get(c_onset));
+        let mut apex = cell_u32(&get(c_apex));
+        let mut offset = cell_u32(&get(c_offset));
+        let dir = frames_dir.join((layout.clip_dir)(
+            &subject,
+            &filename,
+            &cell_text(&get(c_emotion)),
+        ));
+        // A row is sound when its frame numbers are in order and name
+        // frames that exist; the documented fixes apply to unsound rows
+        // only, so a corrected file passes through untouched.
+        let sound = |on: Option<u32>, ap: Option<u32>, off: Option<u32>| match (on, ap, off) {
+            (Some(o), Some(a), Some(f)) if o <= a && a <= f && f - o < 100_000 => {
+                (o..=f).all(|n| {
+                    dir.join((layout.frame_name)(&subject, n, cropped))
+                        .is_file()
+                })
+            }
+            _ => false,
+        };
+        if !sound(onset, apex, offset) {
+            let fix = |table: &[(usize, u32)]| table.iter().find(|(r, _)| *r == i).map(|(_, v)| *v);
+            for (cell, col, table) in [
+                (&mut onset, c_onset, layout.onset_fixes),
+                (&mut apex, c_apex, layout.apex_fixes),
+                (&mut offset, c_offset, layout.offset_fixes),
+            ] {
+                if let Some(v) = fix(table).filter(|v| *cell != Some(*v)) {
+                    out.corrections.push(format!(
+                        "row {row} ({name}): {col} `{}` → {v} (MEB's table)",
+                        cell_text(&get(col))
+                    ));
+                    *cell = Some(v);
+                }
+            }
+        }
+        let (Some(on), Some(ap), Some(off)) = (onset.take(), apex, offset) else {
+            out.problems.push(problem(
+                Some(row),
+                format!(
+                    "{name}: onset/apex/offset `{}`/`{}`/`{}` are not all frame numbers",
+                    cell_text(&get(c_onset)),
+                    cell_text(&get(c_apex)),
+                    cell_text(&get(c_offset))
+                ),
+            ));
+            continue;
+        };
+        if !(on <= ap && ap <= off) {
+            out.problems.push(problem(
+                Some(row),
+                format!("{name}: onset {on} ≤ apex {ap} ≤ offset {off} does not hold"),
+            ));
+            continue;
+        }
+        let mut aus = match get(c_aus) {
+            Data::Float(f) => parse_numeric_au(f),
+            Data::Int(n) => parse_numeric_au(n as f64),
+            other => parse_aus(&cell_text(&other)),
+        };
+        if aus.is_err() {
+            if let Some((_, fix)) = layout.au_fixes.iter().find(|(r, _)| *r == i) {
+                out.corrections.push(format!(
+                    "row {row} ({name}): {c_aus} `{}` → `{fix}` (MEB's table)",
+                    cell_text(&get(c_aus))
+                ));
+                aus = parse_aus(fix);
+            }
+        }
+        let aus = match aus {
+            Ok(a) => {
+                let mut v: Vec<u32> = a.iter().map(|c| c.au).collect();
+                v.dedup();
+                v
+            }
+            Err(e) => {
+                out.problems
+                    .push(problem(Some(row), format!("{name}: {e}")));
+                continue;
+            }
+        };
+        let frames: Vec<PathBuf> = (on..=off)
+            .map(|n| dir.join((layout.frame_name)(&subject, n, cropped)))
+            .collect();
+        if let Some(missing) = frames.iter().find(|p| !p.is_file()) {
+            out.problems.push(problem(
+                Some(row),
+                format!(
+                    "{name}: frame {} is missing ({} frames expected, onset {on} to offset {off})",
+                    missing.display(),
+                    frames.len()
+                ),
+            ));
+            continue;
+        }
+        out.records.push(Record {
+            row,
+            subject,
+            filename,
+            onset: on,
+            apex: ap,
+            offset: off,
+            aus,
+            emotion: cell_text(&get(c_emotion)).to_lowercase(),
+            frames,
+        });
+    }
+    if layout.shared_videos {
+        // MEB's numbering of the MEs of one video: `a`, `a2`, `a3`, …
+        let mut count: BTreeMap<(String, String), usize> = BTreeMap::new();
+        for r in &mut out.records {
+            let k = count
+                .entry((r.subject.clone(), r.filename.clone()))
+                .or_default();
+            *k += 1;
+            if *k > 1 {
+                r.filename = format!("{}{}", r.filename, k);
+            }
+        }
+    }
+    let mut seen = BTreeMap::new();
+    for r in &out.records {
+        if let Some(first) = seen.insert((r.subject.clone(), r.filename.clone()), r.row) {
+            out.problems.push(problem(
+                Some(r.row),
+                format!("{}/{} repeats row {first}", r.subject, r.filename),
+            ));
+        }
+    }
+    out
+}
+
+/// CASME II's class sets, in label order.
+fn casme2_classes(set: &str) -> ClassSet {
+    match set {
+        "3class_megc" => vec![
+            ("negative", &["disgust", "repression"][..]),
+            ("positive", &["happiness"][..]),
+            ("surprise", &["surprise"][..]),
+        ],
+        "7class" => vec![
+            ("disgust", &["disgust"][..]),
+            ("fear", &["fear"][..]),
+            ("happiness", &["happiness"][..]),
+            ("others", &["others"][..]),
+            ("repression", &["repression"][..]),
+            ("sadness", &["sadness"][..]),
+            ("surprise", &["surprise"][..]),
+        ],
+        _ => vec![
+            ("disgust", &["disgust"][..]),
+            ("happiness", &["happiness"][..]),
+            ("others", &["others"][..]),
+            ("repression", &["repression"][..]),
+            ("surprise", &["surprise"][..]),
+        ],
+    }
+}
+
+/// CAS(ME)^3's class sets (its emotions are lower-case words).
+fn casme3_classes(set: &str) -> ClassSet {
+    match set {
+        "3class_megc" => vec![
+            ("negative", &["anger", "disgust", "fear", "sad"][..]),
+            ("positive", &["happy"][..]),
+            ("surprise", &["surprise"][..]),
+        ],
+        "4class" => vec![
+            ("negative", &["anger", "disgust", "fear", "sad"][..]),
+            ("others", &["others"][..]),
+            ("positive", &["happy"][..]),
+            ("surprise", &["surprise"][..]),
+        ],
+        _ => vec![
+            ("anger", &["anger"][..]),
+            ("disgust", &["disgust"][..]),
+            ("fear", &["fear"][..]),
+            ("happy", &["happy"][..]),
+            ("others", &["others"][..]),
+            ("sad", &["sad"][..]),
+            ("surprise", &["surprise"][..]),
+        ],
+    }
+}
+
+/// MMEW's class sets: `6class` leaves `others` out (counted).
+fn mmew_classes(set: &str) -> ClassSet {
+    let six = vec![
+        ("anger", &["anger"][..]),
+        ("disgust", &["disgust"][..]),
+        ("fear", &["fear"][..]),
+        ("happiness", &["happiness"][..]),
+        ("sadness", &["sadness"][..]),
+        ("surprise", &["surprise"][..]),
+    ];
+    match set {
+        "3class_megc" => vec![
+            ("negative", &["anger", "disgust", "fear", "sadness"][..]),
+            ("positive", &["happiness"][..]),
+            ("surprise", &["surprise"][..]),
+        ],
+        "7class" => {
+            let mut v = six;
+            v.insert(4, ("others", &["others"][..]));
+            v
+        }
+        _ => six,
+    }
+}
+
+/// SAMM's class sets (emotions lower-cased; `Other`/`Others` both).
+fn samm_classes(set: &str) -> ClassSet {
+    match set {
+        "3class_megc" => vec![
+            (
+                "negative",
+                &["anger", "contempt", "disgust", "sadness", "fear"][..],
+            ),
+            ("positive", &["happiness"][..]),
+            ("surprise", &["surprise"][..]),
+        ],
+        "8class" => vec![
+            ("anger", &["anger"][..]),
+            ("contempt", &["contempt"][..]),
+            ("disgust", &["disgust"][..]),
+            ("fear", &["fear"][..]),
+            ("happiness", &["happiness"][..]),
+            ("other", &["other", "others"][..]),
+            ("sadness", &["sadness"][..]),
+            ("surprise", &["surprise"][..]),
+        ],
+        _ => vec![
+            ("anger", &["anger"][..]),
+            ("contempt", &["contempt"][..]),
+            ("happiness", &["happiness"][..]),
+            ("other", &["other", "others"][..]),
+            ("surprise", &["surprise"][..]),
+        ],
+    }
+}
+
+/// A micro-expression corpus read through its [`Layout`].
+pub struct MeDataset {
+    layout: &'static Layout,
+    records: Vec<(Record, usize)>,
+    corrections: Vec<String>,
+    classes: Vec<&'static str>,
+    excluded: BTreeMap<String, usize>,
+    targets: Vec<i64>,
+    frames: usize,
+    size: [usize; 2],
+    color: bool,
+    sampling: Sampling,
+    /// Compute the onset→apex TV-L1 `flow` port.
+    flow: bool,
+    /// Flows already computed, by record (`u` then `v`): the disk cache
+    /// spares the TV-L1 across runs, this spares decoding and hashing the
+    /// two frames again every epoch.
+    flows: Mutex<HashMap<usize, Arc<Vec<f32>>>>,
+}
+
+impl MeDataset {
+    pub fn new(layout: &'static Layout, p: &BTreeMap<String, Value>) -> Result<Self, BuildError> {
+        let root = match p.get("root") {
+            Some(Value::Str(s)) => PathBuf::from(s),
+            _ => {
+                return Err(BuildError(format!(
+                    "`root` is required: the {} folder as distributed",
+                    layout.dataset
+                )))
+            }
+        };
+        let cropped = !matches!(p.get("cropped"), Some(Value::Bool(false)));
+        let mut s = scan(layout, &root, cropped);
+        let set = match p.get("classes") {
+            Some(Value::Str(c)) => c.clone(),
+            _ => "5class".into(),
+        };
+        let table = (layout.class_sets)(&set);
+        let mut excluded = BTreeMap::new();
+        // A problem in a row whose emotion the class set leaves out does
+        // not stop the run: that clip would not be read anyway. It is
+        // counted with the left-out clips and stated in the notes.
+        let label = root.join(layout.label_file).display().to_string();
+        let left_out = |e: &DataError| {
+            let emotion = e
+                .row
+                .filter(|_| e.file == label)
+                .and_then(|r| s.row_emotion.get(&r));
+            emotion.filter(|em| !table.iter().any(|(_, m)| m.contains(&em.as_str())))
+        };
+        let mut blocking = Vec::new();
+        let mut set_aside = Vec::new();
+        let mut counted = std::collections::BTreeSet::new();
+        for e in std::mem::take(&mut s.problems) {
+            match left_out(&e) {
+                Some(em) => {
+                    // One count per row, however many problems it has.
+                    if counted.insert(e.row) {
+                        *excluded.entry(em.clone()).or_insert(0) += 1;
+                    }
+                    set_aside.push(e);
+                }
+                None => blocking.push(e),
+            }
+        }
+        if !blocking.is_empty() {
+            let list: Vec<String> = blocking.iter().take(5).map(|e| e.to_string()).collect();
+            return Err(BuildError(format!(
+                "{} problem(s) in {} (`mer data verify {} --dataset {}` lists all):\n  {}",
+                blocking.len(),
+                root.display(),
+                root.display(),
+                layout.dataset,
+                list.join("\n  ")
+            )));
+        }
+        let mut corrections = s.corrections;
+        corrections.extend(set_aside.iter().map(|e| {
+            format!("outside the class set `{set}`, so not read (its problem does not stop the run): {e}")
+        }));
+        let mut records = Vec::new();
+        for r in s.records {
+            match table
+                .iter()
+                .position(|(_, members)| members.contains(&r.emotion.as_str()))
+            {
+                Some(c) => records.push((r, c)),
+                None => *excluded.entry(r.emotion.clone()).or_insert(0) += 1,
+            }
+        }
+        let size = match p.get("size") {
+            Some(Value::List(l)) => l
+                .iter()
+                .filter_map(|v| {
+                    if let Value::Int(i) = v {
+                        Some(*i as usize)
+                    } else {
+                        None
+                    }
+                })
+                .collect::<Vec<_>>(),
+            _ => vec![64, 64],
+        };
+        Ok(MeDataset {
+            layout,
+            records,
+            corrections,
+            classes: table.iter().map(|(n, _)| *n).collect(),
+            excluded,
+            targets: match p.get("aus") {
+                Some(Value::List(l)) => l
+                    .iter()
+                    .filter_map(|v| {
+                        if let Value::Int(i) = v {
+                            Some(*i)
+                        } else {
+                            None
+                        }
+                    })
+                    .collect(),
+                _ => vec![1, 2, 4, 7, 12, 14, 15, 17],
+            },
+            frames: super::int(p, "frames", 6).max(1) as usize,
+            size: [
+                size.first().copied().unwrap_or(64).max(1),
+                size.get(1).copied().unwrap_or(64).max(1),
+            ],
+            color: matches!(p.get("color"), Some(Value::Bool(true))),
+            sampling: Sampling::from_params(p, layout.dataset)?,
+            flow: !matches!(p.get("flow"), Some(Value::Bool(false))),
+            flows: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Clips left out by the class set, by emotion (stated, not dropped
+    /// silently).
+    pub fn excluded(&self) -> &BTreeMap<String, usize> {
+        &self.excluded
+    }
+
+    /// TV-L1 flow from the onset to the apex frame of record `p`,
+    /// grayscale at `[h, w]`.
+    fn onset_apex_flow(
+        &self,
+        p: usize,
+        r: &Record,
+        [h, w]: [usize; 2],
+    ) -> Result<Arc<Vec<f32>>, DataError> {
+        if let Some(f) = self.flows.lock().unwrap_or_else(|e| e.into_inner()).get(&p) {
+            return Ok(f.clone());
+        }
+        let apex = ((r.apex - r.onset) as usize).min(r.frames.len() - 1);
+        let mut g = [
+            vec![Vec::with_capacity(h * w)],
+            vec![Vec::with_capacity(h * w)],
+        ];
+        super::push_frame(&r.frames[0], Some(r.row), [h, w], &mut g[0])?;
+        super::push_frame(&r.frames[apex], Some(r.row), [h, w], &mut g[1])?;
+        let [a, b] = g.map(|mut planes| super::flow::Gray::new(w, h, planes.remove(0)));
+        let f = super::flow::cached_flow(&super::flow::TvL1::default(), &a, &b);
+        let uv = Arc::new([f.u, f.v].concat());
+        self.flows
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(p, uv.clone());
+        Ok(uv)
+    }
+
+    /// Frame indices (into the record's frames) for one read of clip
+    /// `p` (a position in [`Dataset::index`]'s order), from the shared
+    /// sampler; `None` past the end.
+    #[cfg(test)]
+    pub(crate) fn picks(&self, p: usize, aug: Option<&mut SeededRng>) -> Option<Vec<usize>> {
+        let (r, _) = self.records.get(p)?;
+        Some(self.pick(r, aug))
+    }
+
+    fn pick(&self, r: &Record, aug: Option<&mut SeededRng>) -> Vec<usize> {
+        // The frames on disk run from onset to offset.
+        let clip = ClipFrames::onset_to_offset(r.frames.len(), (r.apex - r.onset) as usize);
+        sampler::pick(&clip, self.frames, self.sampling, aug)
+    }
+}
+
+impl Dataset for MeDataset {
+    fn notes(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.corrections.clone();
+        if !self.excluded.is_empty() {
+            let list: Vec<String> = self
+                .excluded
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            out.push(format!(
+                "outside the class set, left out: {}",
+                list.join(", ")
+            ));
+        }
+        out
+    }
+
+    fn index(&self) -> Result<Vec<SampleMeta>, DataError> {
+        Ok(self
+            .records
+            .iter()
+            .map(|(r, c)| SampleMeta {
+                id: format!("{}/{}", r.subject, r.filename),
+                dataset: String::new(),
+                group: r.subject.clone(),
+                labels: BTreeMap::from([
+                    (
+                        "emotion".to_string(),
+                        Value::Str(self.classes[*c].to_string()),
+                    ),
+                    ("row".to_string(), Value::Int(r.row as i64)),
+                ]),
+            })
+            .collect())
+    }
+
+    fn load(
+        &self,
+        positions: &[usize],
+        mut aug: Option<&mut SeededRng>,
+    ) -> Result<Batch, DataError> {
+        let [h, w] = self.size;
+        let ch = if self.color { 3 } else { 1 };
+        let t = self.frames;
+        let b = positions.len();
+        let mut video = Vec::with_capacity(b * ch * t * h * w);
+        let (mut emotion, mut subject, mut aus, mut ids) = (vec![], vec![], vec![], vec![]);
+        let mut flow: Vec<f32> = Vec::new();
+        for &p in positions {
+            let (r, c) = self.records.get(p).ok_or_else(|| DataError {
+                file: self.layout.label_file.into(),
+                row: None,
+                message: format!("position {p} is outside the {} clips", self.records.len()),
+            })?;
+            let mut planes: Vec<Vec<f32>> =
+                (0..ch).map(|_| Vec::with_capacity(t * h * w)).collect();
+            for fi in self.pick(r, aug.as_deref_mut()) {
+                super::push_frame(&r.frames[fi], Some(r.row), [h, w], &mut planes)?;
+            }
+            for pl in planes {
+                video.extend(pl);
+            }
+            if self.flow {
+                flow.extend(self.onset_apex_flow(p, r, [h, w])?.iter());
+            }
+            emotion.push(*c as i64);
+            subject.push(
+                r.subject
+                    .trim_start_matches("sub")
+                    .parse::<i64>()
+                    .unwrap_or(0),
+            );
+            for a in &self.targets {
+                aus.push(if r.aus.contains(&(*a as u32)) {
+                    1f32
+                } else {
+                    0.0
+                });
+            }
+            ids.push(format!("{}/{}", r.subject, r.filename));
+        }
+        let d = &Device::Cpu;
+        let e = |e: mer_registry::candle::Error| DataError {
+            file: self.layout.label_file.into(),
+            row: None,
+            message: e.to_string(),
+        };
+        let mut ports = BTreeMap::new();
+        ports.insert(
+            "video".into(),
+            Tensor::from_vec(video, (b, ch, t, h, w), d).map_err(e)?,
+        );
+        ports.insert(
+            "emotion".into(),
+            Tensor::from_vec(emotion, b, d).map_err(e)?,
+        );
+        ports.insert(
+            "subject".into(),
+            Tensor::from_vec(subject, b, d).map_err(e)?,
+        );
+        ports.insert(
+            "aus".into(),
+            Tensor::from_vec(aus, (b, self.targets.len()), d).map_err(e)?,
+        );
+        if self.flow {
+            ports.insert(
+                "flow".into(),
+                Tensor::from_vec(flow, (b, 2, h, w), d).map_err(e)?,
+            );
+        }
+        Ok(Batch { ids, ports })
+    }
+
+    fn label_names(&self, port: &str) -> Option<Vec<String>> {
+        match port {
+            "aus" => Some(self.targets.iter().map(|a| format!("AU{a}")).collect()),
+            "emotion" => Some(self.classes.iter().map(|c| c.to_string()).collect()),
+            _ => None,
+        }
+    }
+}
+
+/// `me.casme2`'s factory.
+pub fn casme2(p: &BTreeMap<String, Value>) -> Result<Box<dyn Dataset>, BuildError> {
+    Ok(Box::new(MeDataset::new(&CASME2, p)?))
+}
+
+/// `me.samm`'s factory.
+pub fn samm(p: &BTreeMap<String, Value>) -> Result<Box<dyn Dataset>, BuildError> {
+    Ok(Box::new(MeDataset::new(&SAMM, p)?))
+}
+
+/// `me.casme3`'s factory.
+pub fn casme3(p: &BTreeMap<String, Value>) -> Result<Box<dyn Dataset>, BuildError> {
+    Ok(Box::new(MeDataset::new(&CASME3, p)?))
+}
+
+/// `me.smic`'s factory.
+pub fn smic(p: &BTreeMap<String, Value>) -> Result<Box<dyn Dataset>, BuildError> {
+    Ok(Box::new(MeDataset::new(&SMIC, p)?))
+}
+
+/// `me.mmew`'s factory.
+pub fn mmew(p: &BTreeMap<String, Value>) -> Result<Box<dyn Dataset>, BuildError> {
+    Ok(Box::new(MeDataset::new(&MMEW, p)?))
+}
+
+/// `mer data verify ROOT --dataset D`: samples, subjects, emotions, AU
+/// frequencies, corrections applied, and every problem with its row,
+/// including every frame that does not decode.
+pub fn verify(layout: &Layout, root: &Path) -> (String, bool) {
+    verify_with(layout, root, super::decode_cache().as_deref())
+}
+
+/// [`verify`] with its decode markers in `cache`.
+fn verify_with(layout: &Layout, root: &Path, cache: Option<&Path>) -> (String, bool) {
+    use std::fmt::Write;
+    // The cropped release when the folder has it, else the full frames.
+    let cropped = layout
+        .releases
+        .iter()
+        .any(|(d, c)| *c && root.join(d).is_dir());
+    let mut s = scan(layout, root, cropped);
+    // Every frame onset..=offset: a recipe's sampling may read any of them.
+    let frames: Vec<(&Record, &Path)> = s
+        .records
+        .iter()
+        .flat_map(|r| r.frames.iter().map(move |f| (r, f.as_path())))
+        .collect();
+    let paths: Vec<&Path> = frames.iter().map(|(_, f)| *f).collect();
+    let (decoded, bad) = super::check_decodes(&paths, cache);
+    let label = root.join(layout.label_file);
+    let undecodable: Vec<DataError> = bad
+        .into_iter()
+        .map(|(i, why)| {
+            let (r, f) = frames[i];
+            let file = if layout.folder_scan.is_some() {
+                f
+            } else {
+                &label
+            };
+            let row = (layout.folder_scan.is_none()).then_some(r.row);
+            super::problem_at(
+                file,
+                row,
+                format!("{}/{}: frame {}: {why}", r.subject, r.filename, f.display()),
+            )
+        })
+        .collect();
+    s.problems.extend(undecodable);
+    let mut o = String::new();
+    let subjects: std::collections::BTreeSet<&String> =
+        s.records.iter().map(|r| &r.subject).collect();
+    let _ = writeln!(o, "{} at {}", layout.dataset, root.display());
+    let _ = writeln!(
+        o,
+        "samples: {}   subjects: {}",
+        s.records.len(),
+        subjects.len()
+    );
+    let mut emo: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut aus: BTreeMap<u32, usize> = BTreeMap::new();
+    for r in &s.records {
+        *emo.entry(&r.emotion).or_default() += 1;
+        for a in &r.aus {
+            *aus.entry(*a).or_default() += 1;
+        }
+    }
+    let list = |v: Vec<String>| v.join(", ");
+    let _ = writeln!(
+        o,
+        "emotions: {}",
+        list(emo.iter().map(|(k, v)| format!("{k} {v}")).collect())
+    );
+    let _ = writeln!(
+        o,
+        "AUs: {}",
+        list(aus.iter().map(|(k, v)| format!("AU{k} {v}")).collect())
+    );
+    let _ = writeln!(o, "{}", decoded.line(cache));
+    let _ = writeln!(o, "corrections applied: {}", s.corrections.len());
+    for c in &s.corrections {
+        let _ = writeln!(o, "  {c}");
+    }
+    let _ = writeln!(o, "problems: {}", s.problems.len());
+    for p in &s.problems {
+        let _ = writeln!(o, "  {p}");
+    }
+    (o, s.problems.is_empty())
+}
+
+/// Writes generated clips in `layout`: the label workbook (with the free
+/// text above the header where the real file has it) and every frame
+/// release, `frames_per_clip` frames from onset to offset at absolute frame
+/// numbers, AU cells in the forms the real files use (`4+L10`, `R12 + R15`,
+/// numeric cells for single AUs).
+pub fn write_layout(
+    layout: &Layout,
+    synth: &Synth,
+    root: &Path,
+    frames_per_clip: usize,
+    seed: u64,
+) -> Result<usize, String> {
+    use rust_xlsxwriter::Workbook;
+    let w = |e: rust_xlsxwriter::XlsxError| e.to_string();
+    let mut wb = Workbook::new();
+    let ws = wb.add_worksheet();
+    for r in 0..layout.header_row {
+        let text = if r == 0 {
+            format!(
+                "{} (generated by mer data synth; not the real corpus)",
+                layout.label_file
+            )
+        } else {
+            String::new()
+        };
+        ws.write_string(r as u32, 0, text).map_err(w)?;
+    }
+    let hr = layout.header_row as u32;
+    for (c, h) in layout.header.iter().enumerate() {
+        ws.write_string(hr, c as u16, *h).map_err(w)?;
+    }
+    let col = |name: &str| layout.header.iter().position(|h| *h == name).unwrap_or(0) as u16;
+    let [c_subject, c_file, c_onset, c_apex, c_offset, c_aus, c_emotion] = layout.cols.map(col);
+    let n = frames_per_clip.max(3);
+    for p in 0..synth.len() {
+        let Some(super::synth::ClipInfo {
+            subject,
+            id,
+            emotion,
+            aus,
+            timing,
+        }) = synth.clip_info(p)
+        else {
+            continue;
+        };
+        // SAMM numbers its subjects from 006.
+        let number = if layout.header_row > 0 {
+            subject as u32 + 5
+        } else {
+            subject as u32
+        };
+        let clip = id
+            .split('/')
+            .nth(1)
+            .and_then(|c| c.get(2..4))
+            .and_then(|k| k.parse().ok())
+            .unwrap_or(p + 1);
+        let filename = if layout.folder_scan.is_some() {
+            // SMIC names its clips s<N>_<po|ne|sur>_<kk>.
+            let e = (layout.emotion_name)(emotion);
+            let code = SMIC_CODES
+                .iter()
+                .find(|(n, _)| *n == e)
+                .map_or("ne", |(_, c)| c);
+            format!("s{number}_{code}_{}", (layout.clip_name)(number, clip))
+        } else {
+            (layout.clip_name)(number, clip)
+        };
+        let mut r = SeededRng::derive(seed, &format!("layout/{id}"));
+        let onset = 20 + r.below(200) as u32;
+        let offset = onset + n as u32 - 1;
+        let [o, _, f] = timing;
+        // The generator's own rounding, so that `synth.me` and this layout
+        // agree on the apex frame.
+        let apex = onset + super::synth::me_apex_frame(timing, n) as u32;
+        let row = hr + 1 + p as u32;
+        if layout.subject_as_text {
+            ws.write_string(row, c_subject, (layout.subject_dir)(number))
+                .map_err(w)?;
+        } else {
+            ws.write_number(row, c_subject, number as f64).map_err(w)?;
+        }
+        ws.write_string(row, c_file, &filename).map_err(w)?;
+        ws.write_number(row, c_onset, onset as f64).map_err(w)?;
+        ws.write_number(row, c_apex, apex as f64).map_err(w)?;
+        ws.write_number(row, c_offset, offset as f64).map_err(w)?;
+        if aus.len() == 1 {
+            ws.write_number(row, c_aus, aus[0] as f64).map_err(w)?;
+        } else {
+            let cell: Vec<String> = aus
+                .iter()
+                .map(|a| match r.below(4) {
+                    0 => format!("L{a}"),
+                    1 => format!("R{a}"),
+                    _ => a.to_string(),
+                })
+                .collect();
+            let sep = if layout.header_row > 0 { " + " } else { "+" };
+            ws.write_string(row, c_aus, cell.join(sep)).map_err(w)?;
+        }
+        ws.write_string(row, c_emotion, (layout.emotion_name)(emotion))
+            .map_err(w)?;
+        let sub = (layout.subject_dir)(number);
+        let mut releases: Vec<(&str, bool)> = layout.releases.to_vec();
+        releases.dedup_by_key(|(d, _)| *d);
+        for k in 0..n {
+            let t = o + (f - o) * k as f32 / (n - 1) as f32;
+            let planes = synth.render_at(p, t).ok_or("clip vanished")?;
+            let frame = onset + k as u32;
+            let img = super::to_image(&planes, synth.size_hw());
+            for (dir, cropped) in &releases {
+                let d = root.join(dir).join((layout.clip_dir)(
+                    &sub,
+                    &filename,
+                    (layout.emotion_name)(emotion),
+                ));
+                let file = d.join((layout.frame_name)(&sub, frame, *cropped));
+                if let Some(parent) = file.parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| format!("{}: {e}", parent.display()))?;
+                }
+                img.save(&file)
+                    .map_err(|e| format!("{}: {e}", file.display()))?;
+            }
+        }
+    }
+    std::fs::create_dir_all(root).map_err(|e| e.to_string())?;
+    if layout.folder_scan.is_none() {
+        wb.save(root.join(layout.label_file))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(synth.len())
+}
+
+/// `mer data verify` for the corpora of this file.
+fn verify_kind(kind: &str, root: &Path, _: &BTreeMap<String, Value>) -> (String, bool) {
+    match layout(kind) {
+        Some(l) => verify(l, root),
+        None => (format!("`{kind}` has no micro-expression layout"), false),
+    }
+}
+
+/// `mer data synth` for the corpora of this file.
+fn write_kind(kind: &str, out: &Path, req: &LayoutRequest) -> Result<usize, String> {
+    let l = layout(kind).ok_or_else(|| format!("`{kind}` has no micro-expression layout"))?;
+    let s =
+        Synth::new(super::synth::Flavor::Me, &super::synth::layout_params(req)).map_err(|e| e.0)?;
+    write_layout(l, &s, out, req.frames_per_clip, req.seed)
+}
+
+// ---- the kinds ---------------------------------------------------------------
+
+/// The micro-expression corpora this file reads, verifies and writes.
+pub(crate) fn kinds() -> Vec<Kind> {
+    vec![
+        me("me.casme2", "CASME II (26 subjects, 200 fps): CASME2-coding xlsx + sub*/EP*/img*.jpg, with the documented label corrections.", "CASME2_ROOT", &[1, 2, 4, 7, 12, 14, 15, 17], ME5, "5class")
+            .dataset(casme2)
+            .verify(verify_kind)
+            .write_layout(write_kind)
+            .build(),
+        me("me.samm", "SAMM (32 subjects, 200 fps, gray): SAMM_Micro_FACS_Codes xlsx + subject/clip/*.jpg.", "SAMM_ROOT", &[2, 4, 7, 12], &["5class", "3class_megc", "8class"], "5class")
+            .dataset(samm)
+            .verify(verify_kind)
+            .write_layout(write_kind)
+            .build(),
+        clip("me.smic", "SMIC-HS (16 subjects with MEs, 100 fps): `HS/s<N>/micro/<positive|negative|surprise>/s<N>_<po|ne|sur>_<kk>/` frame folders, each cut to onset..offset; the class is the folder. No AU labels (so no `aus` port) and no apex: the middle frame stands in (MEB's convention).", 6, 64, false)
+            .output("flow", "onset→apex optical flow [B, 2, H, W]")
+            .path("root", None, "Dataset folder as distributed (e.g. env(\"SMIC_ROOT\")), holding HS/.")
+            .choice("classes", &["3class"], Some("3class"), "Emotion label set: positive, negative, surprise.")
+            .bool("flow", true, "Compute the `flow` port: TV-L1 optical flow from the onset to the middle frame, cached on disk.")
+            .port_when("flow", "flow", Value::Bool(true))
+            .shapes(smic_data)
+            .dataset(smic)
+            .verify(verify_kind)
+            .write_layout(write_kind)
+            .build(),
+        me("me.casme3", "CAS(ME)^3 part A (30 fps): cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx + part_A/data/ME_A/spNO.<k>/<video>/color/<frame>.jpg; several MEs per video (numbered a, a2, … as MEB does), with MEB's corrections.", "CASME3_ROOT", ME_AUS, &["7class", "4class", "3class_megc"], "7class")
+            .dataset(casme3)
+            .verify(verify_kind)
+            .write_layout(write_kind)
+            .build(),
+        me("me.mmew", "MMEW (36 subjects, 90 fps): MMEW_Micro_Exp.xlsx + Micro_Expression/<emotion>/<Filename>/<frame>.jpg.", "MMEW_ROOT", ME_AUS, &["6class", "7class", "3class_megc"], "6class")
+            .dataset(mmew)
+            .verify(verify_kind)
+            .write_layout(write_kind)
+            .build(),
+        me("me.dfme", "DFME (CCAC 2024 challenge): train / TestA / TestB partitions, 7 classes. No loader yet: the on-disk layout and label files ship only with the licence package and are not public, so recipes check but do not run on it.", "DFME_ROOT", ME_AUS, &["7class"], "7class")
+            .build(),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn synth(n: i64) -> Synth {
+        let p: BTreeMap<String, Value> = [
+            ("subjects", Value::Int(3)),
+            ("clips_per_subject", Value::Int(n)),
+            ("size", Value::List(vec![Value::Int(32), Value::Int(32)])),
+            ("color", Value::Bool(true)),
+            ("seed", Value::Int(5)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        Synth::new(super::super::synth::Flavor::Me, &p).unwrap()
+    }
+
+    fn params(root: &Path) -> BTreeMap<String, Value> {
+        BTreeMap::from([
+            ("root".to_string(), Value::Str(root.display().to_string())),
+            ("frames".to_string(), Value::Int(3)),
+            (
+                "size".to_string(),
+                Value::List(vec![Value::Int(16), Value::Int(16)]),
+            ),
+            (
+                "aus".to_string(),
+                Value::List(vec![Value::Int(4), Value::Int(12)]),
+            ),
+        ])
+    }
+
+    #[test]
+    fn generated_layout_reads_back_through_the_real_loader() {
+        let root = std::env::temp_dir().join(format!("mer-casme2-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let s = synth(4);
+        assert_eq!(write_layout(&CASME2, &s, &root, 8, 1).unwrap(), 12);
+        let d = MeDataset::new(&CASME2, &params(&root)).unwrap();
+        let idx = d.index().unwrap();
+        // Every generated clip is either loaded or counted as excluded.
+        let excluded: usize = d.excluded().values().sum();
+        assert_eq!(idx.len() + excluded, 12);
+        assert!(idx.iter().all(|m| m.group.starts_with("sub")));
+        let b = d.load(&[0, 1], None).unwrap();
+        assert_eq!(b.ports["video"].dims(), &[2, 1, 3, 16, 16]);
+        // AU targets agree with the generator's labels.
+        let info = s.clip_info(0).unwrap();
+        let (id0, aus0) = (info.id, info.aus);
+        assert_eq!(b.ids[0], id0);
+        let row = b.ports["aus"].to_vec2::<f32>().unwrap()[0].clone();
+        assert_eq!(
+            row,
+            vec![
+                aus0.contains(&4) as u8 as f32,
+                aus0.contains(&12) as u8 as f32
+            ]
+        );
+        let (report, ok) = verify(&CASME2, &root);
+        assert!(ok, "{report}");
+        assert!(report.contains("samples: 12"), "{report}");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// CAS(ME)^3 and MMEW in their layouts: CAS(ME)^3's videos hold two
+    /// MEs each (numbered `a`, `a2` as MEB does), MMEW files clips by
+    /// emotion; both read back through the one loader.
+    #[test]
+    fn casme3_and_mmew_layouts_read_back() {
+        for layout in [&CASME3, &MMEW] {
+            let root = std::env::temp_dir().join(format!(
+                "mer-{}-{}",
+                layout.dataset.replace('.', "-"),
+                std::process::id()
+            ));
+            let _ = std::fs::remove_dir_all(&root);
+            write_layout(layout, &synth(4), &root, 5, 1).unwrap();
+            let s = scan(layout, &root, true);
+            assert!(
+                s.problems.is_empty(),
+                "{}: {:?}",
+                layout.dataset,
+                s.problems
+            );
+            assert_eq!(s.records.len(), 12, "{}", layout.dataset);
+            if layout.shared_videos {
+                let names: Vec<&str> = s.records.iter().map(|r| r.filename.as_str()).collect();
+                assert!(names.contains(&"a") && names.contains(&"a2"), "{names:?}");
+                assert!(s.records.iter().all(|r| r.subject.starts_with("spNO.")));
+                assert!(s.records[0].frames[0].to_string_lossy().contains("/color/"));
+            } else {
+                // MMEW: the clip folder is under its emotion.
+                let r = &s.records[0];
+                assert!(r.frames[0]
+                    .to_string_lossy()
+                    .contains(&format!("/{}/", r.emotion)));
+            }
+            let mut p = params(&root);
+            p.insert("classes".into(), Value::Str("3class_megc".into()));
+            let d = MeDataset::new(layout, &p).unwrap();
+            let excluded: usize = d.excluded().values().sum();
+            assert_eq!(d.index().unwrap().len() + excluded, 12);
+            let (report, ok) = verify(layout, &root);
+            assert!(ok, "{report}");
+            let _ = std::fs::remove_dir_all(&root);
+        }
+    }
+
+    /// SMIC from its folders: classes from the folder, apex in the middle,
+    /// no AUs; a gap in a clip's frames and a misnamed clip are problems.
+    #[test]
+    fn smic_reads_from_folders_and_reports_gaps() {
+        let root = std::env::temp_dir().join(format!("mer-smic-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        write_layout(&SMIC, &synth(4), &root, 5, 1).unwrap();
+        std::fs::create_dir_all(root.join("HS/s9")).unwrap(); // a subject without MEs
+        let s = scan(&SMIC, &root, true);
+        assert!(s.problems.is_empty(), "{:?}", s.problems);
+        assert_eq!(s.records.len(), 12);
+        let r = &s.records[0];
+        assert_eq!((r.apex - r.onset, r.offset - r.onset), (2, 4));
+        assert!(r.aus.is_empty());
+        assert!(
+            s.corrections.iter().any(|c| c.contains("s9")),
+            "{:?}",
+            s.corrections
+        );
+        let d = MeDataset::new(&SMIC, &params(&root)).unwrap();
+        let labels: std::collections::BTreeSet<String> = d
+            .index()
+            .unwrap()
+            .iter()
+            .map(|m| format!("{:?}", m.labels["emotion"]))
+            .collect();
+        assert!(labels.len() >= 2, "{labels:?}");
+        // A gap, then a clip filed under the wrong emotion.
+        let gap = &s.records[1].frames[2];
+        std::fs::remove_file(gap).unwrap();
+        let clip = s.records[2].frames[0].parent().unwrap().to_path_buf();
+        let name = clip
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .replace("_po_", "_xx_")
+            .replace("_ne_", "_xx_")
+            .replace("_sur_", "_xx_");
+        std::fs::rename(&clip, clip.with_file_name(name)).unwrap();
+        let s = scan(&SMIC, &root, true);
+        let msgs: Vec<String> = s.problems.iter().map(|p| p.to_string()).collect();
+        assert_eq!(msgs.len(), 2, "{msgs:#?}");
+        assert!(
+            msgs.iter().any(|m| m.contains("is missing (4 frames")),
+            "{msgs:#?}"
+        );
+        assert!(
+            msgs.iter()
+                .any(|m| m.contains("disagrees with its folders")),
+            "{msgs:#?}"
+        );
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// MEB's CAS(ME)^3 onset patch applies only where the onset is after
+    /// the apex; a sound row is left alone.
+    #[test]
+    fn onset_fixes_apply_only_to_defective_rows() {
+        let root = std::env::temp_dir().join(format!("mer-casme3-fix-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        let mut wb = rust_xlsxwriter::Workbook::new();
+        let ws = wb.add_worksheet();
+        for (c, h) in CASME3.header.iter().enumerate() {
+            ws.write_string(0, c as u16, *h).unwrap();
+        }
+        // Data rows 0..=749; row 749 has onset 9999 > apex 2650.
+        for r in 0..750u32 {
+            let (on, ap, off) = if r == 749 {
+                (9999, 2650, 2660)
+            } else {
+                (1, 2, 3)
+            };
+            let cells = [
+                "spNO.1".to_string(),
+                "a".into(),
+                on.to_string(),
+                ap.to_string(),
+                off.to_string(),
+                "4".into(),
+                "".into(),
+                "others".into(),
+            ];
+            for (c, v) in cells.iter().enumerate() {
+                ws.write_string(r + 1, c as u16, v).unwrap();
+            }
+        }
+        wb.save(root.join(CASME3.label_file)).unwrap();
+        let video = root.join("part_A/data/ME_A/spNO.1/a/color");
+        std::fs::create_dir_all(&video).unwrap();
+        for n in 1..=3 {
+            image::RgbImage::new(4, 4)
+                .save(video.join(format!("{n}.jpg")))
+                .unwrap();
+        }
+        let s = scan(&CASME3, &root, true);
+        // Rows 128 and 708 have fixes but are sound: untouched.
+        assert_eq!(s.corrections.len(), 1, "{:?}", s.corrections);
+        assert!(
+            s.corrections[0].contains("row 751") && s.corrections[0].contains("→ 2647"),
+            "{:?}",
+            s.corrections
+        );
+        // Row 751, now in order, names frames this tree lacks.
+        assert_eq!(s.problems.len(), 1, "{:?}", s.problems);
+        assert!(s.problems[0].message.contains("is missing") && s.problems[0].row == Some(751));
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn defects_are_named_by_file_and_row() {
+        let root = std::env::temp_dir().join(format!("mer-casme2-bad-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        write_layout(&CASME2, &synth(2), &root, 5, 1).unwrap();
+        // Rewrite the label file with defects: a missing apex on data row
+        // 0 (not in the table: a problem), an AU cell `4 or 5`, and a
+        // missing frame.
+        let mut wb = rust_xlsxwriter::Workbook::new();
+        let ws = wb.add_worksheet();
+        let rows: [&[&str]; 4] = [
+            CASME2.header,
+            &["1", "EP01_01", "", "1", "/", "3", "", "4", "others"],
+            &["1", "EP02_01", "", "1", "2", "3", "", "4 or 5", "others"],
+            &["2", "EP01_01", "", "1", "2", "3", "", "4", "others"],
+        ];
+        for (r, row) in rows.iter().enumerate() {
+            for (c, v) in row.iter().enumerate() {
+                ws.write_string(r as u32, c as u16, *v).unwrap();
+            }
+        }
+        wb.save(root.join(CASME2.label_file)).unwrap();
+        let s = scan(&CASME2, &root, true);
+        assert_eq!(s.problems.len(), 3, "{:?}", s.problems);
+        assert_eq!(s.problems[0].row, Some(2));
+        assert!(s.problems[0]
+            .to_string()
+            .contains("CASME2-coding-20140508.xlsx:2"));
+        assert!(
+            s.problems[0].message.contains("not all frame numbers"),
+            "{}",
+            s.problems[0]
+        );
+        assert!(
+            s.problems[1].message.contains("AU cell `4 or 5`"),
+            "{}",
+            s.problems[1]
+        );
+        assert!(
+            s.problems[2].message.contains("reg_img1.jpg is missing"),
+            "{}",
+            s.problems[2]
+        );
+        assert!(s.corrections.is_empty(), "row 0 is not in the apex table");
+        let e = MeDataset::new(&CASME2, &params(&root)).err().unwrap().0;
+        assert!(e.contains("mer data verify"), "{e}");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// A zero-byte and a truncated JPEG pass a stat but not verify: each
+    /// is a problem naming the frame and its label row. A second verify
+    /// only hashes the frames that decoded the first time.
+    #[test]
+    fn verify_decodes_every_frame_and_caches_by_content() {
+        let root = std::env::temp_dir().join(format!("mer-casme2-decode-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        write_layout(&CASME2, &synth(2), &root, 5, 1).unwrap();
+        let s = scan(&CASME2, &root, true);
+        assert!(s.problems.is_empty(), "{:?}", s.problems);
+        let (empty, cut) = (&s.records[0], &s.records[1]);
+        std::fs::write(&empty.frames[2], b"").unwrap();
+        let bytes = std::fs::read(&cut.frames[4]).unwrap();
+        std::fs::write(&cut.frames[4], &bytes[..bytes.len() / 2]).unwrap();
+        let cache = root.join("cache");
+        let (report, ok) = verify_with(&CASME2, &root, Some(&cache));
+        assert!(!ok, "{report}");
+        assert!(report.contains("problems: 2"), "{report}");
+        for (r, f, why) in [(empty, 2, "0 bytes"), (cut, 4, "")] {
+            let line = report
+                .lines()
+                .find(|l| l.contains(&*r.frames[f].to_string_lossy()))
+                .unwrap_or_else(|| panic!("{} not named:\n{report}", r.frames[f].display()));
+            assert!(
+                line.contains(&format!("{}:{}:", CASME2.label_file, r.row)) && line.contains(why),
+                "{line}"
+            );
+        }
+        assert!(report.contains("images decoded: 30 ("), "{report}");
+        // A marker per distinct good frame (a neutral onset can repeat);
+        // the second run decodes none of the 28.
+        let good: std::collections::BTreeSet<Vec<u8>> = s
+            .records
+            .iter()
+            .flat_map(|r| &r.frames)
+            .map(|f| std::fs::read(f).unwrap())
+            .filter(|b| b.ends_with(&[0xFF, 0xD9]))
+            .collect();
+        assert_eq!(super::super::tests_walk(&cache).len(), good.len());
+        let (again, _) = verify_with(&CASME2, &root, Some(&cache));
+        assert!(
+            again.contains("images decoded: 30 (28 unchanged"),
+            "{again}"
+        );
+        assert!(again.contains("problems: 2"), "{again}");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// A missing frame in a clip the class set leaves out does not refuse
+    /// the run (it is noted and counted as left out); the same gap in a
+    /// clip the class set reads does.
+    #[test]
+    fn a_problem_in_an_excluded_clip_does_not_refuse_the_run() {
+        let root = std::env::temp_dir().join(format!("mer-casme2-excl-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        write_layout(&CASME2, &synth(6), &root, 4, 1).unwrap();
+        let s = scan(&CASME2, &root, true);
+        let megc = casme2_classes("3class_megc");
+        let kept = |r: &&Record| megc.iter().any(|(_, m)| m.contains(&r.emotion.as_str()));
+        let out = s
+            .records
+            .iter()
+            .find(|r| !kept(r))
+            .expect("a clip outside 3class_megc");
+        std::fs::remove_file(&out.frames[1]).unwrap();
+        let mut p = params(&root);
+        p.insert("classes".into(), Value::Str("3class_megc".into()));
+        let d = MeDataset::new(&CASME2, &p).unwrap();
+        let excluded: usize = d.excluded().values().sum();
+        assert_eq!(d.index().unwrap().len() + excluded, 18);
+        let notes = d.notes().join("\n");
+        assert!(
+            notes.contains("outside the class set `3class_megc`")
+                && notes.contains(&*out.frames[1].to_string_lossy()),
+            "{notes}"
+        );
+        // 5class reads `others`: the same gap refuses it.
+        let mut all = p.clone();
+        all.insert("classes".into(), Value::Str("5class".into()));
+        if (CASME2.class_sets)("5class")
+            .iter()
+            .any(|(_, m)| m.contains(&out.emotion.as_str()))
+        {
+            let e = MeDataset::new(&CASME2, &all).err().expect("refused").0;
+            assert!(e.contains("is missing"), "{e}");
+        }
+        // A gap in a clip 3class_megc reads refuses it.
+        let inside = s.records.iter().find(kept).expect("a clip in 3class_megc");
+        std::fs::remove_file(&inside.frames[1]).unwrap();
+        let e = MeDataset::new(&CASME2, &p).err().expect("refused").0;
+        assert!(
+            e.contains("1 problem(s)") && e.contains(&*inside.frames[1].to_string_lossy()),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn a_documented_defect_is_corrected_only_where_the_cell_is_defective() {
+        let root = std::env::temp_dir().join(format!("mer-casme2-fix-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        // 3 subjects x 10 clips: data rows 0..29; row 29 is in the table.
+        write_layout(&CASME2, &synth(10), &root, 4, 1).unwrap();
+        assert!(
+            scan(&CASME2, &root, true).corrections.is_empty(),
+            "a clean file is untouched"
+        );
+        let mut wb = open_workbook_auto(root.join(CASME2.label_file)).unwrap();
+        let range = wb.worksheet_range_at(0).unwrap().unwrap();
+        let mut out = rust_xlsxwriter::Workbook::new();
+        let ws = out.add_worksheet();
+        for (r, row) in range.rows().enumerate() {
+            for (c, v) in row.iter().enumerate() {
+                let (r, c) = (r as u32, c as u16);
+                match v {
+                    _ if r == 30 && c == 4 => ws.write_string(r, c, "/").map(|_| ()),
+                    Data::Float(f) => ws.write_number(r, c, *f).map(|_| ()),
+                    Data::String(s) => ws.write_string(r, c, s).map(|_| ()),
+                    _ => Ok(()),
+                }
+                .unwrap();
+            }
+        }
+        out.save(root.join(CASME2.label_file)).unwrap();
+        let s = scan(&CASME2, &root, true);
+        assert_eq!(s.corrections.len(), 1, "{:?}", s.corrections);
+        assert!(
+            s.corrections[0].starts_with("row 31 ") && s.corrections[0].contains("`/` → 279"),
+            "{}",
+            s.corrections[0]
+        );
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn the_correction_tables_match_the_documented_rows() {
+        assert_eq!(CASME2_APEX_FIXES.len(), 21);
+        assert_eq!(CASME2_APEX_FIXES[0], (29, 279));
+        assert_eq!(CASME2.offset_fixes, &[(60, 91)]);
+        assert_eq!(SAMM.apex_fixes, &[(125, 1105), (132, 4945), (133, 5130)]);
+        assert_eq!(SAMM.au_fixes.len(), 5);
+    }
+
+    #[test]
+    fn samm_layout_has_its_free_text_header_and_three_digit_subjects() {
+        let root = std::env::temp_dir().join(format!("mer-samm-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let s = synth(3);
+        write_layout(&SAMM, &s, &root, 5, 2).unwrap();
+        let clip = root.join("SAMM/006/006_1_1");
+        let names: Vec<String> = std::fs::read_dir(&clip)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 5, "{names:?}");
+        let framed = |n: &String| n.len() == 13 && n.starts_with("006_") && n.ends_with(".jpg");
+        assert!(names.iter().all(framed), "{names:?}");
+        let (report, ok) = verify(&SAMM, &root);
+        assert!(ok, "{report}");
+        assert!(report.contains("samples: 9   subjects: 3"), "{report}");
+        let mut p = params(&root);
+        p.insert(
+            "aus".into(),
+            Value::List(vec![Value::Int(4), Value::Int(12)]),
+        );
+        let d = MeDataset::new(&SAMM, &p).unwrap();
+        let idx = d.index().unwrap();
+        assert!(
+            idx.iter()
+                .all(|m| m.group.len() == 3 && m.group.starts_with('0')),
+            "{:?}",
+            idx[0]
+        );
+        // Rows are numbered as a spreadsheet shows them: data starts on 15.
+        assert!(idx
+            .iter()
+            .any(|m| m.labels.get("row") == Some(&Value::Int(15))));
+        let excluded: usize = d.excluded().values().sum();
+        assert_eq!(idx.len() + excluded, 9);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+}

@@ -1,0 +1,347 @@
+//! The run store: `runs/<experiment>/<recipe-hash>/<variant>/seed<S>/<fold>/`.
+//!
+//! Every file is written to a temporary name in the same folder and then
+//! renamed, so a run killed at any instant leaves either the old file or the
+//! new one, never half of one.
+
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub mod notes;
+
+/// The run store's layout: every path under `runs/` comes from here, so
+/// the driver, the runner, reports and tracking agree on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunStore {
+    root: PathBuf,
+}
+
+impl RunStore {
+    /// The store rooted at `root` (`runs/` by default).
+    pub fn new(root: impl Into<PathBuf>) -> RunStore {
+        RunStore { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `<root>/<experiment>/<recipe hash, 12 hex>`: one recipe's results.
+    pub fn experiment_dir(&self, exp: &mer_dsl::CheckedExperiment) -> PathBuf {
+        self.root
+            .join(&exp.name)
+            .join(&exp.hash[..12.min(exp.hash.len())])
+    }
+
+    /// `<experiment dir>/<variant>/seed<S>`.
+    pub fn variant_dir(
+        &self,
+        exp: &mer_dsl::CheckedExperiment,
+        variant: &str,
+        seed: i64,
+    ) -> PathBuf {
+        self.experiment_dir(exp)
+            .join(variant)
+            .join(format!("seed{seed}"))
+    }
+
+    /// `<variant dir>/folds/<fold>`.
+    pub fn fold_dir(variant_dir: &Path, fold: &str) -> PathBuf {
+        variant_dir.join("folds").join(fold)
+    }
+}
+
+/// Writes `bytes` to `path` atomically (temporary file, fsync, rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = tmp_name(path);
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+/// The temporary name `path` is first written under: hidden, in the same
+/// folder (so the rename is atomic), unique per host and process.
+pub fn tmp_name(path: &Path) -> PathBuf {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    // Cluster tasks on different nodes may share a pid and write the same
+    // variant files (recipe.ron, plan.json) on a shared file system.
+    // Read once per process: every checkpoint and record goes through here.
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let host = HOST.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default()
+    });
+    path.with_file_name(format!(".{name}.tmp{host}.{}", std::process::id()))
+}
+
+/// Writes a value as pretty JSON, atomically.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
+    let mut s = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
+    s.push('\n');
+    write_atomic(path, s.as_bytes())
+}
+
+/// Reads a JSON file, `None` when it does not exist.
+pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> std::io::Result<Option<T>> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => serde_json::from_str(&s)
+            .map(Some)
+            .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The records of results: what `metrics.json` and `plan.json` hold.
+/// A metric's values after renaming columns to label names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredMetric {
+    /// The metric node (`metrics[0]`) and kind.
+    pub node: String,
+    pub kind: String,
+    pub name: String,
+    pub pooled: Option<f64>,
+    pub per_fold_mean: Option<f64>,
+    pub folds_counted: usize,
+    pub per_fold: Vec<(String, Option<f64>)>,
+    pub how: String,
+    /// True when any number here saw the test set while choosing something.
+    pub test_tuned: bool,
+    /// Smaller is better (an error such as MAE), from the metric kind.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub lower_is_better: bool,
+    /// Values are in the metric's own units (MAE in years), shown as they
+    /// are; otherwise fractions, shown as percent.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub own_units: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
+}
+
+/// `metrics.json` of one variant and seed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VariantResult {
+    pub experiment: String,
+    pub variant: String,
+    pub recipe_hash: String,
+    pub seed: i64,
+    pub protocol: String,
+    /// The protocol trains on some datasets and tests on others: the report
+    /// puts these runs in a train × test matrix.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub cross_dataset: bool,
+    pub folds: Vec<String>,
+    pub failed: Vec<(String, String)>,
+    /// Whether every fold of the protocol finished (otherwise pooled values
+    /// cover only the finished folds, and the report says so).
+    pub complete: bool,
+    /// `last`, `inner_val` or `test_best_epoch` (test-tuned).
+    pub select: String,
+    /// What each dataset left out or corrected, by data node.
+    #[serde(default)]
+    pub data_notes: Vec<(String, String)>,
+    pub samples: usize,
+    /// Data nodes and their kinds (`clips` → `me.casme2`), for the
+    /// cross-domain matrix.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub datasets: Vec<(String, String)>,
+    pub metrics: Vec<StoredMetric>,
+    /// The recipe's `reported` map: the paper's own figures (`source` and
+    /// values by mer metric name, in percent), shown beside ours, never
+    /// mixed with them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reported: Vec<(String, String)>,
+    /// The experiment's recipe hash, which names the run-store folder
+    /// (`<experiment>/<hash[..12]>/…`): the report keeps runs of different
+    /// hashes apart. Empty in stores written before it was kept; the report
+    /// reads it from the folder then.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub store_hash: String,
+    /// The variant's resolved recipe flattened to `key = value`, read by
+    /// the report from `recipe.ron` (not stored twice) to name the keys in
+    /// which runs of different hashes differ.
+    #[serde(skip)]
+    pub recipe_keys: Vec<(String, String)>,
+}
+
+/// One fold's id as `mer plan` printed it, in `plan.json` of the variant
+/// folder, so one id follows a run from the plan to the run store and to
+/// MLflow (`mer.run_id`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlanId {
+    pub fold: String,
+    pub id: String,
+}
+
+/// A fold's lifecycle, in `status.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FoldStatus {
+    /// `running`, `finished`, `failed` or `interrupted` (stopped by the
+    /// user; `--resume` continues it).
+    pub state: String,
+    pub epochs_done: usize,
+    pub epochs: usize,
+    /// Why a fold failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// One epoch's record in `epochs.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub train_loss: f64,
+    /// Each loss term's mean (unweighted).
+    pub terms: Vec<(String, f64)>,
+    pub grad_norm: f64,
+    pub lr_factor: f64,
+    /// Loss on the inner validation subjects, when there is a split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_loss: Option<f64>,
+    /// The selection score on the test fold: present only under
+    /// `select = "test_best_epoch"` (test-tuned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_score: Option<f64>,
+}
+
+/// Predictions of one fold: sample ids and, per stored output, one row of
+/// values per sample. Written as CSV (`id,<output>[0],…`), with floats in
+/// their shortest round-trip form so re-reading gives identical bits.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Predictions {
+    pub ids: Vec<String>,
+    /// `(output name, width)` in column order.
+    pub columns: Vec<(String, usize)>,
+    /// `rows[i]` has `sum(width)` values.
+    pub rows: Vec<Vec<f32>>,
+}
+
+impl Predictions {
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        let mut header = vec!["id".to_string()];
+        for (name, width) in &self.columns {
+            for j in 0..*width {
+                header.push(format!("{name}[{j}]"));
+            }
+        }
+        w.write_record(&header).map_err(std::io::Error::other)?;
+        for (id, row) in self.ids.iter().zip(&self.rows) {
+            let mut rec = vec![id.clone()];
+            rec.extend(row.iter().map(|v| v.to_string()));
+            w.write_record(&rec).map_err(std::io::Error::other)?;
+        }
+        let bytes = w
+            .into_inner()
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        write_atomic(path, &bytes)
+    }
+
+    /// Reads a predictions file; errors name the file and row.
+    pub fn read(path: &Path) -> Result<Predictions, String> {
+        let mut r = csv::Reader::from_path(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let header = r
+            .headers()
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .clone();
+        let mut columns: Vec<(String, usize)> = Vec::new();
+        for h in header.iter().skip(1) {
+            let name = h.rsplit_once('[').map(|(n, _)| n).unwrap_or(h);
+            match columns.last_mut() {
+                Some((n, w)) if n == name => *w += 1,
+                _ => columns.push((name.to_string(), 1)),
+            }
+        }
+        let mut p = Predictions {
+            columns,
+            ..Default::default()
+        };
+        for (i, rec) in r.records().enumerate() {
+            let rec = rec.map_err(|e| format!("{}:{}: {e}", path.display(), i + 2))?;
+            p.ids.push(rec.get(0).unwrap_or_default().to_string());
+            let row = rec
+                .iter()
+                .skip(1)
+                .map(|v| v.parse::<f32>())
+                .collect::<Result<Vec<f32>, _>>()
+                .map_err(|e| format!("{}:{}: {e}", path.display(), i + 2))?;
+            p.rows.push(row);
+        }
+        Ok(p)
+    }
+
+    /// The `[n, width]` block of one output.
+    pub fn column(&self, name: &str) -> Option<(usize, Vec<f32>)> {
+        let mut off = 0;
+        for (n, w) in &self.columns {
+            if n == name {
+                let mut v = Vec::with_capacity(self.rows.len() * w);
+                for r in &self.rows {
+                    v.extend_from_slice(r.get(off..off + w)?);
+                }
+                return Some((*w, v));
+            }
+            off += w;
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn predictions_round_trip_bit_for_bit() {
+        let dir = std::env::temp_dir().join(format!("mer-store-{}", std::process::id()));
+        let p = Predictions {
+            ids: vec!["sub01/EP01,x".into(), "b".into()],
+            columns: vec![("aus".into(), 2), ("clips.aus".into(), 1)],
+            rows: vec![
+                vec![0.1, -1e-7, 1.0],
+                vec![f32::MIN_POSITIVE, 3.333_333_3, 0.0],
+            ],
+        };
+        let path = dir.join("p.csv");
+        p.write(&path).unwrap();
+        let q = Predictions::read(&path).unwrap();
+        assert_eq!(p, q);
+        assert_eq!(q.column("clips.aus"), Some((1, vec![1.0, 0.0])));
+        std::fs::write(&path, "id,a[0]\nx,notanumber\n").unwrap();
+        let e = Predictions::read(&path).unwrap_err();
+        assert!(e.contains("p.csv:2"), "{e}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn atomic_writes_leave_no_temporary_files() {
+        let dir = std::env::temp_dir().join(format!("mer-atomic-{}", std::process::id()));
+        write_json(
+            &dir.join("s.json"),
+            &FoldStatus {
+                state: "running".into(),
+                epochs_done: 1,
+                epochs: 3,
+                message: None,
+            },
+        )
+        .unwrap();
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        let s: FoldStatus = read_json(&dir.join("s.json")).unwrap().unwrap();
+        assert_eq!(s.epochs_done, 1);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
