@@ -200,3 +200,69 @@ fn a_test_tuned_metric_is_labelled_in_results_and_report() {
     assert!(md.contains("† marks test-tuned numbers"), "{md}");
     let _ = std::fs::remove_dir_all(runs);
 }
+
+/// An ablation that swaps a branch needs no `~` line per node: the nodes
+/// that then feed no loss or metric are left out of its graph, with one
+/// note that names them; the base keeps them, and trains as before.
+#[test]
+fn an_ablation_that_swaps_a_branch_prunes_it_with_one_note() {
+    let reg = mer_engine::builtin_registry();
+    let dir = scratch("prune");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("swap.mer");
+    let tiny =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/run/tiny.mer"))
+            .unwrap();
+    let swapped = tiny.replace(
+        "ablation \"wide\" { conv.out = 6 }",
+        "ablation \"flat\" { aus = nn.linear(clips.aus) { out = 3 } }",
+    );
+    assert_ne!(swapped, tiny);
+    std::fs::write(&file, swapped).unwrap();
+    let mut session = Session::new();
+    let fc = mer_dsl::check_file(&mut session, &reg, &file, &[], None);
+    assert!(!session.has_errors(), "{:?}", session.diags);
+    let notes: Vec<_> = session
+        .diags
+        .iter()
+        .filter(|d| d.code == "mer::pruned")
+        .collect();
+    assert_eq!(notes.len(), 1, "{:?}", session.diags);
+    assert!(
+        notes[0]
+            .message
+            .contains("4 model node(s) feed no loss or metric here and are left out: conv, act, pool, feat (in variant `flat`)"),
+        "{}",
+        notes[0].message
+    );
+    assert!(
+        !session.diags.iter().any(|d| d.code == "mer::unused-node"),
+        "{:?}",
+        session.diags
+    );
+    let exp = &fc.experiments[0];
+    let names = |v: &str| -> Vec<String> {
+        let g = &exp.variant(v).expect("variant").graph.graph;
+        let mut n: Vec<String> = g.node_weights().map(|n| n.name.clone()).collect();
+        n.sort();
+        n
+    };
+    assert!(names("base").contains(&"conv".to_string()));
+    assert!(
+        !names("flat").contains(&"conv".to_string()),
+        "{:?}",
+        names("flat")
+    );
+    assert!(names("flat").contains(&"aus".to_string()));
+    // The pruned variant runs.
+    let done = finished(driver::run_experiment(
+        &reg,
+        exp,
+        &driver::all_cells(exp),
+        &options(&dir.join("runs")),
+        &QuietSink,
+    ));
+    assert!(!done.failed);
+    assert_eq!(done.results.len(), 2);
+    let _ = std::fs::remove_dir_all(dir);
+}

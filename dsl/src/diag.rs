@@ -10,6 +10,8 @@ use std::fmt;
 pub enum Severity {
     Error,
     Warning,
+    /// Information about what mer did, not a problem.
+    Note,
 }
 
 /// A span with the text shown under its caret.
@@ -44,6 +46,14 @@ impl Diagnostic {
     pub fn warning(code: &'static str, message: impl Into<String>) -> Self {
         Diagnostic {
             severity: Severity::Warning,
+            ..Self::error(code, message)
+        }
+    }
+    /// Something mer did on the recipe's behalf that a reader should know
+    /// (nodes an ablation left dangling, pruned); never a problem.
+    pub fn note(code: &'static str, message: impl Into<String>) -> Self {
+        Diagnostic {
+            severity: Severity::Note,
             ..Self::error(code, message)
         }
     }
@@ -135,6 +145,7 @@ impl miette::Diagnostic for Rendered {
         Some(match self.severity {
             Severity::Error => miette::Severity::Error,
             Severity::Warning => miette::Severity::Warning,
+            Severity::Note => miette::Severity::Advice,
         })
     }
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
@@ -248,6 +259,7 @@ pub fn render_short(diags: &[Diagnostic], map: &SourceMap) -> String {
         let sev = match d.severity {
             Severity::Error => "error",
             Severity::Warning => "warning",
+            Severity::Note => "note",
         };
         out.push_str(&format!("{loc}: {sev}[{}]: {}\n", d.code, d.message));
     }

@@ -602,9 +602,8 @@ fn report_cycles(session: &mut Session, g: &GraphIr) {
     }
 }
 
-fn report_unused(session: &mut Session, g: &GraphIr) {
-    // A model node from which no loss or metric can be reached trains and
-    // reports nothing: almost always a leftover of an ablation.
+/// Model nodes from which no loss or metric can be reached, by name.
+fn dead_nodes(g: &GraphIr) -> Vec<NodeIndex> {
     let sinks: Vec<NodeIndex> = g
         .graph
         .node_indices()
@@ -623,7 +622,59 @@ fn report_unused(session: &mut Session, g: &GraphIr) {
         .filter(|i| g.graph[*i].role == Role::Component && !live.contains(i))
         .collect();
     dead.sort_by_key(|i| g.graph[*i].name.clone());
-    for i in dead {
+    dead
+}
+
+/// Removes the model nodes that feed no loss or metric (what an ablation
+/// that swaps a branch leaves behind) and returns their names and spans,
+/// in recipe order. The graph keeps its other nodes, edges and spans.
+pub fn prune_dead(g: &mut GraphIr) -> Vec<(String, Option<Span>)> {
+    let dead = dead_nodes(g);
+    if dead.is_empty() {
+        return Vec::new();
+    }
+    let mut pruned: Vec<(String, Option<Span>)> = dead
+        .iter()
+        .map(|i| (g.graph[*i].name.clone(), g.spans.get(i).copied()))
+        .collect();
+    // In recipe order, so the note reads like the model block.
+    pruned.sort_by_key(|(n, sp)| (sp.map(|s| (s.file, s.start)), n.clone()));
+    let gone: std::collections::HashSet<NodeIndex> = dead.into_iter().collect();
+    let mut kept = DiGraph::new();
+    let mut map = HashMap::new();
+    for i in g.graph.node_indices() {
+        if !gone.contains(&i) {
+            map.insert(i, kept.add_node(g.graph[i].clone()));
+        }
+    }
+    let mut spans = HashMap::new();
+    for (old, new) in &map {
+        if let Some(sp) = g.spans.get(old) {
+            spans.insert(*new, *sp);
+        }
+    }
+    let mut edge_spans = HashMap::new();
+    for e in g.graph.edge_references() {
+        if let (Some(a), Some(b)) = (map.get(&e.source()), map.get(&e.target())) {
+            let ne = kept.add_edge(*a, *b, e.weight().clone());
+            if let Some(sp) = g.edge_spans.get(&e.id()) {
+                edge_spans.insert(ne, *sp);
+            }
+        }
+    }
+    *g = GraphIr {
+        graph: kept,
+        spans,
+        edge_spans,
+    };
+    pruned
+}
+
+fn report_unused(session: &mut Session, g: &GraphIr) {
+    // A model node from which no loss or metric can be reached trains and
+    // reports nothing: in the base recipe, almost always a mistake (an
+    // ablation's leftovers are pruned with a note instead, in `check`).
+    for i in dead_nodes(g) {
         let mut d = Diagnostic::warning(
             "mer::unused-node",
             format!("model node `{}` feeds no loss or metric", g.graph[i].name),

@@ -131,9 +131,45 @@ pub fn check_loaded(
                 // references and cycles are independent mistakes and belong
                 // in the same pass.
                 let graph = graph::lower(session, catalog, &v.tree);
-                let (Some(recipe), Some(graph)) = (recipe, graph) else {
+                let (Some(recipe), Some(mut graph)) = (recipe, graph) else {
                     break 'variant;
                 };
+                // An ablation that swaps a branch leaves its nodes feeding
+                // nothing: they are pruned, with one note instead of a
+                // `~` line (and a warning) per node.
+                if v.ablation.is_some() {
+                    let pruned = graph::prune_dead(&mut graph);
+                    if !pruned.is_empty() {
+                        let spans: HashSet<Span> =
+                            pruned.iter().filter_map(|(_, sp)| *sp).collect();
+                        let mut i = start;
+                        while i < session.diags.len() {
+                            let d = &session.diags[i];
+                            if d.code == "mer::unused-node"
+                                && d.primary.as_ref().is_some_and(|p| spans.contains(&p.span))
+                            {
+                                session.diags.remove(i);
+                            } else {
+                                i += 1;
+                            }
+                        }
+                        let names: Vec<&str> = pruned.iter().map(|(n, _)| n.as_str()).collect();
+                        let mut d = diag::Diagnostic::note(
+                            "mer::pruned",
+                            format!(
+                                "{} model node(s) feed no loss or metric here and are left out: {}",
+                                names.len(),
+                                names.join(", ")
+                            ),
+                        );
+                        if let Some(sp) = pruned.iter().find_map(|(_, sp)| *sp) {
+                            d = d.at(sp, "from here on");
+                        }
+                        session.diags.push(d.help(
+                            "nothing to do: write `~NAME` in the ablation to say so explicitly",
+                        ));
+                    }
+                }
                 let shape_diags = catalog.check_shapes(&graph, &session.sources);
                 let shape_errors = shape_diags.iter().any(|d| d.is_error());
                 session.diags.extend(shape_diags);
