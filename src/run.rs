@@ -194,6 +194,14 @@ impl Drop for Bars {
 pub enum Mode {
     /// Train them here, one after another, then report (the default).
     Local,
+    /// Train them here as `jobs` processes at once (one fold each), then
+    /// merge: `--executor local --jobs N`.
+    Parallel {
+        jobs: usize,
+        /// Repeated after `run FILE` by every cell's process.
+        forward: Vec<String>,
+        recipe: PathBuf,
+    },
     /// Submit them as one Slurm array plus a merge job; return at once.
     Slurm {
         partition: Option<String>,
@@ -365,7 +373,29 @@ pub fn run(reg: &Registry, e: &CheckedExperiment, args: &RunArgs) -> ExitCode {
             };
             return submit(reg, e, &cells, &sopts);
         }
-        Mode::Merge { manifest } => return merge(reg, e, &cells, &opts, manifest.as_deref()),
+        Mode::Merge { manifest } => {
+            return merge(reg, e, &cells, &opts, manifest.as_deref(), "slurm")
+        }
+        Mode::Parallel {
+            jobs,
+            forward,
+            recipe,
+        } => {
+            let sopts = slurm::SubmitOptions {
+                store: opts.store.clone(),
+                exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("mer")),
+                recipe: recipe.clone(),
+                workdir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+                forward: forward.clone(),
+                partition: None,
+                parallelism: None,
+                sbatch_args: Vec::new(),
+                resume: args.resume,
+                restart: args.restart,
+                offline: args.offline,
+            };
+            return parallel(reg, e, &cells, &sopts, *jobs, &opts);
+        }
         Mode::Local | Mode::Task { .. } => {}
     }
     let done = match driver::run_experiment(reg, e, &cells, &opts, &CliSink) {
@@ -463,6 +493,44 @@ fn submit(
     }
 }
 
+/// `--executor local --jobs N`: every unfinished fold as its own process,
+/// N at once, then the merge.
+fn parallel(
+    reg: &Registry,
+    e: &CheckedExperiment,
+    cells: &[driver::Cell],
+    sopts: &slurm::SubmitOptions,
+    jobs: usize,
+    opts: &driver::DriverOptions,
+) -> ExitCode {
+    let t0 = Instant::now();
+    let done = match slurm::run_local(reg, e, cells, sopts, jobs, &CliSink) {
+        Ok(d) => d,
+        Err(slurm::SlurmError::Driver(err))
+            if matches!(*err, driver::DriverError::Preflight(_)) =>
+        {
+            eprintln!("error: {err}");
+            return ExitCode::from(2);
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    eprintln!(
+        "trained {} of {} folds in {jobs} processes at a time ({:.1} s; logs {}/local_<index>.out)",
+        done.indices.len(),
+        done.total,
+        t0.elapsed().as_secs_f64(),
+        done.logs.display()
+    );
+    if done.interrupted {
+        eprintln!("interrupted: every fold keeps its checkpoint; `mer run FILE --executor local --jobs {jobs} --resume` goes on");
+        return ExitCode::from(130);
+    }
+    merge(reg, e, cells, opts, Some(&done.manifest), "local")
+}
+
 /// `--merge`: the finished folds' metrics, the report and MLflow; every
 /// unfinished fold is listed with its log, and makes the exit code 1.
 fn merge(
@@ -471,6 +539,7 @@ fn merge(
     cells: &[driver::Cell],
     opts: &driver::DriverOptions,
     manifest: Option<&Path>,
+    executor: &str,
 ) -> ExitCode {
     let m = match slurm::merge(reg, e, cells, opts, manifest, &CliSink) {
         Ok(m) => m,
@@ -500,7 +569,7 @@ fn merge(
             e.name, c.variant, c.seed, c.fold, u.state
         );
     }
-    eprintln!("  resubmit them with `mer run FILE --executor slurm --resume`");
+    eprintln!("  run them again with `mer run FILE --executor {executor} --resume`");
     ExitCode::from(1)
 }
 

@@ -385,3 +385,44 @@ fn a_cancelled_task_reruns_alone_with_resume() {
     assert_same_results(&local, &cluster, "slow", 3);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--executor local --jobs 3`: the same manifest and cells as Slurm, each
+/// a `mer` process on this machine, then the merge in the calling process;
+/// byte-identical to the sequential run. Needs no Slurm.
+#[test]
+fn local_jobs_match_the_sequential_run() {
+    let dir = scratch("jobs");
+    let (seq, par) = (dir.join("seq"), dir.join("par"));
+    let l = mer(&seq, &["run", "tests/run/tiny6.mer"]);
+    assert!(l.status.success(), "{}", text(&l));
+    let t0 = Instant::now();
+    let args = [
+        "run",
+        "tests/run/tiny6.mer",
+        "--executor",
+        "local",
+        "--jobs",
+        "3",
+    ];
+    let p = mer(&par, &args);
+    let t = text(&p);
+    assert!(p.status.success(), "{t}");
+    assert!(t.contains("trained 12 of 12 folds in 3 processes"), "{t}");
+    eprintln!("12 cells in 3 processes: {:.1} s", t0.elapsed().as_secs_f64());
+    assert_same_results(&seq, &par, "tiny6", 14);
+    let e = exp_dir(&par, "tiny6");
+    assert!(e.join("report.md").is_file());
+    for i in 0..12 {
+        let log = e.join("slurm").join("logs").join(format!("local_{i}.out"));
+        let t = std::fs::read_to_string(&log).unwrap();
+        assert!(t.contains(" finished"), "{}:\n{t}", log.display());
+    }
+    // Nothing left to train: --resume only merges.
+    let mut again = args.to_vec();
+    again.push("--resume");
+    let p = mer(&par, &again);
+    assert!(p.status.success(), "{}", text(&p));
+    assert!(text(&p).contains("trained 0 of 12 folds"), "{}", text(&p));
+    assert_same_results(&seq, &par, "tiny6", 14);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -170,15 +170,28 @@ pub struct Submitted {
     pub logs: PathBuf,
 }
 
-/// Checks the recipe's paths, expands the plan into cells, writes the
-/// manifest and submits the array and its merge job; returns at once.
-pub fn submit(
+/// The manifest written and the cells still to train: what the Slurm and
+/// the local executor share.
+struct Prepared {
+    dir: PathBuf,
+    logs: PathBuf,
+    manifest_path: PathBuf,
+    manifest: Manifest,
+    /// Manifest indices of the chosen cells that are not finished.
+    todo: Vec<usize>,
+    /// The chosen cells in all.
+    total: usize,
+}
+
+/// Checks the recipe's paths, expands the plan into cells and writes the
+/// manifest (complete before any task starts: tasks read it first).
+fn prepare(
     reg: &Registry,
     exp: &CheckedExperiment,
     cells: &[Cell<'_>],
     opts: &SubmitOptions,
     sink: &dyn Sink,
-) -> Result<Submitted, SlurmError> {
+) -> Result<Prepared, SlurmError> {
     let variants: Vec<&CheckedVariant> = cells.iter().map(|c| c.variant).collect();
     driver::preflight_paths(reg, &variants, opts.offline, sink)
         .map_err(|m| SlurmError::from(DriverError::Preflight(m)))?;
@@ -244,18 +257,56 @@ pub fn submit(
     // Tasks read the manifest as soon as they start: it must be complete
     // before `sbatch`.
     store::write_json(&manifest_path, &manifest).map_err(io(&manifest_path))?;
+    Ok(Prepared {
+        dir,
+        logs,
+        manifest_path,
+        manifest,
+        todo,
+        total: chosen.len(),
+    })
+}
 
+/// The `mer run` command line every task and the merge start with: the
+/// recipe and the forwarded options.
+fn task_argv(opts: &SubmitOptions) -> Vec<String> {
+    let mut argv = vec!["run".to_string(), opts.recipe.display().to_string()];
+    argv.extend(opts.forward.iter().cloned());
+    argv
+}
+
+/// Seconds since the Unix epoch.
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Checks the recipe's paths, expands the plan into cells, writes the
+/// manifest and submits the array and its merge job; returns at once.
+pub fn submit(
+    reg: &Registry,
+    exp: &CheckedExperiment,
+    cells: &[Cell<'_>],
+    opts: &SubmitOptions,
+    sink: &dyn Sink,
+) -> Result<Submitted, SlurmError> {
+    let Prepared {
+        dir,
+        logs,
+        manifest_path,
+        mut manifest,
+        todo,
+        total,
+    } = prepare(reg, exp, cells, opts, sink)?;
     let task_script = dir.join("task.sh");
     let merge_script = dir.join("merge.sh");
     let manifest_arg = manifest_path.display().to_string();
     // `raw` is appended unquoted (the shell expands the task id).
     let script = |extra: &[&str], raw: &str| -> String {
-        let mut argv = vec![
-            opts.exe.display().to_string(),
-            "run".into(),
-            opts.recipe.display().to_string(),
-        ];
-        argv.extend(opts.forward.iter().cloned());
+        let mut argv = vec![opts.exe.display().to_string()];
+        argv.extend(task_argv(opts));
         argv.extend(extra.iter().map(|s| s.to_string()));
         let line: Vec<String> = argv.iter().map(|a| shell_quote(a)).collect();
         // `exec`: the batch shell becomes mer, so `--signal=B:USR1` reaches
@@ -324,10 +375,7 @@ pub fn submit(
         array_job: array_job.clone().unwrap_or_default(),
         merge_job: merge_job.clone(),
         indices: todo.clone(),
-        submitted: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+        submitted: now(),
     });
     store::write_json(&manifest_path, &manifest).map_err(io(&manifest_path))?;
     merge?;
@@ -335,7 +383,120 @@ pub fn submit(
         array_job,
         merge_job,
         indices: todo,
-        total: chosen.len(),
+        total,
+        manifest: manifest_path,
+        logs,
+    })
+}
+
+/// The array job name the local executor records in the manifest: its
+/// cells' logs are `logs/local_<index>.out`, and `mer status` asks no
+/// queue about it.
+pub const LOCAL_JOB: &str = "local";
+
+/// What [`run_local`] did.
+#[derive(Debug)]
+pub struct LocalRun {
+    /// The cells trained now, by manifest index.
+    pub indices: Vec<usize>,
+    /// The chosen cells in all.
+    pub total: usize,
+    /// Whether a cell stopped on Ctrl-C (checkpointed; `--resume` goes on).
+    pub interrupted: bool,
+    pub manifest: PathBuf,
+    pub logs: PathBuf,
+}
+
+/// `--executor local --jobs N`: the same cells, manifest and store as
+/// `--executor slurm`, each cell a `mer run … --cell-index I` process on
+/// this machine, at most `jobs` at once, each with its share of the cores
+/// (`RAYON_NUM_THREADS`, unless set). Returns when every process ended;
+/// the caller merges (report, MLflow, missing cells) as the Slurm merge
+/// job would.
+pub fn run_local(
+    reg: &Registry,
+    exp: &CheckedExperiment,
+    cells: &[Cell<'_>],
+    opts: &SubmitOptions,
+    jobs: usize,
+    sink: &dyn Sink,
+) -> Result<LocalRun, SlurmError> {
+    let Prepared {
+        dir: _,
+        logs,
+        manifest_path,
+        mut manifest,
+        todo,
+        total,
+    } = prepare(reg, exp, cells, opts, sink)?;
+    manifest.submissions.push(Submission {
+        array_job: LOCAL_JOB.into(),
+        merge_job: String::new(),
+        indices: todo.clone(),
+        submitted: now(),
+    });
+    store::write_json(&manifest_path, &manifest).map_err(io(&manifest_path))?;
+    let jobs = jobs.max(1);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = (cores / jobs).max(1).to_string();
+    let mut argv = task_argv(opts);
+    argv.extend(["--manifest".into(), manifest_path.display().to_string()]);
+    let mut queue: std::collections::VecDeque<usize> = todo.iter().copied().collect();
+    let mut running: Vec<(usize, std::process::Child)> = Vec::new();
+    let mut interrupted = false;
+    loop {
+        while running.len() < jobs {
+            let Some(i) = queue.pop_front() else { break };
+            let log = logs.join(format!("{LOCAL_JOB}_{i}.out"));
+            let out = std::fs::File::create(&log).map_err(io(&log))?;
+            let err = out.try_clone().map_err(io(&log))?;
+            let mut cmd = std::process::Command::new(&opts.exe);
+            cmd.args(&argv)
+                .args(["--cell-index", &i.to_string()])
+                .current_dir(&opts.workdir)
+                .stdin(std::process::Stdio::null())
+                .stdout(out)
+                .stderr(err);
+            if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+                cmd.env("RAYON_NUM_THREADS", &threads);
+            }
+            let child = cmd.spawn().map_err(|e| SlurmError::Command {
+                command: opts.exe.display().to_string(),
+                message: e.to_string(),
+            })?;
+            running.push((i, child));
+        }
+        if running.is_empty() {
+            break;
+        }
+        let mut k = 0;
+        while k < running.len() {
+            match running[k].1.try_wait() {
+                Ok(Some(status)) => {
+                    // 130, or killed by the signal: Ctrl-C (the terminal
+                    // sends it to every process of the group).
+                    interrupted |= matches!(status.code(), Some(130) | None);
+                    running.swap_remove(k);
+                }
+                Ok(None) => k += 1,
+                Err(e) => {
+                    return Err(SlurmError::Command {
+                        command: opts.exe.display().to_string(),
+                        message: e.to_string(),
+                    })
+                }
+            }
+        }
+        if interrupted {
+            // Start nothing new; let the running cells checkpoint.
+            queue.clear();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Ok(LocalRun {
+        indices: todo,
+        total,
+        interrupted,
         manifest: manifest_path,
         logs,
     })
@@ -695,7 +856,7 @@ fn queue_states(m: &Manifest) -> BTreeMap<String, String> {
         .submissions
         .iter()
         .map(|s| s.array_job.as_str())
-        .filter(|j| !j.is_empty())
+        .filter(|j| !j.is_empty() && *j != LOCAL_JOB)
         .collect();
     if jobs.is_empty() {
         return BTreeMap::new();
