@@ -469,7 +469,16 @@ fn submit(
                     s.total,
                     s.logs.display()
                 ),
-                None => outln!("all {} folds are finished; nothing to train", s.total),
+                None if s.in_queue.is_empty() => {
+                    outln!("all {} folds are finished; nothing to train", s.total)
+                }
+                None => outln!("no fold to submit"),
+            }
+            if let Some((i, state)) = s.in_queue.first() {
+                outln!(
+                    "{} folds are still in the queue (cell {i}: {state}) and were not submitted again",
+                    s.in_queue.len()
+                );
             }
             outln!(
                 "merge job {} (report, MLflow, missing folds: {}/merge_{}.out)",

@@ -335,6 +335,27 @@ fn a_cancelled_task_reruns_alone_with_resume() {
     );
     let (array, merge) = submitted(&o);
     let array = array.expect("an array job");
+    // Resubmitting while the tasks are queued or running submits none of
+    // them again (two tasks on one fold would train it twice).
+    let again = mer(
+        &cluster,
+        &[
+            "run",
+            recipe,
+            "--executor",
+            "slurm",
+            "--variant",
+            "base",
+            "--resume",
+        ],
+    );
+    let (none, _) = submitted(&again);
+    assert_eq!(none, None, "{}", text(&again));
+    assert!(
+        text(&again).contains("2 folds are still in the queue"),
+        "{}",
+        text(&again)
+    );
     // Cancel task 1 once it has checkpointed an epoch.
     let fold = exp_dir(&cluster, "slow").join("base/seed1/folds/fold2/status.json");
     let t0 = Instant::now();
@@ -408,7 +429,10 @@ fn local_jobs_match_the_sequential_run() {
     let t = text(&p);
     assert!(p.status.success(), "{t}");
     assert!(t.contains("trained 12 of 12 folds in 3 processes"), "{t}");
-    eprintln!("12 cells in 3 processes: {:.1} s", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "12 cells in 3 processes: {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
     assert_same_results(&seq, &par, "tiny6", 14);
     let e = exp_dir(&par, "tiny6");
     assert!(e.join("report.md").is_file());

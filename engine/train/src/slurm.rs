@@ -164,6 +164,9 @@ pub struct Submitted {
     pub merge_job: String,
     /// The cells submitted, by manifest index.
     pub indices: Vec<usize>,
+    /// Unfinished cells left alone because their task is still queued or
+    /// running (`squeue`'s state).
+    pub in_queue: Vec<(usize, String)>,
     /// The chosen cells in all.
     pub total: usize,
     pub manifest: PathBuf,
@@ -177,8 +180,12 @@ struct Prepared {
     logs: PathBuf,
     manifest_path: PathBuf,
     manifest: Manifest,
-    /// Manifest indices of the chosen cells that are not finished.
+    /// Manifest indices of the chosen cells that are not finished (and not
+    /// in the queue).
     todo: Vec<usize>,
+    /// Unfinished cells whose task is still queued or running, with
+    /// `squeue`'s state: not submitted again.
+    in_queue: Vec<(usize, String)>,
     /// The chosen cells in all.
     total: usize,
 }
@@ -254,6 +261,22 @@ fn prepare(
             todo.push(index);
         }
     }
+    // A cell whose task is still queued or running is left to it: a second
+    // task on the same fold would train it twice into one folder.
+    let queue = queue_states(&manifest);
+    let mut in_queue = Vec::new();
+    todo.retain(|&i| {
+        let state = manifest
+            .job_of(i)
+            .and_then(|s| queue.get(&format!("{}_{i}", s.array_job)));
+        match state {
+            Some(st) => {
+                in_queue.push((i, st.clone()));
+                false
+            }
+            None => true,
+        }
+    });
     // Tasks read the manifest as soon as they start: it must be complete
     // before `sbatch`.
     store::write_json(&manifest_path, &manifest).map_err(io(&manifest_path))?;
@@ -263,6 +286,7 @@ fn prepare(
         manifest_path,
         manifest,
         todo,
+        in_queue,
         total: chosen.len(),
     })
 }
@@ -298,6 +322,7 @@ pub fn submit(
         manifest_path,
         mut manifest,
         todo,
+        in_queue,
         total,
     } = prepare(reg, exp, cells, opts, sink)?;
     let task_script = dir.join("task.sh");
@@ -357,10 +382,17 @@ pub fn submit(
         format!("--job-name={name}-merge"),
         format!("--output={}", logs.join("merge_%j.out").display()),
     ];
-    if let Some(id) = &array_job {
-        // afterany: the merge runs however the tasks ended and reports the
-        // missing ones, instead of waiting forever on a failed afterok.
-        args.push(format!("--dependency=afterany:{id}"));
+    // afterany: the merge runs however the tasks ended and reports the
+    // missing ones, instead of waiting forever on a failed afterok. It also
+    // waits for the earlier arrays still holding cells of this recipe.
+    let mut after: BTreeSet<String> = in_queue
+        .iter()
+        .filter_map(|(i, _)| manifest.job_of(*i).map(|s| s.array_job.clone()))
+        .collect();
+    after.extend(array_job.iter().cloned());
+    if !after.is_empty() {
+        let ids: Vec<String> = after.into_iter().collect();
+        args.push(format!("--dependency=afterany:{}", ids.join(":")));
     }
     if let Some(p) = &opts.partition {
         args.push(format!("--partition={p}"));
@@ -383,6 +415,7 @@ pub fn submit(
         array_job,
         merge_job,
         indices: todo,
+        in_queue,
         total,
         manifest: manifest_path,
         logs,
@@ -427,8 +460,15 @@ pub fn run_local(
         manifest_path,
         mut manifest,
         todo,
+        in_queue,
         total,
     } = prepare(reg, exp, cells, opts, sink)?;
+    if let Some((i, state)) = in_queue.first() {
+        return Err(SlurmError::Existing(format!(
+            "{} cells of this recipe are still in the Slurm queue (cell {i}: {state}); wait for them or `scancel` them first",
+            in_queue.len()
+        )));
+    }
     manifest.submissions.push(Submission {
         array_job: LOCAL_JOB.into(),
         merge_job: String::new(),
