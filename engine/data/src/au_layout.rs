@@ -465,19 +465,23 @@ pub struct AuDataset {
 
 impl AuDataset {
     pub fn new(corpus: AuCorpus, p: &BTreeMap<String, Value>) -> Result<Self, BuildError> {
+        // Tests and `mer data synth` build loaders without a recipe: the
+        // schema's defaults fill what they leave out (the runner's maps
+        // are complete already).
+        let p = &super::with_defaults(corpus.kind(), p);
         let root = match p.get("root") {
             Some(Value::Str(s)) if !s.is_empty() => PathBuf::from(s),
             _ => return Err(BuildError(format!("`{}` needs `root`", corpus.kind()))),
         };
-        let aus: Vec<u32> = super::ints(p, "aus")
+        let aus: Vec<u32> = super::ints(p, "aus")?
             .into_iter()
             .map(|a| a.max(0) as u32)
             .collect();
         let o = Options {
             aus: &aus,
-            threshold: super::float(p, "intensity_threshold", 2.0),
-            frames: super::text(p, "frames", corpus.default_frames()),
-            stride: super::int(p, "stride", 1).max(1) as usize,
+            threshold: super::float(p, "intensity_threshold")?,
+            frames: super::text(p, "frames")?,
+            stride: super::count(p, "stride")?,
         };
         let s = match corpus {
             AuCorpus::Disfa => scan_disfa(&root, &o),
@@ -506,7 +510,7 @@ impl AuDataset {
             records: s.records,
             notes: s.notes,
             aus,
-            size: super::size(p, [224, 224])?,
+            size: super::size(p)?,
         })
     }
 }

@@ -971,13 +971,17 @@ type Tracked = BTreeMap<usize, Vec<[f32; 2]>>;
 
 impl DferDataset {
     pub fn new(corpus: Corpus, p: &BTreeMap<String, Value>) -> Result<Self, BuildError> {
+        // Tests and `mer data synth` build loaders without a recipe: the
+        // schema's defaults fill what they leave out (the runner's maps
+        // are complete already).
+        let p = &super::with_defaults(corpus.kind(), p);
         let root = match p.get("root") {
             Some(Value::Str(s)) if !s.is_empty() => PathBuf::from(s),
             _ => return Err(BuildError(format!("`{}` needs `root`", corpus.kind()))),
         };
-        let set = super::text(p, "classes", "").to_string();
-        let landmarks = super::text(p, "landmarks", "openface") == "openface";
-        let crop = super::text(p, "crop", "none") == "face";
+        let set = super::text(p, "classes")?.to_string();
+        let landmarks = super::text(p, "landmarks")? == "openface";
+        let crop = super::text(p, "crop")? == "face";
         if crop && !landmarks {
             return Err(BuildError(format!(
                 "`{}`: crop = \"face\" crops to the OpenFace landmarks' box, so it needs landmarks = \"openface\"",
@@ -1006,7 +1010,7 @@ impl DferDataset {
                 root.display()
             )));
         }
-        let size = super::size(p, [224, 224])?;
+        let size = super::size(p)?;
         let subjects: BTreeSet<&String> = s.records.iter().map(|r| &r.subject).collect();
         let subjects: Vec<&String> = subjects.into_iter().collect();
         let subject_ids = s
@@ -1021,11 +1025,11 @@ impl DferDataset {
             classes: corpus.classes(&set),
             records: s.records,
             notes: s.notes,
-            frames: super::int(p, "frames", 16).max(1) as usize,
+            frames: super::count(p, "frames")?,
             size,
-            color: !matches!(p.get("color"), Some(Value::Bool(false))),
+            color: super::flag(p, "color")?,
             sampling,
-            rate: super::int(p, "sampling_rate", 1).max(1) as usize,
+            rate: super::count(p, "sampling_rate")?,
             landmarks,
             crop,
         })
@@ -1343,7 +1347,7 @@ pub fn write_layout(
     let synth = Synth::new(super::synth::Flavor::Dfer, &params).map_err(|e| e.0)?;
     let [h, w] = synth.size_hw();
     let n = frames_per_clip.max(2);
-    let subjects = super::int(p, "subjects", 1).max(1) as usize;
+    let subjects = super::count(p, "subjects").map_err(|e| e.0)?;
     let mut per_subject: BTreeMap<usize, usize> = BTreeMap::new();
     let mut written = 0;
     // The official lists the two list-driven corpora need.

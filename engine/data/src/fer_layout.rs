@@ -355,14 +355,14 @@ impl StillDataset {
                 label.display()
             )));
         }
-        let size = super::size(p, [100, 100])?;
+        let size = super::size(p)?;
         Ok(StillDataset {
             kind,
             classes,
             records: s.records,
             notes: s.notes,
             size,
-            augment: !matches!(p.get("augment"), Some(Value::Bool(false))),
+            augment: super::flag(p, "augment")?,
             label,
         })
     }
@@ -375,6 +375,10 @@ impl StillDataset {
     }
 
     pub fn rafdb(p: &BTreeMap<String, Value>) -> Result<Self, BuildError> {
+        // Tests and `mer data synth` build loaders without a recipe: the
+        // schema's defaults fill what they leave out (the runner's maps
+        // are complete already).
+        let p = &super::with_defaults("fer.rafdb", p);
         let root = Self::root(p, "fer.rafdb")?;
         let s = scan_rafdb(&root);
         Self::from_scan(
@@ -388,8 +392,12 @@ impl StillDataset {
     }
 
     pub fn affectnet(p: &BTreeMap<String, Value>) -> Result<Self, BuildError> {
+        // Tests and `mer data synth` build loaders without a recipe: the
+        // schema's defaults fill what they leave out (the runner's maps
+        // are complete already).
+        let p = &super::with_defaults("fer.affectnet", p);
         let root = Self::root(p, "fer.affectnet")?;
-        let set = super::text(p, "classes", "7class");
+        let set = super::text(p, "classes")?;
         let s = scan_affectnet(&root, set);
         let classes = if set == "8class" {
             AFFECTNET_CLASSES
@@ -601,7 +609,7 @@ pub fn write_affectnet(p: &BTreeMap<String, Value>, root: &Path) -> Result<usize
         ),
     );
     let synth = Synth::new(super::synth::Flavor::Dfer, &params).map_err(|e| e.0)?;
-    let subjects = super::int(p, "subjects", 1).max(1) as usize;
+    let subjects = super::count(p, "subjects").map_err(|e| e.0)?;
     let train_subjects = ((subjects * 4) / 5).max(1);
     let [h, w] = synth.size_hw();
     let header = "subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,arousal\n";
@@ -659,7 +667,7 @@ pub fn write_rafdb(p: &BTreeMap<String, Value>, root: &Path) -> Result<usize, St
         ),
     );
     let synth = Synth::new(super::synth::Flavor::Dfer, &params).map_err(|e| e.0)?;
-    let subjects = super::int(p, "subjects", 1).max(1) as usize;
+    let subjects = super::count(p, "subjects").map_err(|e| e.0)?;
     let train_subjects = ((subjects * 4) / 5).max(1);
     let dir = root.join(ALIGNED);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;

@@ -28,57 +28,96 @@ pub fn kinds() -> Vec<mer_registry::Kind> {
     v
 }
 
-/// An integer parameter, or `default` (the schema has already checked
-/// types, so anything else means "absent").
-pub(crate) fn int(p: &BTreeMap<String, Value>, k: &str, default: i64) -> i64 {
+// Parameter reads. Factories get their parameters after the schema's
+// defaults (the schema is the one place defaults live), so a missing
+// parameter is a caller's bug, named here, never filled in silently.
+
+fn missing(k: &str, what: &str) -> BuildError {
+    BuildError(format!("missing {what} parameter `{k}`"))
+}
+
+/// An integer parameter.
+pub(crate) fn int(p: &BTreeMap<String, Value>, k: &str) -> Result<i64, BuildError> {
     match p.get(k) {
-        Some(Value::Int(i)) => *i,
-        _ => default,
+        Some(Value::Int(i)) => Ok(*i),
+        _ => Err(missing(k, "an integer")),
     }
 }
 
-/// A real parameter, or `default`.
-pub(crate) fn float(p: &BTreeMap<String, Value>, k: &str, default: f64) -> f64 {
-    p.get(k).and_then(Value::as_f64).unwrap_or(default)
+/// A count parameter (an integer of at least 1).
+pub(crate) fn count(p: &BTreeMap<String, Value>, k: &str) -> Result<usize, BuildError> {
+    let i = int(p, k)?;
+    usize::try_from(i)
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| BuildError(format!("`{k}` must be at least 1, not {i}")))
 }
 
-/// A string parameter, or `default`.
-pub(crate) fn text<'a>(p: &'a BTreeMap<String, Value>, k: &str, default: &'a str) -> &'a str {
+/// A real parameter (an integer is read as one).
+pub(crate) fn float(p: &BTreeMap<String, Value>, k: &str) -> Result<f64, BuildError> {
+    p.get(k)
+        .and_then(Value::as_f64)
+        .ok_or_else(|| missing(k, "a number"))
+}
+
+/// A string parameter.
+pub(crate) fn text<'a>(p: &'a BTreeMap<String, Value>, k: &str) -> Result<&'a str, BuildError> {
     match p.get(k) {
-        Some(Value::Str(s)) => s,
-        _ => default,
+        Some(Value::Str(s)) => Ok(s),
+        _ => Err(missing(k, "a string")),
     }
 }
 
-/// The integers of a list parameter (empty when absent).
-pub(crate) fn ints(p: &BTreeMap<String, Value>, k: &str) -> Vec<i64> {
+/// A boolean parameter.
+pub(crate) fn flag(p: &BTreeMap<String, Value>, k: &str) -> Result<bool, BuildError> {
+    match p.get(k) {
+        Some(Value::Bool(b)) => Ok(*b),
+        _ => Err(missing(k, "a boolean")),
+    }
+}
+
+/// The integers of a list parameter.
+pub(crate) fn ints(p: &BTreeMap<String, Value>, k: &str) -> Result<Vec<i64>, BuildError> {
     match p.get(k) {
         Some(Value::List(l)) => l
             .iter()
-            .filter_map(|v| match v {
-                Value::Int(i) => Some(*i),
-                _ => None,
+            .map(|v| match v {
+                Value::Int(i) => Ok(*i),
+                other => Err(BuildError(format!("`{k}` holds {other}, not an integer"))),
             })
             .collect(),
-        _ => vec![],
+        _ => Err(missing(k, "a list")),
     }
 }
 
-/// The `size` parameter as `[H, W]` (`[S]` means square), or `default`.
-pub(crate) fn size(
-    p: &BTreeMap<String, Value>,
-    default: [usize; 2],
-) -> Result<[usize; 2], BuildError> {
-    if !p.contains_key("size") {
-        return Ok(default);
-    }
-    match ints(p, "size")[..] {
+/// The `size` parameter as `[H, W]` (`[S]` means square).
+pub(crate) fn size(p: &BTreeMap<String, Value>) -> Result<[usize; 2], BuildError> {
+    match ints(p, "size")?[..] {
         [h, w] if h > 0 && w > 0 => Ok([h as usize, w as usize]),
         [s] if s > 0 => Ok([s as usize, s as usize]),
         _ => Err(BuildError(
             "`size` must be [H, W] with positive sides".into(),
         )),
     }
+}
+
+/// `given` over the schema defaults of dataset kind `kind`: what a factory
+/// receives from a recipe, for callers that build a dataset without one
+/// (`mer data synth`, tests). Unknown kinds get `given` alone.
+pub fn with_defaults(kind: &str, given: &BTreeMap<String, Value>) -> BTreeMap<String, Value> {
+    let mut p: BTreeMap<String, Value> = kinds()
+        .into_iter()
+        .find(|k| k.schema.name == kind)
+        .map(|k| {
+            k.schema
+                .params
+                .into_iter()
+                .filter_map(|s| s.default.map(|d| (s.name, d)))
+                .collect()
+        })
+        .unwrap_or_default();
+    p.extend(given.iter().map(|(k, v)| (k.clone(), v.clone())));
+    p
 }
 
 /// A data problem at `file` (and its 1-based `row`, where there is one).

@@ -963,6 +963,10 @@ pub struct MeDataset {
 
 impl MeDataset {
     pub fn new(layout: &'static Layout, p: &BTreeMap<String, Value>) -> Result<Self, BuildError> {
+        // Tests and `mer data synth` build loaders without a recipe: the
+        // schema's defaults fill what they leave out (the runner's maps
+        // are complete already).
+        let p = &super::with_defaults(layout.dataset, p);
         let root = match p.get("root") {
             Some(Value::Str(s)) => PathBuf::from(s),
             _ => {
@@ -972,12 +976,10 @@ impl MeDataset {
                 )))
             }
         };
-        let cropped = !matches!(p.get("cropped"), Some(Value::Bool(false)));
+        // SMIC's kind has no `cropped` (no cropped release to choose).
+        let cropped = !p.contains_key("cropped") || super::flag(p, "cropped")?;
         let mut s = scan(layout, &root, cropped);
-        let set = match p.get("classes") {
-            Some(Value::Str(c)) => c.clone(),
-            _ => "5class".into(),
-        };
+        let set = super::text(p, "classes")?.to_string();
         let table = (layout.class_sets)(&set);
         let mut excluded = BTreeMap::new();
         // A problem in a row whose emotion the class set leaves out does
@@ -1031,46 +1033,24 @@ impl MeDataset {
                 None => *excluded.entry(r.emotion.clone()).or_insert(0) += 1,
             }
         }
-        let size = match p.get("size") {
-            Some(Value::List(l)) => l
-                .iter()
-                .filter_map(|v| {
-                    if let Value::Int(i) = v {
-                        Some(*i as usize)
-                    } else {
-                        None
-                    }
-                })
-                .collect::<Vec<_>>(),
-            _ => vec![64, 64],
-        };
+        let size = super::size(p)?;
         Ok(MeDataset {
             layout,
             records,
             corrections,
             classes: table.iter().map(|(n, _)| *n).collect(),
             excluded,
-            targets: match p.get("aus") {
-                Some(Value::List(l)) => l
-                    .iter()
-                    .filter_map(|v| {
-                        if let Value::Int(i) = v {
-                            Some(*i)
-                        } else {
-                            None
-                        }
-                    })
-                    .collect(),
-                _ => vec![1, 2, 4, 7, 12, 14, 15, 17],
+            // SMIC's kind has no `aus`: it codes no AUs.
+            targets: if p.contains_key("aus") {
+                super::ints(p, "aus")?
+            } else {
+                Vec::new()
             },
-            frames: super::int(p, "frames", 6).max(1) as usize,
-            size: [
-                size.first().copied().unwrap_or(64).max(1),
-                size.get(1).copied().unwrap_or(64).max(1),
-            ],
-            color: matches!(p.get("color"), Some(Value::Bool(true))),
+            frames: super::count(p, "frames")?,
+            size,
+            color: super::flag(p, "color")?,
             sampling: Sampling::from_params(p, layout.dataset)?,
-            flow: !matches!(p.get("flow"), Some(Value::Bool(false))),
+            flow: super::flag(p, "flow")?,
             flows: Mutex::new(HashMap::new()),
         })
     }

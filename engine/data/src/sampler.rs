@@ -78,13 +78,12 @@ impl Sampling {
         Sampling::ALL.into_iter().find(|m| m.name() == s)
     }
 
-    /// `sampling` from a dataset's parameters. Absent means `uniform` (the
-    /// schema's default, for callers that build a loader without the
-    /// schema); a value the schema does not list is refused, never read as
-    /// `uniform`.
+    /// `sampling` from a dataset's parameters (after the schema's
+    /// defaults); a value the schema does not list is refused, never read
+    /// as `uniform`.
     pub fn from_params(p: &BTreeMap<String, Value>, kind: &str) -> Result<Sampling, BuildError> {
         match p.get("sampling") {
-            None => Ok(Sampling::Uniform),
+            None => Err(BuildError(format!("`{kind}`: missing parameter `sampling`"))),
             Some(Value::Str(s)) => Sampling::parse(s).ok_or_else(|| {
                 let names: Vec<&str> = Sampling::ALL.iter().map(|m| m.name()).collect();
                 BuildError(format!(
@@ -370,9 +369,8 @@ mod tests {
         let p = BTreeMap::from([("sampling".to_string(), Value::Str("random".into()))]);
         let e = Sampling::from_params(&p, "me.casme2").unwrap_err();
         assert!(e.0.contains("noisy_uniform"), "{}", e.0);
-        assert_eq!(
-            Sampling::from_params(&BTreeMap::new(), "x").unwrap(),
-            Sampling::Uniform
-        );
+        // The schema's default is filled before; absent is an error here.
+        let e = Sampling::from_params(&BTreeMap::new(), "x").unwrap_err();
+        assert!(e.0.contains("missing parameter `sampling`"), "{}", e.0);
     }
 }

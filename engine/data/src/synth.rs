@@ -9,7 +9,7 @@
 
 use super::face::{self, Identity, Landmarks};
 use super::sampler::{self, ClipFrames, Sampling};
-use super::{float, int, ints};
+use super::{count, flag, float, int, ints, text};
 use crate::ports::{clip, dfer_data, me_data, with_five_points, ME5};
 use mer_registry::candle::{Device, Tensor};
 use mer_registry::{Batch, BuildError, DataError, Dataset, SampleMeta, SeededRng, Value};
@@ -256,20 +256,25 @@ impl Synth {
     /// Builds the generator from a `synth.me` / `synth.dfer` parameter map
     /// (defaults already filled by the schema).
     pub fn new(flavor: Flavor, p: &BTreeMap<String, Value>) -> Result<Self, BuildError> {
-        let seed = int(p, "seed", 0).max(0) as u64;
-        let subjects = int(p, "subjects", 12).max(1) as usize;
-        let per = int(p, "clips_per_subject", 10).max(1) as usize;
-        let size = super::size(p, [64, 64])?;
+        let kind = match flavor {
+            Flavor::Me => "synth.me",
+            Flavor::Dfer => "synth.dfer",
+        };
+        // Tests and the layout writers build the generator without a recipe: the
+        // schema's defaults fill what they leave out (the runner's maps
+        // are complete already).
+        let p = &super::with_defaults(kind, p);
+        let seed = int(p, "seed")?.max(0) as u64;
+        let subjects = count(p, "subjects")?;
+        let per = count(p, "clips_per_subject")?;
+        let size = super::size(p)?;
         if size[0] * size[1] > 1 << 20 {
             return Err(BuildError(format!(
                 "`size` {size:?} is larger than the generator renders (at most 2^20 pixels)"
             )));
         }
         let classes = match flavor {
-            Flavor::Me => me_classes(match p.get("classes") {
-                Some(Value::Str(s)) => s,
-                _ => "5class",
-            }),
+            Flavor::Me => me_classes(text(p, "classes")?),
             Flavor::Dfer => match p.get("class_names") {
                 Some(Value::List(l)) => {
                     let names: Vec<&str> = l
@@ -283,16 +288,13 @@ impl Synth {
                         BuildError(format!("the generator has no class among {names:?}"))
                     })?
                 }
-                _ => dfer_classes(int(p, "classes", 7).max(2) as usize),
+                _ => dfer_classes(int(p, "classes")?.max(2) as usize),
             },
         };
-        let intensity = float(p, "intensity", 0.15) as f32;
+        let intensity = float(p, "intensity")? as f32;
         let total_w: f32 = classes.iter().map(|c| c.weight).sum();
         let mut rng = SeededRng::derive(seed, "synth/identities");
-        let photo = match p.get("face") {
-            Some(Value::Str(f)) if f == "astronaut" => Some(face::astronaut()),
-            _ => None,
-        };
+        let photo = (text(p, "face")? == "astronaut").then(face::astronaut);
         let identities: Vec<Identity> = (0..subjects)
             .map(|_| {
                 let mut id = identity(&mut rng);
@@ -357,19 +359,17 @@ impl Synth {
         Ok(Synth {
             flavor,
             seed,
-            frames: int(p, "frames", 8).max(1) as usize,
+            frames: count(p, "frames")?,
             size,
-            color: matches!(p.get("color"), Some(Value::Bool(true))),
-            sampling: Sampling::from_params(
-                p,
-                match flavor {
-                    Flavor::Me => "synth.me",
-                    Flavor::Dfer => "synth.dfer",
-                },
-            )?,
+            color: flag(p, "color")?,
+            sampling: Sampling::from_params(p, kind)?,
             clip_frames: CLIP_FRAMES,
-            noise: float(p, "noise", 0.02) as f32,
-            targets: ints(p, "aus"),
+            noise: float(p, "noise")? as f32,
+            targets: match flavor {
+                Flavor::Me => ints(p, "aus")?,
+                // synth.dfer has no AU targets.
+                Flavor::Dfer => Vec::new(),
+            },
             class_names: classes.iter().map(|c| c.name).collect(),
             identities,
             photo,

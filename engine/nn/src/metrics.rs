@@ -7,7 +7,7 @@
 //! silently: the `how` text lists them and says what the mean covers.
 
 use mer_registry::candle::{DType, Result as CResult, Tensor};
-use mer_registry::{BuildError, Metric, MetricValue, Value};
+use mer_registry::{BuildError, Metric, MetricValue, Params, Value};
 use mer_registry::{Kind, KindBuilder, Role};
 use mer_store::notes::{class_floor, floor_words, COLLAPSED, FLOOR, ONE_CLASS};
 use std::collections::BTreeMap;
@@ -851,15 +851,13 @@ pub fn per_class(p: &BTreeMap<String, Value>) -> Result<Box<dyn Metric>, BuildEr
     Ok(class_metric(ClassStat::PerClass, p))
 }
 pub fn f1(p: &BTreeMap<String, Value>) -> Result<Box<dyn Metric>, BuildError> {
-    let s = |k: &str, d: &str| match p.get(k) {
-        Some(Value::Str(s)) => s.clone(),
-        _ => d.to_string(),
-    };
+    // After the schema's defaults: nothing is defaulted again here.
+    let q = Params::new("metric.f1", p);
     Ok(Box::new(MultiLabelF1 {
         labels: Labels::from(p),
-        macro2: s("average", "binary") == "macro2",
-        threshold: p.get("threshold").and_then(Value::as_f64).unwrap_or(0.5),
-        from: match s("threshold_from", "fixed").as_str() {
+        macro2: q.str("average")? == "macro2",
+        threshold: q.float("threshold")?,
+        from: match q.str("threshold_from")? {
             "test_tuned" => ThresholdFrom::TestTuned,
             "inner_val" => ThresholdFrom::InnerVal,
             _ => ThresholdFrom::Fixed,

@@ -5,19 +5,21 @@
 //! calls [`mer_registry::contracts::verify_folds`] on every result before
 //! training.
 
-use mer_registry::{BuildError, Fold, Protocol, SampleMeta, SeededRng, Value};
+use mer_registry::{BuildError, Fold, Params, Protocol, SampleMeta, SeededRng, Value};
 use mer_registry::{FoldRule, Kind, KindBuilder, ParamType, Role};
 use std::collections::{BTreeMap, BTreeSet};
 
-fn str_param(p: &BTreeMap<String, Value>, k: &str, d: &str) -> String {
-    match p.get(k) {
-        Some(Value::Str(s)) => s.clone(),
-        _ => d.to_string(),
-    }
+// Factories get their parameters after the schema's defaults: a missing
+// one is an error naming it, never a second default here.
+
+fn group(p: &BTreeMap<String, Value>, kind: &str) -> Result<String, BuildError> {
+    Params::new(kind, p).str("group").map(str::to_string)
 }
 
-fn names(p: &BTreeMap<String, Value>, k: &str) -> Vec<String> {
-    p.get(k).and_then(Value::as_strings).unwrap_or_default()
+fn names(p: &BTreeMap<String, Value>, kind: &str, k: &str) -> Result<Vec<String>, BuildError> {
+    p.get(k)
+        .and_then(Value::as_strings)
+        .ok_or_else(|| BuildError(format!("`{kind}` needs `{k}`: a list of data node names")))
 }
 
 /// The value of column `col` for a sample: `subject` is the index's group;
@@ -296,7 +298,7 @@ impl Protocol for CrossDataset {
 
 pub fn loso(p: &BTreeMap<String, Value>) -> Result<Box<dyn Protocol>, BuildError> {
     Ok(Box::new(Loso {
-        col: str_param(p, "group", "subject"),
+        col: group(p, "protocol.loso")?,
     }))
 }
 pub fn kfold(p: &BTreeMap<String, Value>) -> Result<Box<dyn Protocol>, BuildError> {
@@ -305,8 +307,8 @@ pub fn kfold(p: &BTreeMap<String, Value>) -> Result<Box<dyn Protocol>, BuildErro
             Some(Value::Int(k)) if *k >= 2 => *k as usize,
             _ => return Err(BuildError("`k` must be an integer ≥ 2".into())),
         },
-        col: str_param(p, "group", "subject"),
-        official: !matches!(p.get("official"), Some(Value::Bool(false))),
+        col: group(p, "protocol.kfold")?,
+        official: Params::new("protocol.kfold", p).bool("official")?,
     }))
 }
 pub fn official(_: &BTreeMap<String, Value>) -> Result<Box<dyn Protocol>, BuildError> {
@@ -314,17 +316,14 @@ pub fn official(_: &BTreeMap<String, Value>) -> Result<Box<dyn Protocol>, BuildE
 }
 pub fn holdout(p: &BTreeMap<String, Value>) -> Result<Box<dyn Protocol>, BuildError> {
     Ok(Box::new(Holdout {
-        fraction: p
-            .get("test_fraction")
-            .and_then(Value::as_f64)
-            .unwrap_or(0.2),
-        col: str_param(p, "group", "subject"),
+        fraction: Params::new("protocol.holdout", p).float("test_fraction")?,
+        col: group(p, "protocol.holdout")?,
     }))
 }
 pub fn cross_dataset(p: &BTreeMap<String, Value>) -> Result<Box<dyn Protocol>, BuildError> {
     Ok(Box::new(CrossDataset {
-        train: names(p, "train"),
-        test: names(p, "test"),
+        train: names(p, "protocol.cross_dataset", "train")?,
+        test: names(p, "protocol.cross_dataset", "test")?,
     }))
 }
 pub fn lodo(_: &BTreeMap<String, Value>) -> Result<Box<dyn Protocol>, BuildError> {

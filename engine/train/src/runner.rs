@@ -397,31 +397,29 @@ struct TrainCfg {
     normalize: Vec<String>,
 }
 
-fn train_cfg(config: &BTreeMap<String, Value>) -> TrainCfg {
+/// The `train` block, typed. The checker filled its defaults from
+/// `train_schema` (the one place they live): a missing key is an error.
+fn train_cfg(config: &BTreeMap<String, Value>) -> Result<TrainCfg, RunError> {
     let t = match config.get("train") {
-        Some(Value::Map(m)) => m.clone(),
-        _ => BTreeMap::new(),
+        Some(Value::Map(m)) => m,
+        _ => return Err(RunError::Setup("the recipe has no `train` block".into())),
     };
-    let int = |k: &str, d: i64| match t.get(k) {
-        Some(Value::Int(i)) => (*i).max(1) as usize,
-        _ => d as usize,
-    };
-    TrainCfg {
-        epochs: int("epochs", 1),
-        batch: int("batch", 16),
-        select: match t.get("select") {
-            Some(Value::Str(s)) => s.clone(),
-            _ => "last".into(),
-        },
-        val_fraction: t.get("val_fraction").and_then(Value::as_f64).unwrap_or(0.2),
-        eval_every: int("eval_every", 1),
-        accumulate: int("accumulate", 1),
-        clip: t.get("clip_grad_norm").and_then(Value::as_f64),
+    let q = mer_registry::Params::new("train", t);
+    let setup = |e: mer_registry::BuildError| RunError::Setup(e.0);
+    let count = |k: &str| q.usize(k).map(|n| n.max(1)).map_err(setup);
+    Ok(TrainCfg {
+        epochs: count("epochs")?,
+        batch: count("batch")?,
+        select: q.str("select").map_err(setup)?.to_string(),
+        val_fraction: q.float("val_fraction").map_err(setup)?,
+        eval_every: count("eval_every")?,
+        accumulate: count("accumulate")?,
+        clip: q.opt_float("clip_grad_norm").map_err(setup)?,
         normalize: t
             .get("normalize")
             .and_then(Value::as_strings)
-            .unwrap_or_default(),
-    }
+            .ok_or_else(|| RunError::Setup("`train.normalize` must be a list of port names".into()))?,
+    })
 }
 
 fn call(config: &BTreeMap<String, Value>, key: &str) -> Option<(String, BTreeMap<String, Value>)> {
@@ -573,7 +571,7 @@ pub fn run_variant(
     progress: &dyn Progress,
 ) -> Result<VariantResult, RunError> {
     let config = &v.recipe.config;
-    let cfg = train_cfg(config);
+    let cfg = train_cfg(config)?;
     let dir = variant_dir(&opts.root, exp, &v.variant.name, seed);
     if opts.restart && dir.exists() {
         std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
