@@ -10,6 +10,8 @@
 //! - [`exec`], [`optim`], [`runner`], [`driver`], [`slurm`] (`mer-train`):
 //!   training and the experiment driver, and the builtin registry.
 
+#![warn(missing_docs)]
+
 pub use mer_data as data;
 pub use mer_nn::{checkpoint, layers as nn, llm, loss, metrics, protocols};
 pub use mer_report as report;

@@ -14,7 +14,11 @@ use std::collections::BTreeMap;
 /// Training or evaluation: dropout and batch norm behave differently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
+    /// Training: dropout draws its masks from the step's RNG, and batch norm
+    /// normalises with batch statistics and updates its running ones.
     Train,
+    /// Evaluation and inference: dropout is the identity and batch norm uses its
+    /// running statistics, so outputs depend on the inputs alone.
     Eval,
 }
 
@@ -76,7 +80,9 @@ impl From<candle_core::Error> for BuildError {
 /// How a new parameter is initialised.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Init {
+    /// Every entry 0 (the usual choice for biases).
     Zeros,
+    /// Every entry 1 (the usual choice for normalisation scales).
     Ones,
     /// Uniform in `[-bound, bound]`.
     Uniform(f32),
@@ -84,6 +90,8 @@ pub enum Init {
     Normal(f32),
     /// PyTorch's default for linear/conv weights: U(±1/√fan_in).
     KaimingUniform {
+        /// Number of inputs feeding each output unit (`in_features`, or input
+        /// channels times kernel area for a convolution); 0 is treated as 1.
         fan_in: usize,
     },
 }
@@ -210,6 +218,9 @@ pub struct BuildCtx<'a> {
     pub params: &'a BTreeMap<String, Value>,
     /// Checked types of the inputs, in slot order.
     pub inputs: &'a [TensorType],
+    /// The run's parameter store. Prefer [`BuildCtx::param`] and
+    /// [`BuildCtx::param_from`], which prefix names with the node; every tensor
+    /// created here is seeded by its name, trained and saved with the run.
     pub vars: &'a mut ParamStore,
 }
 

@@ -22,6 +22,8 @@ use std::path::Path;
 /// reports need. `id` is stable across runs (file path or clip name).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SampleMeta {
+    /// Stable identifier of the sample (file path or clip name); metrics and
+    /// reports key predictions by it.
     pub id: String,
     /// The dataset node it came from (folds are keyed by (dataset, group)).
     pub dataset: String,
@@ -34,7 +36,11 @@ pub struct SampleMeta {
 /// A batch of loaded samples: one tensor per output port of the dataset.
 #[derive(Debug, Clone)]
 pub struct Batch {
+    /// Sample ids ([`SampleMeta::id`]) in the order of the requested positions;
+    /// row `i` of every port tensor belongs to `ids[i]`.
     pub ids: Vec<String>,
+    /// One tensor per output port of the dataset, keyed by port name, with the
+    /// batch as the first dimension.
     pub ports: BTreeMap<String, Tensor>,
 }
 
@@ -43,8 +49,13 @@ pub struct Batch {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{file}{}: {message}", row.map(|r| format!(":{r}")).unwrap_or_default())]
 pub struct DataError {
+    /// The file the problem was found in, as shown to the user (a placeholder
+    /// such as `<synth>` for generated data).
     pub file: String,
+    /// The row within `file` (a 1-based line number for text and CSV files,
+    /// header included); `None` when the problem concerns the file as a whole.
     pub row: Option<usize>,
+    /// What is wrong, in words; shown after `file:row`.
     pub message: String,
 }
 
@@ -118,7 +129,10 @@ pub type WriteLayoutFn = fn(kind: &str, out: &Path, req: &LayoutRequest) -> Resu
 pub struct Fold {
     /// Stable name, e.g. `sub07` for LOSO.
     pub name: String,
+    /// Positions into the index that the fold trains on.
     pub train: Vec<usize>,
+    /// Positions into the index that the fold is tested on; they must share
+    /// no sample and no (dataset, group) with `train` ([`verify_folds`]).
     pub test: Vec<usize>,
 }
 
@@ -176,6 +190,8 @@ pub struct MetricValue {
     pub pooled: f64,
     /// Mean over folds, and how many folds had the needed classes.
     pub per_fold_mean: f64,
+    /// How many folds entered `per_fold_mean`: those whose entry in `per_fold`
+    /// is not `None`.
     pub folds_counted: usize,
     /// Each fold's value by fold name; `None` where the fold lacked what
     /// the metric needs (the `how` text says why).

@@ -17,6 +17,8 @@ use std::collections::BTreeMap;
 /// The result for one parameter or input.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Checked {
+    /// The parameter's full name (`node.<param>`; the kind is built as node
+    /// `node`), or `input N` for the N-th differentiable input, counted from 1.
     pub name: String,
     /// Entries compared.
     pub entries: usize,
@@ -29,8 +31,12 @@ pub struct Checked {
 /// What [`gradcheck`] found.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GradReport {
+    /// The dims of each output the component returned, in port order.
     pub output_dims: Vec<Vec<usize>>,
+    /// One entry per trainable parameter, then one per differentiable
+    /// (`Features`) input.
     pub checked: Vec<Checked>,
+    /// The largest `max_error` that [`GradReport::ok`] accepts (5e-3).
     pub tolerance: f64,
 }
 

@@ -164,6 +164,59 @@ pub fn dropout(
     x.broadcast_mul(&mask)
 }
 
+/// `x · w` for a frozen `w` (a `[in, out]` tensor that is never an optimiser
+/// variable: a pretrained base weight under LoRA, an LLM's projections and
+/// head): the same numbers as `x.broadcast_matmul(w)`, and the same
+/// gradient for `x`, but no gradient for `w`. candle's matmul backward
+/// computes both operands' gradients, so a frozen weight would cost a full
+/// weight-gradient GEMM and a weight-sized buffer on every step, for
+/// nothing. On CUDA, or when nothing upstream of `x` needs a gradient, it is
+/// the plain matmul.
+pub fn frozen_matmul(x: &Tensor, w: &Tensor) -> CResult<Tensor> {
+    if !x.track_op() || !x.device().is_cpu() || w.rank() != 2 {
+        return x.broadcast_matmul(w);
+    }
+    let y = x.detach().broadcast_matmul(w)?;
+    if !y.is_contiguous() || y.layout().start_offset() != 0 {
+        return x.broadcast_matmul(w);
+    }
+    x.apply_op2(&y, FrozenMatmul { w: w.clone() })
+}
+
+/// Ties the product computed without a graph (`y`) to `x` for the backward
+/// pass: forward hands `y` on, backward gives `x` its gradient only.
+struct FrozenMatmul {
+    w: Tensor,
+}
+
+impl candle_core::CustomOp2 for FrozenMatmul {
+    fn name(&self) -> &'static str {
+        "frozen-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _x: &candle_core::CpuStorage,
+        _lx: &candle_core::Layout,
+        y: &candle_core::CpuStorage,
+        ly: &candle_core::Layout,
+    ) -> CResult<(candle_core::CpuStorage, candle_core::Shape)> {
+        // `y` is a fresh contiguous product from offset 0 (checked by
+        // `frozen_matmul`): its storage is exactly the result.
+        Ok((y.clone(), ly.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        _y: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> CResult<(Option<Tensor>, Option<Tensor>)> {
+        Ok((Some(grad.broadcast_matmul(&self.w.t()?)?), None))
+    }
+}
+
 /// Softmax over the last dimension from primitives. The max is detached:
 /// it only stabilises the exponent and cancels in the result.
 pub fn softmax(x: &Tensor) -> CResult<Tensor> {
@@ -306,6 +359,51 @@ pub fn sinusoid_positions(n: usize, d: usize, device: &candle_core::Device) -> C
 
 #[cfg(test)]
 mod tests {
+    use candle_core::Var;
+
+    /// The frozen matmul gives the plain one's output and input gradient,
+    /// and no weight gradient.
+    #[test]
+    fn frozen_matmul_matches_the_plain_one_without_a_weight_gradient() {
+        let dev = candle_core::Device::Cpu;
+        let mut rng = SeededRng::new(3);
+        let x = Var::from_tensor(&rng.normal_tensor(&[2, 3, 5], &dev).unwrap()).unwrap();
+        let w = rng.normal_tensor(&[5, 4], &dev).unwrap();
+        let g = rng.normal_tensor(&[2, 3, 4], &dev).unwrap();
+        let plain = x.as_tensor().broadcast_matmul(&w).unwrap();
+        let frozen = frozen_matmul(x.as_tensor(), &w).unwrap();
+        let diff = |a: &Tensor, b: &Tensor| -> f32 {
+            (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar()
+                .unwrap()
+        };
+        assert_eq!(diff(&plain, &frozen), 0.0);
+        let gp = (plain * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        let gf = (frozen * &g)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let (ap, af) = (
+            gp.get(x.as_tensor()).unwrap(),
+            gf.get(x.as_tensor()).unwrap(),
+        );
+        assert!(diff(ap, af) < 1e-6, "{}", diff(ap, af));
+        assert!(gp.get(&w).is_some(), "candle's matmul computes it");
+        assert!(gf.get(&w).is_none(), "the frozen one does not");
+        // Nothing to differentiate: the plain op, no custom node.
+        let c = frozen_matmul(&x.as_tensor().detach(), &w).unwrap();
+        assert_eq!(diff(&c, &frozen_matmul(x.as_tensor(), &w).unwrap()), 0.0);
+    }
+
     use super::*;
     use crate::component::ParamStore;
     use candle_core::{DType, Device};

@@ -35,6 +35,8 @@
 //! Components are built by a kind's [`Factory`] ([`component`]); shapes are
 //! inferred by its [`ShapeFn`] ([`shape`]).
 
+#![warn(missing_docs)]
+
 pub use mer_dsl::schema::{
     Catalog, FoldRule, InputSpec, KindSchema, Namespace, ParamSpec, ParamType, PortCondition,
     PortSpec, Role,
@@ -91,7 +93,12 @@ pub enum RegistryError {
     BadName(String),
     /// A plugin tried to register a kind outside its own namespace.
     #[error("plugin `{plugin}` may only register kinds under `{plugin}.`, not `{kind}`")]
-    ForeignNamespace { plugin: String, kind: String },
+    ForeignNamespace {
+        /// The plugin's namespace.
+        plugin: String,
+        /// The kind it tried to register.
+        kind: String,
+    },
     /// A plugin's namespace collides with a builtin one.
     #[error("plugin `{0}` would shadow the builtin namespace of the same name")]
     BuiltinNamespace(String),
@@ -113,6 +120,8 @@ pub enum RegistryError {
 pub struct PluginInfo {
     /// The namespace the plugin owns (its `use` name).
     pub name: String,
+    /// The plugin crate's version as it declares it (`CARGO_PKG_VERSION` under
+    /// [`export_plugin!`]); shown to users, never compared when loading.
     pub version: String,
 }
 
@@ -253,7 +262,12 @@ pub enum ExampleInput {
     /// Random normal floats; differentiated and checked.
     Features(Vec<usize>),
     /// Class indices in `0..classes` (i64); fixed, not differentiated.
-    ClassIndex { dims: Vec<usize>, classes: usize },
+    ClassIndex {
+        /// The tensor's dimensions.
+        dims: Vec<usize>,
+        /// Indices are drawn from `0..classes`.
+        classes: usize,
+    },
     /// Random 0/1 targets (f32); fixed, not differentiated.
     Binary(Vec<usize>),
 }

@@ -23,73 +23,153 @@ static LOADED: Mutex<Vec<libloading::Library>> = Mutex::new(Vec::new());
 /// Why a plugin was not loaded.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PluginError {
+    /// No folder of the search path holds the plugin's library.
     #[error("plugin `{name}` not found; searched {searched}; found: {found}")]
     NotFound {
+        /// The plugin name, as in `use NAME`.
         name: String,
+        /// The folders searched, in order, comma-separated.
         searched: String,
+        /// The plugin names available in those folders, comma-separated, or `none`.
         found: String,
     },
+    /// The library at `path` could not be opened (missing, truncated, not a
+    /// shared library, or refused by the dynamic loader); `reason` says why.
     #[error("cannot load `{path}`: {reason}")]
-    Open { path: String, reason: String },
+    Open {
+        /// The library file.
+        path: String,
+        /// The dynamic loader's message.
+        reason: String,
+    },
+    /// The dynamic loader found Rust symbols that this SDK no longer has: the
+    /// plugin was built against another build of the SDK and must be rebuilt.
     #[error("`{path}` was built against another build of the mer SDK ({reason}); {rebuild}")]
     Stale {
+        /// The library file, as shown in messages.
         path: String,
+        /// The dynamic loader's message, naming the undefined Rust symbol.
         reason: String,
+        /// How to rebuild the plugin: with the whole workspace, on the same
+        /// toolchain, lockfile and profile as mer.
         rebuild: String,
     },
+    /// The library at `path` exports no `MER_PLUGIN` symbol: it was not
+    /// declared with [`export_plugin!`](crate::export_plugin).
     #[error("`{path}` is not a mer plugin: it exports no `MER_PLUGIN` declaration")]
-    NotAPlugin { path: String },
+    NotAPlugin {
+        /// The library file.
+        path: String,
+    },
+    /// The `MER_PLUGIN` symbol does not start with
+    /// [`MAGIC`](crate::plugin::MAGIC), so it is not a mer plugin header.
     #[error("`{path}` is not a mer plugin: bad magic {found:?} (expected {expected:?})")]
     BadMagic {
+        /// The library file, as shown in messages.
         path: String,
+        /// The first eight bytes of the symbol, decoded lossily as UTF-8.
         found: String,
+        /// [`MAGIC`](crate::plugin::MAGIC) as text.
         expected: String,
     },
+    /// The plugin declares another plugin ABI version than this build's
+    /// [`ABI_VERSION`](crate::plugin::ABI_VERSION).
     #[error("`{path}` was built for plugin ABI {plugin}, this mer speaks ABI {host}; {rebuild}")]
     Abi {
+        /// The library file, as shown in messages.
         path: String,
+        /// The ABI version the plugin declares.
         plugin: u32,
+        /// This build's ABI version.
         host: u32,
+        /// How to rebuild the plugin: with the whole workspace, on the same
+        /// toolchain, lockfile and profile as mer.
         rebuild: String,
     },
+    /// The plugin's header differs in size from this build's
+    /// [`PluginHeader`](crate::plugin::PluginHeader), so its layout differs too.
     #[error("`{path}` declares a {plugin}-byte header, this mer expects {host} bytes; {rebuild}")]
     HeaderSize {
+        /// The library file, as shown in messages.
         path: String,
+        /// The header size the plugin declares, in bytes.
         plugin: u32,
+        /// This build's header size, in bytes.
         host: u32,
+        /// How to rebuild the plugin: with the whole workspace, on the same
+        /// toolchain, lockfile and profile as mer.
         rebuild: String,
     },
+    /// The plugin was built by another Rust compiler; Rust has no stable ABI,
+    /// so its types may be laid out differently.
     #[error("`{path}` was built by {plugin}, this mer by {host}; {rebuild}")]
     Rustc {
+        /// The library file, as shown in messages.
         path: String,
+        /// `rustc -V` of the compiler that built the plugin.
         plugin: String,
+        /// `rustc -V` of the compiler that built this mer.
         host: String,
+        /// How to rebuild the plugin: with the whole workspace, on the same
+        /// toolchain, lockfile and profile as mer.
         rebuild: String,
     },
+    /// The plugin was built against another version of the SDK crate.
     #[error("`{path}` was built against SDK {plugin}, this mer has SDK {host}; {rebuild}")]
     SdkVersion {
+        /// The library file, as shown in messages.
         path: String,
+        /// The SDK version the plugin was built against.
         plugin: String,
+        /// This mer's SDK version.
         host: String,
+        /// How to rebuild the plugin: with the whole workspace, on the same
+        /// toolchain, lockfile and profile as mer.
         rebuild: String,
     },
+    /// The plugin was built against another build of the same SDK version
+    /// (sources, lockfile, features, profile or target differ), so layouts may differ.
     #[error("`{path}` was built against SDK build {plugin}, this mer is SDK build {host} (different SDK sources, lockfile, features, profile or target); {rebuild}")]
     BuildId {
+        /// The library file, as shown in messages.
         path: String,
+        /// The SDK build id compiled into the plugin.
         plugin: String,
+        /// This mer's SDK build id.
         host: String,
+        /// How to rebuild the plugin: with the whole workspace, on the same
+        /// toolchain, lockfile and profile as mer.
         rebuild: String,
     },
+    /// The library declares another plugin name than the one it was loaded as.
     #[error("`{path}` declares plugin `{declared}`, but was loaded as `{wanted}`")]
     Name {
+        /// The library file, as shown in messages.
         path: String,
+        /// The name in the library's header (the namespace it would register).
         declared: String,
+        /// The name it was loaded as, e.g. from `use NAME`.
         wanted: String,
     },
+    /// Plugin `name`'s `register` function reported a failure, panicked or
+    /// returned non-zero; `message` says which and why.
     #[error("plugin `{name}` failed to register: {message}")]
-    Register { name: String, message: String },
+    Register {
+        /// The plugin's namespace.
+        name: String,
+        /// What its registration function reported.
+        message: String,
+    },
+    /// The registry refused what plugin `name` registered (a kind outside its
+    /// namespace, a duplicate or malformed name, a namespace that shadows a
+    /// builtin one, or a factory that does not fit the role); `source` says which.
     #[error("plugin `{name}`: {source}")]
-    Kinds { name: String, source: RegistryError },
+    Kinds {
+        /// The plugin's namespace.
+        name: String,
+        /// Why the registry refused a kind.
+        source: RegistryError,
+    },
 }
 
 /// The rebuild command a refusal names. The whole workspace, not `-p

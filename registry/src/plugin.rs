@@ -48,12 +48,22 @@ pub const SDK_BUILD_ID_C: &CStr = SDK_BUILD_ID_CSTR;
 /// layout may change with `abi_version`.
 #[repr(C)]
 pub struct PluginHeader {
+    /// Always [`MAGIC`]; the host reads it first and refuses the symbol if it
+    /// differs, before reading anything else.
     pub magic: [u8; 8],
+    /// The [`ABI_VERSION`] the plugin was built with; it must equal the host's
+    /// before the rest of the header is trusted.
     pub abi_version: u32,
     /// `size_of::<PluginHeader>()` as the plugin saw it.
     pub header_size: u32,
+    /// NUL-terminated `rustc -V` of the compiler that built the plugin
+    /// ([`RUSTC_VERSION_C`]); must equal the host's.
     pub rustc: *const c_char,
+    /// NUL-terminated SDK crate version the plugin was built against
+    /// ([`SDK_VERSION_C`]); must equal the host's.
     pub sdk_version: *const c_char,
+    /// NUL-terminated SDK build id ([`SDK_BUILD_ID_C`]), a hash of the SDK
+    /// sources, lockfile, features, profile and target; must equal the host's.
     pub build_id: *const c_char,
     /// The namespace the plugin owns (its `use` name).
     pub name: *const c_char,

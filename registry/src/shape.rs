@@ -68,7 +68,9 @@ impl fmt::Display for Dim {
 /// Element type of a port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DType {
+    /// 32-bit floats: features, images, scores and multi-label targets.
     F32,
+    /// 64-bit integers, such as class indices.
     I64,
     /// Generated or tokenised text, not a numeric tensor.
     Text,
@@ -94,7 +96,10 @@ pub enum Semantic {
     /// Multi-label 0/1 targets `[B, K]` (AUs).
     MultiLabel,
     /// Class indices `[B]`, with the number of classes when known.
-    ClassIndex { classes: Option<usize> },
+    ClassIndex {
+        /// How many classes, when the data says.
+        classes: Option<usize>,
+    },
     /// Group ids (subjects) used by protocols.
     GroupId,
     /// A scalar (losses).
@@ -124,8 +129,12 @@ impl Semantic {
 /// The checked type of a port.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TensorType {
+    /// The dimensions, batch first where the port has one; each a known size
+    /// or a symbol.
     pub dims: Vec<Dim>,
+    /// The element type the port carries at run time.
     pub dtype: DType,
+    /// What the values mean; losses and metrics check their targets by it.
     pub semantic: Semantic,
 }
 
@@ -181,7 +190,10 @@ impl fmt::Display for TensorType {
 /// Everything a shape function may look at.
 #[derive(Debug)]
 pub struct ShapeCtx<'a> {
+    /// The node's kind (`nn.linear`), for messages.
     pub kind: &'a str,
+    /// The node's parameters after defaults; read them with the typed getters
+    /// such as [`ShapeCtx::int`].
     pub params: &'a BTreeMap<String, Value>,
     /// Input types in slot order (a variadic slot contributes each input).
     pub inputs: &'a [TensorType],
@@ -262,9 +274,12 @@ impl ShapeCtx<'_> {
 /// Why a kind cannot accept its inputs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ShapeError {
+    /// What is wrong, in words; the headline of the `mer check` diagnostic.
     pub message: String,
     /// The input to point at, when one is to blame.
     pub input: Option<usize>,
+    /// An optional hint on how to fix the recipe, shown as the diagnostic's
+    /// help.
     pub help: Option<String>,
 }
 

@@ -9,6 +9,7 @@
 /// One coded action unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct AuCode {
+    /// The FACS action-unit number, e.g. 12 for AU12 (lip corner puller).
     pub au: u32,
     /// `L`, `R` or `B` when the coder marked a side.
     pub side: Option<char>,

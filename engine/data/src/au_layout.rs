@@ -53,11 +53,17 @@ const BP4D_PARTS: [&[&str]; 3] = [
 /// Which corpus.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum AuCorpus {
+    /// DISFA: per-AU intensity files (0–5), thresholded into occurrence; kind
+    /// `au.disfa`.
     Disfa,
+    /// BP4D: per-sequence occurrence tables (0, 1 or 9 for unknown); kind
+    /// `au.bp4d`.
     Bp4d,
 }
 
 impl AuCorpus {
+    /// The corpus behind a dataset kind name (`au.disfa`, `au.bp4d`); `None`
+    /// for any other kind.
     pub fn from_kind(kind: &str) -> Option<AuCorpus> {
         match kind {
             "au.disfa" => Some(AuCorpus::Disfa),
@@ -66,6 +72,8 @@ impl AuCorpus {
         }
     }
 
+    /// The dataset kind name recipes use for this corpus, the inverse of
+    /// [`AuCorpus::from_kind`].
     pub fn kind(self) -> &'static str {
         match self {
             AuCorpus::Disfa => "au.disfa",
@@ -100,19 +108,33 @@ impl AuCorpus {
 /// One labelled frame.
 #[derive(Debug, Clone)]
 pub struct FrameRecord {
+    /// Sample id: `<subject>/<frame>` for DISFA, `<subject>/<task>/<frame>` for
+    /// BP4D, with the frame number as labelled.
     pub id: String,
+    /// Subject code (`SN001`, `F001`), the group that subject-exclusive splits
+    /// keep together.
     pub subject: String,
+    /// The extracted frame image, resolved from the `frames` pattern; checked
+    /// to exist during the scan.
     pub image: PathBuf,
     /// 0/1 per requested AU.
     pub aus: Vec<f32>,
+    /// The ME-GraphAU fold (1–3) whose test part holds this subject, kept as
+    /// the `fold` label.
     pub fold: i64,
 }
 
 /// What reading a corpus found.
 #[derive(Debug, Default)]
 pub struct Scan {
+    /// Frames kept: labelled, with every requested AU known, and with an image
+    /// on disk.
     pub records: Vec<FrameRecord>,
+    /// Counted exclusions (such as BP4D frames with a requested AU coded 9),
+    /// shown in reports.
     pub notes: Vec<String>,
+    /// Defects found, each naming its file and line; any one of them makes the
+    /// loader refuse the corpus.
     pub problems: Vec<DataError>,
 }
 
@@ -157,9 +179,16 @@ fn missing_frames(missing: &[PathBuf], total: usize, how: String) -> Option<Data
 
 /// Options shared by both corpora.
 pub struct Options<'a> {
+    /// The requested AU numbers, in the order of the `aus` label columns.
     pub aus: &'a [u32],
+    /// DISFA intensity (0–5) at or above which an AU counts as present; BP4D
+    /// codes occurrence directly and ignores it.
     pub threshold: f64,
+    /// Where extracted frame images are, relative to the root, with
+    /// `{subject}`, `{task}`, `{frame}` and `{index}` placeholders.
     pub frames: &'a str,
+    /// Keep every `stride`-th labelled frame of a sequence (0 is read as 1), to
+    /// thin out near-duplicate neighbouring frames.
     pub stride: usize,
 }
 
@@ -464,6 +493,9 @@ pub struct AuDataset {
 }
 
 impl AuDataset {
+    /// Builds the loader from a dataset node's parameters (schema defaults fill
+    /// the gaps): scans `root`, refusing on any problem or when no labelled
+    /// frame is found.
     pub fn new(corpus: AuCorpus, p: &BTreeMap<String, Value>) -> Result<Self, BuildError> {
         // Tests and `mer data synth` build loaders without a recipe: the
         // schema's defaults fill what they leave out (the runner's maps

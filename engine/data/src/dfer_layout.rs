@@ -38,10 +38,16 @@ use std::sync::{Arc, Mutex};
 pub struct ClipRecord {
     /// Path of the frame folder relative to the root (the sample id).
     pub id: String,
+    /// The actor the clip shows (the group for subject-exclusive splits); for
+    /// DFEW and FERV39k, which have no subject ids, the clip's own name.
     pub subject: String,
     /// Index into the loader's class list.
     pub class: usize,
+    /// The clip's frame images, sorted by the number in their names; from the
+    /// extracted folder or the decoded-video cache.
     pub frames: Vec<PathBuf>,
+    /// The OpenFace CSV beside the frame folder (`<clip>.csv`); `None` when the
+    /// loader runs with `landmarks = "none"`.
     pub landmarks: Option<PathBuf>,
     /// Official fold number, where the corpus has one.
     pub fold: Option<i64>,
@@ -73,19 +79,31 @@ impl Found {
 /// What reading a corpus folder found.
 #[derive(Debug, Default)]
 pub struct Scan {
+    /// Clips kept, sorted by id.
     pub records: Vec<ClipRecord>,
     /// Counted exclusions and conventions applied (shown in reports).
     pub notes: Vec<String>,
+    /// Defects found, each naming its file; any one of them makes the loader
+    /// refuse the corpus.
     pub problems: Vec<DataError>,
 }
 
 /// Which corpus, and its label set.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Corpus {
+    /// RAVDESS (kind `dfer.ravdess`): speech clips of 24 actors, 8 emotions.
     Ravdess,
+    /// CREMA-D (kind `dfer.crema_d`): 91 actors, 6 emotions, MAE-DFER's five
+    /// actor folds.
     CremaD,
+    /// MEAD (kind `dfer.mead`): frontal-camera clips, 8 emotions at several
+    /// intensity levels.
     Mead,
+    /// DFEW (kind `dfer.dfew`): in-the-wild clips, 7 classes, five official
+    /// folds, no subject ids.
     Dfew,
+    /// FERV39k (kind `dfer.ferv39k`): in-the-wild clips by scene, 7 classes,
+    /// official train/test split, no subject ids.
     Ferv39k,
 }
 
@@ -137,6 +155,8 @@ impl Corpus {
         }
     }
 
+    /// The corpus behind a dataset kind name (`dfer.ravdess`, …); `None` for
+    /// any other kind.
     pub fn from_kind(kind: &str) -> Option<Corpus> {
         match kind {
             "dfer.ravdess" => Some(Corpus::Ravdess),
@@ -148,6 +168,8 @@ impl Corpus {
         }
     }
 
+    /// The dataset kind name recipes use for this corpus, the inverse of
+    /// [`Corpus::from_kind`].
     pub fn kind(self) -> &'static str {
         match self {
             Corpus::Ravdess => "dfer.ravdess",
@@ -970,6 +992,10 @@ pub struct DferDataset {
 type Tracked = BTreeMap<usize, Vec<[f32; 2]>>;
 
 impl DferDataset {
+    /// Builds the loader from a dataset node's parameters (schema defaults fill
+    /// the gaps): scans `root` and refuses inconsistent options (a face crop
+    /// without landmarks, onset sampling), any scan problem, or an empty
+    /// corpus.
     pub fn new(corpus: Corpus, p: &BTreeMap<String, Value>) -> Result<Self, BuildError> {
         // Tests and `mer data synth` build loaders without a recipe: the
         // schema's defaults fill what they leave out (the runner's maps

@@ -275,8 +275,11 @@ pub fn render(id: &Identity, lm: &Landmarks, h: usize, w: usize, color: bool) ->
 /// A photographed face whose features sit on the template landmarks
 /// (`assets/astronaut_face.png`, see its ATTRIBUTION.md): RGB in [0, 1].
 pub struct Photo {
+    /// Width in pixels.
     pub w: usize,
+    /// Height in pixels.
     pub h: usize,
+    /// Pixels in row-major order (`y * w + x`), each channel in [0, 1].
     pub rgb: Vec<[f32; 3]>,
 }
 

@@ -54,8 +54,13 @@ pub struct Still {
     pub row: usize,
     /// `train_00001`.
     pub stem: String,
+    /// The official split, `train` or `test` (AffectNet's validation list is
+    /// its test split), given as the `split` label.
     pub split: &'static str,
+    /// Index into the corpus's class list (RAF-DB: code − 1; AffectNet: the
+    /// code itself).
     pub class: usize,
+    /// The image file, checked to exist during the scan.
     pub image: PathBuf,
     /// The annotated face box `[x, y, w, h]` in pixels, cropped before
     /// anything else; `None` for pre-aligned faces.
@@ -65,9 +70,12 @@ pub struct Still {
 /// What reading the folder found.
 #[derive(Debug, Default)]
 pub struct Scan {
+    /// Images kept, in label-file order.
     pub records: Vec<Still>,
     /// Counted exclusions (shown in reports).
     pub notes: Vec<String>,
+    /// Defects found, each naming its file and line; any one of them makes the
+    /// loader refuse the corpus.
     pub problems: Vec<DataError>,
 }
 
@@ -374,6 +382,8 @@ impl StillDataset {
         }
     }
 
+    /// Builds the `fer.rafdb` loader from its parameters (schema defaults fill
+    /// the gaps), refusing on any scan problem or an empty label list.
     pub fn rafdb(p: &BTreeMap<String, Value>) -> Result<Self, BuildError> {
         // Tests and `mer data synth` build loaders without a recipe: the
         // schema's defaults fill what they leave out (the runner's maps
@@ -391,6 +401,8 @@ impl StillDataset {
         )
     }
 
+    /// Builds the `fer.affectnet` loader from its parameters: the 7- or 8-class
+    /// set per `classes`, refusing on any scan problem or an empty list.
     pub fn affectnet(p: &BTreeMap<String, Value>) -> Result<Self, BuildError> {
         // Tests and `mer data synth` build loaders without a recipe: the
         // schema's defaults fill what they leave out (the runner's maps

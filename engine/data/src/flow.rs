@@ -14,12 +14,17 @@
 /// A grayscale image, row-major, intensities in [0, 1].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Gray {
+    /// Width in pixels.
     pub w: usize,
+    /// Height in pixels.
     pub h: usize,
+    /// Intensities in row-major order (`y * w + x`), `w * h` of them.
     pub px: Vec<f32>,
 }
 
 impl Gray {
+    /// Wraps row-major pixels; `px` must hold `w * h` values (checked in debug
+    /// builds only).
     pub fn new(w: usize, h: usize, px: Vec<f32>) -> Self {
         debug_assert_eq!(px.len(), w * h);
         Gray { w, h, px }
@@ -113,10 +118,15 @@ pub struct TvL1 {
     pub theta: f32,
     /// Dual step τ (≤ 0.25 for convergence).
     pub tau: f32,
+    /// Pyramid levels, the input size included, each coarser one half the
+    /// size; fewer are built once a level is under 8 pixels wide or high.
     pub scales: usize,
+    /// Times the data term is re-linearised around the current flow at each
+    /// scale.
     pub warps: usize,
     /// Stop a warp's iterations when the mean squared update is below ε².
     pub epsilon: f32,
+    /// Upper bound on primal–dual iterations per warp when ε is not reached.
     pub max_iterations: usize,
 }
 
@@ -137,9 +147,15 @@ impl Default for TvL1 {
 /// A dense flow field.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Flow {
+    /// Width in pixels, that of the input frames.
     pub w: usize,
+    /// Height in pixels, that of the input frames.
     pub h: usize,
+    /// Horizontal displacement in pixels, row-major (`y * w + x`); positive is
+    /// rightward.
     pub u: Vec<f32>,
+    /// Vertical displacement in pixels, row-major (`y * w + x`); positive is
+    /// downward.
     pub v: Vec<f32>,
 }
 
@@ -406,6 +422,8 @@ pub mod reference {
             + 0.1 * (0.57 * x + 0.05 * y * y / 10.0).sin()
     }
 
+    /// A `w`×`h` pair `(I0, I1)` of [`texture`] where `I1` is `I0` moved by
+    /// `motion(x, y) = (u, v)` in pixels, so `I1(x + u) ≈ I0(x)`.
     pub fn field(w: usize, h: usize, motion: impl Fn(f32, f32) -> (f32, f32)) -> (Gray, Gray) {
         let i0: Vec<f32> = (0..h)
             .flat_map(|y| (0..w).map(move |x| texture(x as f32, y as f32)))

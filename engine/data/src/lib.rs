@@ -2,6 +2,8 @@
 //! animated by FACS action units), loaders for the real corpora in their
 //! distributed layouts, the one clip sampler, optical flow and video decoding.
 
+#![warn(missing_docs)]
+
 pub mod au;
 pub mod au_layout;
 pub mod dfer_layout;

@@ -43,6 +43,8 @@ pub type ClassSet = Vec<(&'static str, &'static [&'static str])>;
 pub struct Layout {
     /// The kind name, e.g. `me.casme2`.
     pub dataset: &'static str,
+    /// The label workbook, relative to the dataset root; for SMIC, which has
+    /// none, its `HS` clip folder.
     pub label_file: &'static str,
     /// Free-text rows before the header row.
     pub header_row: usize,
@@ -58,7 +60,11 @@ pub struct Layout {
     pub frame_name: fn(&str, u32, bool) -> String,
     /// Documented fixes by 0-based data row, applied only to defective cells.
     pub apex_fixes: &'static [(usize, u32)],
+    /// Documented offset-frame fixes by 0-based data row, applied only to rows
+    /// whose frames are unsound.
     pub offset_fixes: &'static [(usize, u32)],
+    /// Replacement AU cells by 0-based data row, applied only where the
+    /// original cell does not parse.
     pub au_fixes: &'static [(usize, &'static str)],
     /// Class sets: `(set, [(class, emotions in the file, lower case)])`.
     pub class_sets: fn(&str) -> ClassSet,
@@ -536,12 +542,24 @@ pub const CASME2_APEX_FIXES: &[(usize, u32)] = &[
 pub struct Record {
     /// Spreadsheet row (1-based, as a spreadsheet shows it).
     pub row: usize,
+    /// Subject folder name (`sub01`, `006`, `spNO.1`), as
+    /// [`Layout::subject_dir`] makes it.
     pub subject: String,
+    /// The clip's Filename cell (`EP02_01f`); CAS(ME)^3 clips sharing a video
+    /// get a number appended (`a2`).
     pub filename: String,
+    /// Onset frame number, absolute as the label file gives it.
     pub onset: u32,
+    /// Apex frame number, absolute; SMIC annotates none, so its apex is the
+    /// middle frame.
     pub apex: u32,
+    /// Offset frame number, absolute and inclusive.
     pub offset: u32,
+    /// Coded AU numbers, sides and intensities dropped; empty where the corpus
+    /// codes none (SMIC).
     pub aus: Vec<u32>,
+    /// The emotion as the label file writes it, lower case; the class set maps
+    /// it to a class.
     pub emotion: String,
     /// Frame files, onset..=offset.
     pub frames: Vec<PathBuf>,
@@ -551,8 +569,13 @@ pub struct Record {
 /// and every problem found (each names the file and row).
 #[derive(Debug, Default)]
 pub struct Scan {
+    /// Clips whose rows parsed and whose frames all exist.
     pub records: Vec<Record>,
+    /// Label fixes and conventions applied, one line each, shown in reports and
+    /// `mer data verify`.
     pub corrections: Vec<String>,
+    /// Defects found, each naming the file and row; the loader refuses on those
+    /// in clips its class set reads.
     pub problems: Vec<DataError>,
     /// Each label-file data row's emotion (lower case), so a loader can
     /// tell a problem in a clip its class set leaves out from one in a
@@ -962,6 +985,9 @@ pub struct MeDataset {
 }
 
 impl MeDataset {
+    /// Builds the loader for `layout` from a dataset node's parameters (schema
+    /// defaults fill the gaps); problems in clips the class set leaves out are
+    /// counted, not fatal.
     pub fn new(layout: &'static Layout, p: &BTreeMap<String, Value>) -> Result<Self, BuildError> {
         // Tests and `mer data synth` build loaders without a recipe: the
         // schema's defaults fill what they leave out (the runner's maps

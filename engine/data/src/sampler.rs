@@ -48,9 +48,14 @@ use std::collections::BTreeMap;
 /// The `sampling` parameter of clip datasets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sampling {
+    /// `uniform`: evenly spaced over the whole clip, both ends included.
     Uniform,
+    /// `noisy_uniform`: `uniform` jittered by the training RNG; plain `uniform`
+    /// without one.
     NoisyUniform,
+    /// `onset_apex`: evenly spaced from the onset to the apex frame.
     OnsetApex,
+    /// `onset_apex_offset`: evenly spaced from the onset to the offset frame.
     OnsetApexOffset,
 }
 
@@ -83,7 +88,9 @@ impl Sampling {
     /// as `uniform`.
     pub fn from_params(p: &BTreeMap<String, Value>, kind: &str) -> Result<Sampling, BuildError> {
         match p.get("sampling") {
-            None => Err(BuildError(format!("`{kind}`: missing parameter `sampling`"))),
+            None => Err(BuildError(format!(
+                "`{kind}`: missing parameter `sampling`"
+            ))),
             Some(Value::Str(s)) => Sampling::parse(s).ok_or_else(|| {
                 let names: Vec<&str> = Sampling::ALL.iter().map(|m| m.name()).collect();
                 BuildError(format!(
@@ -107,10 +114,14 @@ impl Sampling {
 /// and where the expression starts, peaks and ends among them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClipFrames {
+    /// Number of frames in the clip; indices run `0..len`.
     pub len: usize,
+    /// Index of the expression's onset frame (0 for DFER videos and ME clips
+    /// cut at onset).
     pub onset: usize,
     /// `None` where the corpus annotates no apex.
     pub apex: Option<usize>,
+    /// Index of the expression's offset frame, inclusive (normally `len - 1`).
     pub offset: usize,
 }
 

@@ -163,7 +163,10 @@ struct Clip {
 pub struct ClipInfo {
     /// 1-based subject number.
     pub subject: usize,
+    /// Sample id in the corpus style: `subNN/EPNN_01` for `synth.me`,
+    /// `actorNN/clipNNN` for `synth.dfer`.
     pub id: String,
+    /// The clip's class name.
     pub emotion: &'static str,
     /// Coded AUs, ascending.
     pub aus: Vec<i64>,
@@ -193,7 +196,9 @@ pub(crate) fn me_apex_frame(timing: [f32; 3], n: usize) -> usize {
 /// Which generator: micro-expressions with AU targets, or DFER clips.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Flavor {
+    /// `synth.me`: micro-expressions cut from onset to offset, with AU targets.
     Me,
+    /// `synth.dfer`: whole dynamic-expression clips with an emotion class only.
     Dfer,
 }
 
@@ -524,6 +529,7 @@ impl Synth {
         self.clips.len()
     }
 
+    /// Whether no clip was generated.
     pub fn is_empty(&self) -> bool {
         self.clips.is_empty()
     }

@@ -1,6 +1,8 @@
 //! `mer-nn`: the builtin layers (`nn.*`), LLM bodies with LoRA (`llm.*`),
 //! losses, metrics and protocols on candle, each kind's schema beside it.
 
+#![warn(missing_docs)]
+
 pub mod checkpoint;
 pub mod layers;
 pub mod llm;

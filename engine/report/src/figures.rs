@@ -19,11 +19,14 @@ use std::path::Path;
 /// a `.png` of the same name sits beside it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FigureRef {
+    /// The experiment the figure belongs to.
     pub experiment: String,
     /// The run-store folder (experiment hash) the figure belongs to, so a
     /// report split by hash places it in the right section; empty for any.
     pub store: String,
+    /// The SVG file, relative to the report (`figures/x.svg`).
     pub path: String,
+    /// The text shown under the figure.
     pub caption: String,
 }
 

@@ -10,6 +10,8 @@
 //! folds or per fold, the metric's definition (binary or macro …), whether
 //! anything was test-tuned, the seeds and the recipe hashes.
 
+#![warn(missing_docs)]
+
 pub mod artefacts;
 pub mod figures;
 pub mod net;
@@ -28,8 +30,11 @@ pub use render::{latex, markdown_of};
 /// rows of already formatted cells.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Table {
+    /// Says how the numbers were computed; shown above the table.
     pub caption: String,
+    /// Header cells, one per column.
     pub columns: Vec<String>,
+    /// Body rows, each with one formatted cell per column.
     pub rows: Vec<Vec<String>>,
 }
 
@@ -40,12 +45,17 @@ pub enum Block {
     Title(String),
     /// A section (level 2).
     Section(String),
+    /// A paragraph of plain text (escaped for LaTeX).
     Text(String),
+    /// A bulleted list, one item per string; omitted when empty.
     List(Vec<String>),
+    /// A captioned table.
     Table(Table),
     /// A figure file, relative to the report.
     Figure {
+        /// The SVG path relative to the report; LaTeX includes the `.png` beside it.
         path: String,
+        /// The text shown under the figure.
         caption: String,
     },
 }
@@ -53,7 +63,9 @@ pub enum Block {
 /// A variant's results and the folder they were read from.
 #[derive(Debug, Clone)]
 pub struct Loaded {
+    /// The variant's `metrics.json`, parsed.
     pub result: VariantResult,
+    /// The folder that held `metrics.json` (the seed's folder in the run store).
     pub dir: PathBuf,
 }
 

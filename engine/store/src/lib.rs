@@ -4,6 +4,8 @@
 //! renamed, so a run killed at any instant leaves either the old file or the
 //! new one, never half of one.
 
+#![warn(missing_docs)]
+
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -23,6 +25,7 @@ impl RunStore {
         RunStore { root: root.into() }
     }
 
+    /// The folder every run path is under.
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -105,12 +108,22 @@ pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> std::io::Result<O
 pub struct StoredMetric {
     /// The metric node (`metrics[0]`) and kind.
     pub node: String,
+    /// The metric kind, e.g. `metric.uf1`.
     pub kind: String,
+    /// The value's name as the metric reports it, e.g. `uf1` or `f1[AU12]`.
     pub name: String,
+    /// Computed over all folds' predictions at once; `None` when not finite.
     pub pooled: Option<f64>,
+    /// Mean of the per-fold values over the folds counted; `None` when not
+    /// finite.
     pub per_fold_mean: Option<f64>,
+    /// How many folds had what the metric needs and enter the per-fold mean.
     pub folds_counted: usize,
+    /// Each fold's value by fold name; `None` where the fold lacked what the
+    /// metric needs (`how` says why).
     pub per_fold: Vec<(String, Option<f64>)>,
+    /// Plain words for the report on how the value was computed, with floor,
+    /// collapse and one-class clauses ([`notes`]).
     pub how: String,
     /// True when any number here saw the test set while choosing something.
     pub test_tuned: bool,
@@ -130,16 +143,23 @@ fn is_false(b: &bool) -> bool {
 /// `metrics.json` of one variant and seed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VariantResult {
+    /// The experiment's name, the first folder under the store root.
     pub experiment: String,
+    /// The variant's name, its folder under the experiment.
     pub variant: String,
+    /// Hash of the variant's resolved recipe.
     pub recipe_hash: String,
+    /// The seed this run used, as in its `seed<S>` folder.
     pub seed: i64,
+    /// The evaluation protocol's kind, e.g. `protocol.loso`.
     pub protocol: String,
     /// The protocol trains on some datasets and tests on others: the report
     /// puts these runs in a train × test matrix.
     #[serde(default, skip_serializing_if = "is_false")]
     pub cross_dataset: bool,
+    /// Names of the folds that finished, whose predictions the metrics pool.
     pub folds: Vec<String>,
+    /// Folds that failed, as `(fold, error message)`.
     pub failed: Vec<(String, String)>,
     /// Whether every fold of the protocol finished (otherwise pooled values
     /// cover only the finished folds, and the report says so).
@@ -149,11 +169,14 @@ pub struct VariantResult {
     /// What each dataset left out or corrected, by data node.
     #[serde(default)]
     pub data_notes: Vec<(String, String)>,
+    /// Number of samples in the combined index of the run's data nodes, before
+    /// any split.
     pub samples: usize,
     /// Data nodes and their kinds (`clips` → `me.casme2`), for the
     /// cross-domain matrix.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub datasets: Vec<(String, String)>,
+    /// Every metric value, from the stored predictions of the finished folds.
     pub metrics: Vec<StoredMetric>,
     /// The recipe's `reported` map: the paper's own figures (`source` and
     /// values by mer metric name, in percent), shown beside ours, never
@@ -178,7 +201,9 @@ pub struct VariantResult {
 /// MLflow (`mer.run_id`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PlanId {
+    /// The fold's name, its folder under `folds/`.
     pub fold: String,
+    /// The run id `mer plan` printed, also MLflow's `mer.run_id`.
     pub id: String,
 }
 
@@ -188,7 +213,9 @@ pub struct FoldStatus {
     /// `running`, `finished`, `failed` or `interrupted` (stopped by the
     /// user; `--resume` continues it).
     pub state: String,
+    /// Epochs completed so far; `--resume` continues from here.
     pub epochs_done: usize,
+    /// Epochs the recipe asks for.
     pub epochs: usize,
     /// Why a fold failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -198,11 +225,17 @@ pub struct FoldStatus {
 /// One epoch's record in `epochs.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochRecord {
+    /// The epoch number, 1-based.
     pub epoch: usize,
+    /// Mean training loss over the epoch's batches.
     pub train_loss: f64,
     /// Each loss term's mean (unweighted).
     pub terms: Vec<(String, f64)>,
+    /// Mean global gradient norm before clipping, over the epoch's optimizer
+    /// steps.
     pub grad_norm: f64,
+    /// The factor the schedule (and any plateau reduction) applied to the base
+    /// learning rate at the epoch's last step.
     pub lr_factor: f64,
     /// Loss on the inner validation subjects, when there is a split.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -218,6 +251,7 @@ pub struct EpochRecord {
 /// their shortest round-trip form so re-reading gives identical bits.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Predictions {
+    /// Sample ids, one per row, in row order.
     pub ids: Vec<String>,
     /// `(output name, width)` in column order.
     pub columns: Vec<(String, usize)>,
@@ -226,6 +260,8 @@ pub struct Predictions {
 }
 
 impl Predictions {
+    /// Writes the predictions as CSV (`id,<output>[0],…`) atomically, floats in
+    /// shortest round-trip form.
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
         let mut w = csv::Writer::from_writer(Vec::new());
         let mut header = vec!["id".to_string()];

@@ -6,7 +6,10 @@
 /// floors and warnings; the report quotes them when a run stored no
 /// confusion matrix to derive them from.
 pub const FLOOR: &str = "floor on the pooled test labels: ";
+/// Prefix of the clause saying every pooled prediction is one class, named
+/// after it in backticks.
 pub const COLLAPSED: &str = "collapsed: every pooled prediction is ";
+/// Prefix of the clause naming the folds whose test set holds a single class.
 pub const ONE_CLASS: &str = "folds whose test set holds one class: ";
 
 /// What the test labels alone let a classifier score, for a reader to

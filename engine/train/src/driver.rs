@@ -23,7 +23,10 @@ use std::path::{Path, PathBuf};
 /// One cell group of a plan: a variant and the seeds it runs with.
 #[derive(Debug, Clone)]
 pub struct Cell<'a> {
+    /// The checked variant (graph and recipe) to run.
     pub variant: &'a CheckedVariant,
+    /// The seeds to run it with, each over all of the variant's folds, in
+    /// order.
     pub seeds: Vec<i64>,
 }
 
@@ -55,6 +58,8 @@ pub fn seeds(config: &BTreeMap<String, Value>) -> Vec<i64> {
 
 /// How to run.
 pub struct DriverOptions {
+    /// The run store that results, checkpoints, `context.json` and the report
+    /// are written into.
     pub store: RunStore,
     /// Only these folds (1-based positions or names); all when empty.
     pub folds: Vec<String>,
@@ -62,6 +67,7 @@ pub struct DriverOptions {
     pub resume: bool,
     /// Discard this recipe's earlier results first.
     pub restart: bool,
+    /// The device every variant's components are built and trained on.
     pub device: Device,
     /// Recompute frozen encoders' features every time.
     pub no_feature_cache: bool,
@@ -106,10 +112,19 @@ pub enum DriverError {
     Preflight(String),
     /// A variant could not run at all.
     #[error("{label}: {source}")]
-    Run { label: String, source: RunError },
+    Run {
+        /// `<experiment>/<variant> seed <S>`: the run that failed.
+        label: String,
+        /// What went wrong in it.
+        source: RunError,
+    },
+    /// Reading or writing a file of the run store failed (`context.json`, a
+    /// fold's `status.json`, `metrics.json`).
     #[error("{path}: {source}")]
     Io {
+        /// The file that could not be read or written, as displayed.
         path: String,
+        /// The underlying I/O error.
         source: std::io::Error,
     },
 }
@@ -126,6 +141,8 @@ pub struct Finished {
     /// The report of everything in that folder (earlier invocations'
     /// variants included), as written to `report.md` and `report.tex`.
     pub report: Vec<Block>,
+    /// How many figures were written into `figures/`: 0 when figures are off or
+    /// could not be drawn.
     pub figures: usize,
     /// The report could not be built (the results are in the store).
     pub report_error: Option<String>,
@@ -133,16 +150,23 @@ pub struct Finished {
     pub cache: (usize, u64, u64, bool),
     /// Where the results went in MLflow, and the page of its runs table.
     pub mlflow: Option<String>,
+    /// The MLflow UI page with the experiment's runs table; `None` unless
+    /// tracking goes to an HTTP server that answered.
     pub runs_page: Option<String>,
 }
 
 /// How an invocation ended.
 #[derive(Debug)]
 pub enum Outcome {
+    /// Every chosen cell ran; some folds may still have failed (see
+    /// [`Finished::failed`]).
     Finished(Finished),
     /// Stopped on request; `--resume` continues from the last checkpoint.
     Interrupted {
+        /// The `<experiment>/<variant> seed <seed>` that was stopped.
         label: String,
+        /// The runner's [`RunError::Interrupted`], naming the fold and its
+        /// checkpointed epochs.
         error: RunError,
     },
 }
@@ -242,7 +266,9 @@ fn write_context(vdir: &Path, context: &RunContext) -> Result<(), DriverError> {
 /// One fold of one variant and seed: the unit a cluster task runs.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FoldCell {
+    /// The variant's name in the recipe.
     pub variant: String,
+    /// The seed this variant runs with.
     pub seed: i64,
     /// The fold's name (a subject under LOSO).
     pub fold: String,
@@ -282,16 +308,21 @@ pub fn fold_cells(
 /// A fold that a merge found not finished.
 #[derive(Debug, Clone)]
 pub struct Unfinished {
+    /// The fold that is not finished.
     pub cell: FoldCell,
     /// `failed`, `interrupted`, `running` (or killed while running), or
     /// `missing` (never started).
     pub state: String,
+    /// The message of its `status.json` (why it failed or stopped); `None` when
+    /// there is none or it never started.
     pub message: Option<String>,
 }
 
 /// What [`merge_experiment`] produced.
 #[derive(Debug)]
 pub struct Merged {
+    /// The results, report and MLflow sync of the finished folds, as a local
+    /// run produces them; its `failed` is set when any fold is unfinished.
     pub finished: Finished,
     /// Folds of the chosen cells that are not finished, in plan order.
     pub unfinished: Vec<Unfinished>,

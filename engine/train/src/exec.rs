@@ -17,20 +17,34 @@ use std::collections::{BTreeMap, HashMap};
 /// Why a graph cannot be built or run.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ExecError {
+    /// A node's component or loss could not be built (unknown kind, bad
+    /// parameters or input types); a graph cycle is reported with node and kind
+    /// `?`.
     #[error("node `{node}` ({kind}): {message}")]
     Build {
+        /// The node's name in the graph.
         node: String,
+        /// The node's registered kind.
         kind: String,
+        /// What the kind's factory (or the graph check) reported.
         message: String,
     },
+    /// A node failed during a forward pass (a tensor operation or the component
+    /// itself).
     #[error("node `{node}` ({kind}) failed: {message}")]
     Run {
+        /// The failing node's name in the graph.
         node: String,
+        /// The failing node's registered kind.
         kind: String,
+        /// The underlying error's text.
         message: String,
     },
+    /// No tensor was given for a data node's port that some node reads: `(data
+    /// node, port)`.
     #[error("no batch for data node `{0}` port `{1}`")]
     MissingData(String, String),
+    /// The weighted total loss was NaN or infinite; carries its value.
     #[error("the loss is {0}: training stopped")]
     NonFinite(f32),
 }
@@ -52,6 +66,9 @@ struct Built {
 pub struct Model {
     nodes: Vec<Built>,
     ports: HashMap<NodeIndex, Vec<String>>,
+    /// Every component's trainable parameters, named `<node>.<parameter>` and
+    /// initialised from the build seed: what the optimiser updates and
+    /// checkpoints save.
     pub params: ParamStore,
     device: Device,
     /// Frozen nodes fed by data only (directly or through other such
@@ -76,7 +93,10 @@ pub struct FeatureCache {
     map: HashMap<[u8; 32], Vec<Tensor>>,
     /// Off: every lookup misses and nothing is kept.
     pub disabled: bool,
+    /// Samples whose features were served from the cache instead of computed.
     pub hits: u64,
+    /// Samples whose frozen sub-graph was run (every sample while the cache is
+    /// disabled).
     pub misses: u64,
 }
 
@@ -85,6 +105,7 @@ impl FeatureCache {
     pub fn len(&self) -> usize {
         self.map.len()
     }
+    /// Whether no sample's features are held, as when the cache is disabled.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }

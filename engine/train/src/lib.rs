@@ -3,6 +3,8 @@
 //! cells, locally or as Slurm array tasks). It sits at the top of the
 //! engine's crates, so it assembles the builtin registry.
 
+#![warn(missing_docs)]
+
 pub mod driver;
 pub mod exec;
 pub mod optim;

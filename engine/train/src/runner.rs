@@ -25,25 +25,38 @@ use std::path::{Path, PathBuf};
 /// Why a run could not go on.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// The recipe, its data or its folds cannot be set up as written (no
+    /// protocol, unknown kind or fold, ...), or a fold's loss became
+    /// non-finite; the message says which.
     #[error("{0}")]
     Setup(String),
+    /// A dataset failed to index or load its samples.
     #[error("data: {0}")]
     Data(#[from] mer_registry::DataError),
+    /// The model could not be built, or a forward pass failed.
     #[error(transparent)]
     Exec(#[from] ExecError),
+    /// A file or folder of the run store could not be read or written.
     #[error("{path}: {source}")]
     Io {
+        /// The file or folder concerned, as displayed.
         path: String,
+        /// The underlying I/O error.
         source: std::io::Error,
     },
+    /// A tensor operation outside the executor failed (normalisation
+    /// statistics, checkpoints, predictions).
     #[error("{0}")]
     Tensor(#[from] mer_registry::candle::Error),
     /// Stopped on request (Ctrl-C): the fold's last checkpoint is after
     /// `epochs_done` epochs, and `--resume` continues from there.
     #[error("interrupted after epoch {epochs_done} of {epochs} of fold {fold}; rerun with --resume to continue from there")]
     Interrupted {
+        /// The name of the fold that was stopped.
         fold: String,
+        /// Epochs finished and checkpointed before the stop.
         epochs_done: usize,
+        /// Epochs the fold is configured to train in all.
         epochs: usize,
     },
 }
@@ -57,11 +70,21 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
 
 /// Callbacks for progress display; the CLI draws bars, tests stay quiet.
 pub trait Progress {
+    /// Called once before training with the number of chosen folds (reused ones
+    /// included).
     fn folds(&self, _total: usize) {}
+    /// A fold starts training: its 0-based position among the chosen folds, its
+    /// name, its epochs and its training batches per epoch.
     fn fold_start(&self, _index: usize, _name: &str, _epochs: usize, _batches: usize) {}
+    /// One training batch (forward and backward pass) is done.
     fn batch(&self) {}
+    /// An epoch ended: its 1-based number and the mean training loss over its
+    /// batches.
     fn epoch_end(&self, _epoch: usize, _loss: f64) {}
+    /// A fold ended in `state`: `finished`, `reused`, `failed` or
+    /// `interrupted`.
     fn fold_end(&self, _name: &str, _state: &str) {}
+    /// An informational line: dataset notes, reused folds, a fold's failure.
     fn note(&self, _message: &str) {}
     /// Whether the user asked to stop (Ctrl-C). Checked after every batch:
     /// the fold stops, keeps its last epoch checkpoint, and is marked
@@ -86,6 +109,7 @@ pub struct RunOptions {
     pub resume: bool,
     /// Discard earlier results of this variant and start over.
     pub restart: bool,
+    /// The device the model is built and trained on.
     pub device: Device,
 }
 
@@ -111,7 +135,10 @@ struct Data {
 pub struct PortStats {
     /// Training samples the statistics come from.
     pub samples: usize,
+    /// Per-channel mean over those samples, every other axis pooled.
     pub mean: Vec<f64>,
+    /// Per-channel population standard deviation, floored at 1e-6 so that
+    /// dividing by it is safe.
     pub std: Vec<f64>,
 }
 
@@ -418,7 +445,9 @@ fn train_cfg(config: &BTreeMap<String, Value>) -> Result<TrainCfg, RunError> {
         normalize: t
             .get("normalize")
             .and_then(Value::as_strings)
-            .ok_or_else(|| RunError::Setup("`train.normalize` must be a list of port names".into()))?,
+            .ok_or_else(|| {
+                RunError::Setup("`train.normalize` must be a list of port names".into())
+            })?,
     })
 }
 

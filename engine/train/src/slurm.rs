@@ -29,23 +29,42 @@ pub enum SlurmError {
     /// `Result` here would carry their size.
     #[error("{0}")]
     Driver(Box<DriverError>),
+    /// A file of the run store or the Slurm folder could not be read or
+    /// written.
     #[error("{path}: {source}")]
     Io {
+        /// The file or folder concerned, as displayed.
         path: String,
+        /// The underlying I/O error.
         source: std::io::Error,
     },
     /// The manifest is missing, unreadable, or for another recipe.
     #[error("manifest {path}: {message}")]
-    Manifest { path: String, message: String },
+    Manifest {
+        /// The manifest file, as displayed.
+        path: String,
+        /// What is wrong with it.
+        message: String,
+    },
     /// `sbatch`, `squeue` or `scontrol` could not be run or refused.
     #[error("`{command}`: {message}")]
-    Command { command: String, message: String },
+    Command {
+        /// The program (and arguments) that was run.
+        command: String,
+        /// Its error output, or why it could not start.
+        message: String,
+    },
     /// Earlier results and neither `--resume` nor `--restart`.
     #[error("{0}")]
     Existing(String),
+    /// A cell's run failed before its fold recorded a `finished` or `failed`
+    /// status.
     #[error("{label}: {source}")]
     Run {
+        /// The cell, as `<experiment>/<variant> seed <seed> fold <fold>`.
         label: String,
+        /// The runner's error, boxed for the same reason as
+        /// [`SlurmError::Driver`].
         source: Box<RunError>,
     },
 }
@@ -68,12 +87,17 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SlurmError + '_ {
 /// `--resume` reuses them and log names stay comparable.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
+    /// The experiment's name.
     pub experiment: String,
     /// The experiment's recipe hash: a task refuses a recipe that changed
     /// after submission (its folds would land in another folder).
     pub store_hash: String,
+    /// The absolute path of the recipe the manifest was first written for.
     pub recipe: String,
+    /// Every cell planned for this recipe so far; a cell's array index is its
+    /// position here.
     pub cells: Vec<FoldCell>,
+    /// Every submission (Slurm or local) so far, oldest first.
     #[serde(default)]
     pub submissions: Vec<Submission>,
 }
@@ -81,14 +105,21 @@ pub struct Manifest {
 /// One `mer run --executor slurm`: its jobs and the cells it submitted.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Submission {
+    /// The array job's id, [`LOCAL_JOB`] for a local run, or empty when no cell
+    /// needed training.
     pub array_job: String,
+    /// The merge job's id; empty for a local run or when the merge could not be
+    /// submitted.
     pub merge_job: String,
+    /// The manifest indices of the cells this submission runs.
     pub indices: Vec<usize>,
     /// Seconds since the Unix epoch.
     pub submitted: u64,
 }
 
 impl Manifest {
+    /// Reads the manifest at `path`; a missing file is an error that says to
+    /// submit first.
     pub fn load(path: &Path) -> Result<Manifest, SlurmError> {
         store::read_json(path)
             .map_err(|e| SlurmError::Manifest {
@@ -132,6 +163,8 @@ pub fn log_path(slurm_dir: &Path, array_job: &str, index: usize) -> PathBuf {
 
 /// How to submit.
 pub struct SubmitOptions {
+    /// The run store the tasks write into; the experiment's folder in it holds
+    /// `slurm/`.
     pub store: RunStore,
     /// The `mer` executable the tasks run (this one, normally).
     pub exe: PathBuf,
@@ -142,6 +175,8 @@ pub struct SubmitOptions {
     /// Arguments every task and the merge get after `run FILE`: `-e`,
     /// `--set`, `-v`, `--runs`, `--mlflow`, `--device`, ...
     pub forward: Vec<String>,
+    /// The Slurm partition of the array and the merge job; the cluster's
+    /// default when `None`.
     pub partition: Option<String>,
     /// At most this many tasks at once (`--array=…%K`).
     pub parallelism: Option<usize>,
@@ -153,6 +188,7 @@ pub struct SubmitOptions {
     /// in the tasks: concurrent tasks deleting their variant folder would
     /// delete each other's folds).
     pub restart: bool,
+    /// Never fetch a missing pretrained file in the check before submitting.
     pub offline: bool,
 }
 
@@ -161,6 +197,8 @@ pub struct SubmitOptions {
 pub struct Submitted {
     /// `None` when every chosen cell had finished (only the merge runs).
     pub array_job: Option<String>,
+    /// The merge job's id: it runs after this array and any earlier one still
+    /// holding cells (`afterany`).
     pub merge_job: String,
     /// The cells submitted, by manifest index.
     pub indices: Vec<usize>,
@@ -169,7 +207,9 @@ pub struct Submitted {
     pub in_queue: Vec<(usize, String)>,
     /// The chosen cells in all.
     pub total: usize,
+    /// The manifest written (`<experiment dir>/slurm/manifest.json`).
     pub manifest: PathBuf,
+    /// The folder of the task and merge logs (`slurm/logs`).
     pub logs: PathBuf,
 }
 
@@ -436,7 +476,9 @@ pub struct LocalRun {
     pub total: usize,
     /// Whether a cell stopped on Ctrl-C (checkpointed; `--resume` goes on).
     pub interrupted: bool,
+    /// The manifest written, the same one the Slurm executor uses.
     pub manifest: PathBuf,
+    /// The folder of the cells' logs (`local_<index>.out`).
     pub logs: PathBuf,
 }
 
@@ -633,20 +675,38 @@ fn sbatch(args: &[String]) -> Result<String, SlurmError> {
 #[derive(Debug)]
 pub enum TaskOutcome {
     /// The fold is finished (now or earlier).
-    Finished { cell: FoldCell },
+    Finished {
+        /// The cell the task ran.
+        cell: FoldCell,
+    },
     /// The fold failed; its `status.json` holds the message.
-    Failed { cell: FoldCell, message: String },
+    Failed {
+        /// The cell the task ran.
+        cell: FoldCell,
+        /// Why the fold failed, from its `status.json`.
+        message: String,
+    },
     /// Stopped on a signal after checkpointing; a requeue resumes it.
-    Interrupted { cell: FoldCell, error: RunError },
+    Interrupted {
+        /// The cell the task ran.
+        cell: FoldCell,
+        /// The interruption, with the epoch the checkpoint holds.
+        error: RunError,
+    },
 }
 
 /// One array task: which cell of which manifest, and how to run it.
 pub struct Task {
+    /// The manifest the submission wrote (`--manifest`).
     pub manifest: PathBuf,
     /// `$SLURM_ARRAY_TASK_ID`: the cell's index in the manifest.
     pub index: usize,
+    /// The run store the fold is trained into, shared by every task.
     pub store: RunStore,
+    /// The device the fold trains on.
     pub device: Device,
+    /// Disables the frozen-feature cache, so encoder features are recomputed
+    /// every time.
     pub no_feature_cache: bool,
 }
 
@@ -735,6 +795,7 @@ pub fn requeue_self() -> Result<(), SlurmError> {
 
 /// A merge: the driver's, plus where each unfinished cell's log is.
 pub struct SlurmMerged {
+    /// The driver's merge: results, report and the unfinished folds.
     pub merged: driver::Merged,
     /// Per unfinished cell (same order): its Slurm task and log file.
     pub jobs: Vec<Option<(String, PathBuf)>>,
@@ -781,22 +842,30 @@ pub fn merge(
 /// One fold's state for `mer status`.
 #[derive(Debug, Clone, Serialize)]
 pub struct CellState {
+    /// The experiment's name (its folder in the run store).
     pub experiment: String,
     /// The 12-hex folder of the recipe.
     pub hash: String,
+    /// The variant's name.
     pub variant: String,
+    /// The seed the variant runs with.
     pub seed: i64,
+    /// The fold's name.
     pub fold: String,
     /// `finished`, `running`, `interrupted`, `failed`, or `pending` (in a
     /// Slurm manifest, not started yet).
     pub state: String,
+    /// Epochs finished, from `status.json`; 0 when not started.
     pub epochs_done: usize,
+    /// Epochs the fold trains in all; 0 when not started.
     pub epochs: usize,
+    /// The `status.json` message (a failure's error), if any.
     pub message: Option<String>,
     /// `<array job>_<index>` of its latest submission.
     pub job: Option<String>,
     /// What `squeue` says of that task (when Slurm answers), e.g. `RUNNING`.
     pub slurm_state: Option<String>,
+    /// The log file of its latest submission's task, when a manifest lists it.
     pub log: Option<PathBuf>,
 }
 

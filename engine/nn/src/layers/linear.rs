@@ -229,7 +229,7 @@ impl LoraLinear {
 
     /// `y = x·W + scale·(drop(x)·Aᵀ)·Bᵀ`: the scale touches the update only.
     pub fn apply(&self, x: &Tensor, mode: Mode, rng: &mut SeededRng) -> CResult<Tensor> {
-        let y = x.broadcast_matmul(&self.base)?;
+        let y = frozen_matmul(x, &self.base)?;
         let h = dropout(x, self.p, false, mode, rng)?.broadcast_matmul(&self.a.t()?)?;
         y + (h.broadcast_matmul(&self.b.t()?)? * self.scale)?
     }

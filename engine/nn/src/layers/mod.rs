@@ -24,7 +24,7 @@ use conv::Conv;
 
 use mer_registry::candle::{DType, Tensor};
 use mer_registry::component::input;
-use mer_registry::layers::{dropout, Attention, LayerNorm, Linear};
+use mer_registry::layers::{dropout, frozen_matmul, Attention, LayerNorm, Linear};
 use mer_registry::{
     BuildCtx, BuildError, Component, Dim, Init, Kind, KindBuilder, Mode, ParamSpec, ParamType,
     Role, SeededRng, Semantic, ShapeCtx, ShapeError, TensorType, Value,

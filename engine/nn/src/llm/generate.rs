@@ -19,14 +19,22 @@ pub struct Request<'a> {
     pub adapters: Option<&'a Path>,
     /// Keep the first N decoder layers (the recipe's `layers`).
     pub layers: Option<usize>,
+    /// The text to continue, encoded as written: no chat template is applied and
+    /// no BOS token is added.
     pub prompt: &'a str,
+    /// The most tokens to generate; decoding stops earlier at an end-of-sequence id.
     pub max_tokens: usize,
 }
 
 /// The generated text and how many tokens it took.
 pub struct Answer {
+    /// The generated continuation, without the prompt; special tokens are kept.
     pub text: String,
+    /// How many tokens were generated (the prompt and a final end-of-sequence id
+    /// are not counted).
     pub tokens: usize,
+    /// How many adapter tensors (`lora_A` and `lora_B` each count) were loaded
+    /// from `Request::adapters`; 0 without adapters.
     pub adapters: usize,
 }
 

@@ -18,11 +18,18 @@ pub struct Metadata {
     pub model: String,
     /// `tokenizer.ggml.pre`: the pre-tokenizer flavour (`smollm`, `qwen2`, …).
     pub pre: String,
+    /// `tokenizer.ggml.tokens`: the vocabulary, indexed by token id.
     pub tokens: Vec<String>,
+    /// `tokenizer.ggml.merges`: BPE merge rules (`left right`), highest priority
+    /// first; empty when the file has none (SentencePiece vocabularies).
     pub merges: Vec<String>,
     /// 1 normal, 3 control, 4 user-defined, …
     pub token_types: Vec<i32>,
+    /// `tokenizer.ggml.bos_token_id`: the beginning-of-sequence id, `None` when
+    /// the file names none.
     pub bos: Option<u32>,
+    /// `tokenizer.ggml.eos_token_id`: the end-of-sequence id, `None` when the
+    /// file names none.
     pub eos: Option<u32>,
     /// `tokenizer.chat_template`: the Jinja chat template, when the file
     /// carries one.

@@ -38,19 +38,40 @@ use std::path::Path;
 pub struct LlmConfig {
     /// `llama` or `qwen2`.
     pub arch: String,
+    /// Vocabulary size: the rows of the token embedding and of `lm_head`.
     pub vocab: usize,
+    /// Width of the residual stream (`hidden_size`): the D of `[B, T, D]`
+    /// embeddings and hidden states.
     pub hidden: usize,
+    /// Width of the gated (SiLU) MLP's gate and up projections
+    /// (`intermediate_size`).
     pub intermediate: usize,
+    /// Number of decoder layers (`num_hidden_layers`); [`Weights::keep_layers`]
+    /// lowers it when a recipe keeps only the first ones.
     pub layers: usize,
+    /// Number of query heads (`num_attention_heads`).
     pub heads: usize,
+    /// Number of key/value heads (`num_key_value_heads`, `heads` when absent);
+    /// fewer than `heads` under grouped-query attention, and must divide it.
     pub kv_heads: usize,
+    /// Width of one attention head: `head_dim` from the config, else
+    /// `hidden / heads`; must be even for the rotary embedding.
     pub head_dim: usize,
+    /// Base of the rotary embedding's inverse frequencies (`rope_theta`,
+    /// 10 000 when absent).
     pub rope_theta: f64,
+    /// Epsilon added to the mean square in every RMSNorm (`rms_norm_eps`,
+    /// 1e-6 when absent).
     pub rms_eps: f64,
+    /// Whether the output projection reuses the token embedding
+    /// (`tie_word_embeddings`; for GGUF, when the file has no `output.weight`).
     pub tie_embeddings: bool,
     /// Qwen2 has biases on q/k/v.
     pub attn_bias: bool,
+    /// The beginning-of-sequence token id, `None` when the checkpoint names none.
     pub bos: Option<u32>,
+    /// End-of-sequence token ids: greedy decoding stops at any of them; empty
+    /// when the checkpoint names none.
     pub eos: Vec<u32>,
 }
 
@@ -130,7 +151,10 @@ impl LlmConfig {
 
 /// A checkpoint in Hugging Face names (`model.layers.0.self_attn.q_proj.weight`).
 pub struct Weights {
+    /// The architecture numbers, from `config.json` or the GGUF metadata.
     pub config: LlmConfig,
+    /// Every tensor by Hugging Face name, as f32 on the target device;
+    /// [`Body::new`] takes the ones it uses out of this map.
     pub tensors: HashMap<String, Tensor>,
     /// GGUF metadata for the tokenizer, when the weights came from GGUF.
     pub gguf: Option<gguf::Metadata>,
@@ -208,7 +232,7 @@ impl Proj {
     fn apply(&self, x: &Tensor, mode: Mode, rng: &mut SeededRng) -> CResult<Tensor> {
         let y = match &self.lora {
             Some(l) => l.apply(x, mode, rng)?,
-            None => x.broadcast_matmul(&self.w)?,
+            None => mer_registry::layers::frozen_matmul(x, &self.w)?,
         };
         match &self.bias {
             Some(b) => y.broadcast_add(b),
@@ -233,9 +257,13 @@ struct Layer {
 /// (`q_proj`, `k_proj`, `v_proj`, `o_proj`, `gate_proj`, `up_proj`, `down_proj`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoraSpec {
+    /// Rank r of the low-rank update `B·A` (`A` is `[r, in]`, `B` is `[out, r]`).
     pub rank: usize,
+    /// Scale numerator: the update is multiplied by `alpha / rank`.
     pub alpha: f64,
+    /// Dropout probability on the adapter's input, applied only in training.
     pub dropout: f64,
+    /// Projection names that get adapters, each one of [`PROJECTIONS`].
     pub targets: Vec<String>,
 }
 
@@ -265,6 +293,7 @@ impl KvCache {
             .map(|(k, _)| k.dim(2).unwrap_or(0))
             .unwrap_or(0)
     }
+    /// Whether nothing is cached yet (no position has been fed).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -272,6 +301,8 @@ impl KvCache {
 
 /// The transformer: embeddings in, hidden states of every position out.
 pub struct Body {
+    /// The architecture numbers the body was built with (after any
+    /// [`Weights::keep_layers`]).
     pub config: LlmConfig,
     /// `[vocab, hidden]`, frozen.
     embed: Tensor,
@@ -390,7 +421,7 @@ impl Body {
 
     /// Vocabulary logits of hidden states `[…, D]`.
     pub fn logits(&self, hidden: &Tensor) -> CResult<Tensor> {
-        hidden.broadcast_matmul(&self.lm_head)
+        mer_registry::layers::frozen_matmul(hidden, &self.lm_head)
     }
 
     /// cos/sin `[T, head_dim/2]` for positions `offset..offset+T`.

@@ -97,6 +97,7 @@ impl Tok {
             .map_err(|e| err(&path.display().to_string(), e))
     }
 
+    /// Text of `ids`; special tokens are written out, not skipped.
     pub fn decode(&self, ids: &[u32]) -> Result<String, BuildError> {
         self.inner
             .decode(ids, false)

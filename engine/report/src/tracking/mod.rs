@@ -27,8 +27,11 @@ use std::collections::BTreeMap;
 /// One metric value. MLflow metrics are `f64` and may be NaN or ±∞.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Metric {
+    /// Metric name in MLflow's key alphabet (see [`mlflow_key`]).
     pub key: String,
+    /// The value; NaN and ±∞ are kept.
     pub value: f64,
+    /// Position in the series: the epoch for curves, 0 for final values.
     pub step: i64,
     /// Milliseconds since the Unix epoch.
     pub timestamp: i64,
@@ -37,9 +40,11 @@ pub struct Metric {
 /// A run as found in the tracking backend.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct FoundRun {
+    /// The backend's run id.
     pub run_id: String,
     /// `RUNNING`, `FINISHED`, `FAILED` or `KILLED`.
     pub status: String,
+    /// The run's tags by key (mer finds its runs by `mer.key`).
     pub tags: BTreeMap<String, String>,
 }
 
@@ -49,19 +54,29 @@ pub enum TrackError {
     /// No answer (connection refused, timeout) after every retry.
     #[error("{uri}: unreachable after {attempts} attempt(s): {message}")]
     Unreachable {
+        /// The address that was called.
         uri: String,
+        /// How many tries were made before giving up.
         attempts: u32,
+        /// The last transport error.
         message: String,
     },
     /// The server answered with an error; `body` is the start of its reply
     /// whether or not it was JSON (proxies and auth layers answer in HTML).
     #[error("{uri}: HTTP {status}{code}: {body}")]
     Server {
+        /// The address that was called.
         uri: String,
+        /// The HTTP status code.
         status: u16,
+        /// MLflow's `error_code` with a leading space, or empty when the reply
+        /// carried none.
         code: String,
+        /// MLflow's `message`, or the first 300 characters of a non-JSON reply.
         body: String,
     },
+    /// A local file (run store or `./mlruns`) could not be read, parsed or
+    /// written, or a reply body could not be read; names the path or address.
     #[error("{0}")]
     Io(String),
     /// A reply that parsed but did not say what MLflow says.

@@ -31,10 +31,12 @@ use std::path::{Path, PathBuf};
 /// Where and how a variant ran; `mer run` writes it as `context.json`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunContext {
+    /// The `mer` version that ran the variant (its crate version).
     pub mer_version: String,
     /// The recipe's repository commit (`+dirty` with local changes), or
     /// `none` outside git.
     pub git_commit: String,
+    /// The `--device` the run was given: `cpu`, `cuda`, `cuda:N` or `auto`.
     pub device: String,
     /// Loaded plugins as `name version`.
     pub plugins: Vec<String>,
@@ -43,11 +45,19 @@ pub struct RunContext {
 /// What one sync did.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct SyncSummary {
+    /// Runs created because no run had their `mer.key`.
     pub created: usize,
+    /// Fully synced runs whose files changed (a re-run), marked killed and
+    /// created again.
     pub replaced: usize,
+    /// Existing runs that were partly synced, or parents whose report grew,
+    /// that got only what they lacked.
     pub updated: usize,
+    /// Runs already synced from the same files, left alone.
     pub unchanged: usize,
+    /// Metric values logged, across all runs.
     pub metrics: usize,
+    /// Artifact files uploaded, across all runs.
     pub artifacts: usize,
 }
 
