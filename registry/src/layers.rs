@@ -173,7 +173,7 @@ pub fn dropout(
 /// nothing. On CUDA, or when nothing upstream of `x` needs a gradient, it is
 /// the plain matmul.
 pub fn frozen_matmul(x: &Tensor, w: &Tensor) -> CResult<Tensor> {
-    if !x.track_op() || !x.device().is_cpu() || w.rank() != 2 {
+    if composed_ops() || !x.track_op() || !x.device().is_cpu() || w.rank() != 2 {
         return x.broadcast_matmul(w);
     }
     let y = x.detach().broadcast_matmul(w)?;
@@ -181,6 +181,15 @@ pub fn frozen_matmul(x: &Tensor, w: &Tensor) -> CResult<Tensor> {
         return x.broadcast_matmul(w);
     }
     x.apply_op2(&y, FrozenMatmul { w: w.clone() })
+}
+
+/// `MER_COMPOSED_OPS=1`: every fused or custom op of the SDK runs its
+/// composed reference form instead (plain candle ops), to measure what the
+/// custom op saves (`MER_COMPOSED_OPS=1 cargo bench --bench train_step`)
+/// or to rule it out when a gradient looks wrong. Read once per process.
+pub fn composed_ops() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("MER_COMPOSED_OPS").is_ok_and(|v| v == "1"))
 }
 
 /// Ties the product computed without a graph (`y`) to `x` for the backward
