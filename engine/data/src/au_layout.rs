@@ -62,18 +62,7 @@ pub enum AuCorpus {
 }
 
 impl AuCorpus {
-    /// The corpus behind a dataset kind name (`au.disfa`, `au.bp4d`); `None`
-    /// for any other kind.
-    pub fn from_kind(kind: &str) -> Option<AuCorpus> {
-        match kind {
-            "au.disfa" => Some(AuCorpus::Disfa),
-            "au.bp4d" => Some(AuCorpus::Bp4d),
-            _ => None,
-        }
-    }
-
-    /// The dataset kind name recipes use for this corpus, the inverse of
-    /// [`AuCorpus::from_kind`].
+    /// The dataset kind name recipes use for this corpus (in messages).
     pub fn kind(self) -> &'static str {
         match self {
             AuCorpus::Disfa => "au.disfa",
@@ -681,12 +670,13 @@ fn verify_with(corpus: AuCorpus, root: &Path, aus: &[u32], cache: Option<&Path>)
     (o, s.problems.is_empty())
 }
 
-/// `mer data verify` for the corpora of this file: the AUs are the kind's
+/// `mer data verify` for a corpus of this file: the AUs are the kind's
 /// `aus` parameter (its default unless the caller set it).
-fn verify_kind(kind: &str, root: &Path, params: &BTreeMap<String, Value>) -> (String, bool) {
-    let Some(corpus) = AuCorpus::from_kind(kind) else {
-        return (format!("`{kind}` is not an AU corpus"), false);
-    };
+fn verify_corpus(
+    corpus: AuCorpus,
+    root: &Path,
+    params: &BTreeMap<String, Value>,
+) -> (String, bool) {
     let aus: Vec<u32> = match params.get("aus") {
         Some(Value::List(l)) => l
             .iter()
@@ -707,11 +697,11 @@ pub(crate) fn kinds() -> Vec<Kind> {
     vec![
         au("au.disfa", "DISFA (27 subjects, 20 fps): `ActionUnit_Labels/SN0xx/SN0xx_au<k>.txt` intensities (present at ≥ `intensity_threshold`) + extracted frames; ME-GraphAU's subject-exclusive 3-fold split as a `fold` label.", &[1, 2, 4, 6, 9, 12, 25, 26], AuCorpus::Disfa.default_frames())
             .dataset(disfa)
-            .verify(verify_kind)
+            .verify(|_, root, p| verify_corpus(AuCorpus::Disfa, root, p))
             .build(),
         au("au.bp4d", "BP4D (41 subjects, 25 fps): `AUCoding/AU_OCC/<Subject>_<Task>.csv` occurrences (frames with a requested AU coded 9 are left out and counted) + extracted frames; ME-GraphAU's subject-exclusive 3-fold split as a `fold` label.", &[1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24], AuCorpus::Bp4d.default_frames())
             .dataset(bp4d)
-            .verify(verify_kind)
+            .verify(|_, root, p| verify_corpus(AuCorpus::Bp4d, root, p))
             .build(),
     ]
 }

@@ -155,21 +155,8 @@ impl Corpus {
         }
     }
 
-    /// The corpus behind a dataset kind name (`dfer.ravdess`, …); `None` for
-    /// any other kind.
-    pub fn from_kind(kind: &str) -> Option<Corpus> {
-        match kind {
-            "dfer.ravdess" => Some(Corpus::Ravdess),
-            "dfer.crema_d" => Some(Corpus::CremaD),
-            "dfer.mead" => Some(Corpus::Mead),
-            "dfer.dfew" => Some(Corpus::Dfew),
-            "dfer.ferv39k" => Some(Corpus::Ferv39k),
-            _ => None,
-        }
-    }
-
-    /// The dataset kind name recipes use for this corpus, the inverse of
-    /// [`Corpus::from_kind`].
+    /// The dataset kind name recipes use for this corpus (in messages and
+    /// the schema defaults of loaders built without a recipe).
     pub fn kind(self) -> &'static str {
         match self {
             Corpus::Ravdess => "dfer.ravdess",
@@ -1543,19 +1530,10 @@ pub fn write_layout(
     Ok(written)
 }
 
-/// `mer data verify` for the corpora of this file.
-fn verify_kind(kind: &str, root: &Path, _: &BTreeMap<String, Value>) -> (String, bool) {
-    match Corpus::from_kind(kind) {
-        Some(c) => verify(c, root),
-        None => (format!("`{kind}` is not a DFER corpus"), false),
-    }
-}
-
-/// `mer data synth` for the corpora of this file.
-fn write_kind(kind: &str, out: &Path, req: &LayoutRequest) -> Result<usize, String> {
-    let c = Corpus::from_kind(kind).ok_or_else(|| format!("`{kind}` is not a DFER corpus"))?;
+/// `mer data synth` for a corpus of this file.
+fn write_corpus(corpus: Corpus, out: &Path, req: &LayoutRequest) -> Result<usize, String> {
     write_layout(
-        c,
+        corpus,
         &super::synth::layout_params(req),
         out,
         req.frames_per_clip,
@@ -1569,28 +1547,28 @@ pub(crate) fn kinds() -> Vec<Kind> {
     vec![
         dfer("dfer.dfew", "DFEW (11,697 single-labelled clips): `Clip/jpg_256/<00001>/` frame folders + `EmoLabel_DataSplit/{train,test}(single-labeled)/set_<1..5>.csv` (`video_name,label`, codes 1–7). No subject ids: each clip is its own group.", "Folds: the official five sets, as a `fold` label (protocol.kfold { folds = 5 }).", &["7class"], "none")
             .dataset(dfew)
-            .verify(verify_kind)
-            .write_layout(write_kind)
+            .verify(|_, root, _| verify(Corpus::Dfew, root))
+            .write_layout(|_, out, req| write_corpus(Corpus::Dfew, out, req))
             .build(),
         dfer("dfer.ferv39k", "FERV39k (38,935 clips): `2_ClipsforFaceCrop/<Scene>/<Class>/<id>/` frame folders + `4_setups/All_scenes/{train,test}_All.csv` lists. No subject ids: each clip is its own group.", "The official train/test split, as a `split` label (protocol.official).", &["7class"], "none")
             .dataset(ferv39k)
-            .verify(verify_kind)
-            .write_layout(write_kind)
+            .verify(|_, root, _| verify(Corpus::Ferv39k, root))
+            .write_layout(|_, out, req| write_corpus(Corpus::Ferv39k, out, req))
             .build(),
         dfer("dfer.ravdess", "RAVDESS (Actor_01..24): `Actor_XX/<MM-VV-EE-II-SS-RR-AA>/` frame folders with filename-coded labels; speech clips, one copy per clip (audio-video preferred over its video-only twin).", "Actor-block folds (protocol.kfold).", &["8class", "7class"], "openface")
             .dataset(ravdess)
-            .verify(verify_kind)
-            .write_layout(write_kind)
+            .verify(|_, root, _| verify(Corpus::Ravdess, root))
+            .write_layout(|_, out, req| write_corpus(Corpus::Ravdess, out, req))
             .build(),
         dfer("dfer.crema_d", "CREMA-D (91 actors): `VideoFlash/<actor>_<sentence>_<EMO>_<level>/` frame folders.", "Official folds: MAE-DFER's 5 actor blocks (1001–1018, 1019–1036, 1037–1054, 1055–1072, 1073–1091), as a `fold` label.", &["6class"], "openface")
             .dataset(crema_d)
-            .verify(verify_kind)
-            .write_layout(write_kind)
+            .verify(|_, root, _| verify(Corpus::CremaD, root))
+            .write_layout(|_, out, req| write_corpus(Corpus::CremaD, out, req))
             .build(),
         dfer("dfer.mead", "MEAD front view: `<actor>/video/front/<emotion>/level_<n>/<nnn>/` frame folders.", "Actor folds (protocol.kfold; no official list exists).", &["8class"], "openface")
             .dataset(mead)
-            .verify(verify_kind)
-            .write_layout(write_kind)
+            .verify(|_, root, _| verify(Corpus::Mead, root))
+            .write_layout(|_, out, req| write_corpus(Corpus::Mead, out, req))
             .build(),
     ]
 }

@@ -551,14 +551,18 @@ pub fn affectnet(p: &BTreeMap<String, Value>) -> Result<Box<dyn Dataset>, BuildE
 }
 
 /// `mer data verify ROOT --dataset fer.rafdb|fer.affectnet`.
-pub fn verify_still(kind: &str, root: &Path) -> (String, bool) {
-    verify_still_with(kind, root, super::decode_cache().as_deref())
+pub fn verify_still(affectnet: bool, root: &Path) -> (String, bool) {
+    verify_still_with(affectnet, root, super::decode_cache().as_deref())
 }
 
 /// [`verify_still`] with its decode markers in `cache`.
-fn verify_still_with(kind: &str, root: &Path, cache: Option<&Path>) -> (String, bool) {
+fn verify_still_with(affectnet: bool, root: &Path, cache: Option<&Path>) -> (String, bool) {
     use std::fmt::Write;
-    let affectnet = kind == "fer.affectnet";
+    let kind = if affectnet {
+        "fer.affectnet"
+    } else {
+        "fer.rafdb"
+    };
     let (mut s, classes) = if affectnet {
         (scan_affectnet(root, "8class"), AFFECTNET_CLASSES)
     } else {
@@ -720,13 +724,13 @@ pub(crate) fn kinds() -> Vec<Kind> {
     vec![
         still("fer.rafdb", "RAF-DB basic: basic/EmoLabel/list_patition_label.txt + basic/Image/aligned/*_aligned.jpg (7 classes); the official train/test split as a `split` label (protocol.official). No landmarks port data: RAF-DB basic ships none in 68 points.")
             .dataset(rafdb)
-            .verify(|kind, root, _| verify_still(kind, root))
+            .verify(|_, root, _| verify_still(false, root))
             .write_layout(|_, out, req| write_rafdb(&layout_params(req), out))
             .build(),
         still("fer.affectnet", "AffectNet: `Manually_Annotated_file_lists/{training,validation}.csv` + `Manually_Annotated_Images/`; each photo is cropped to its annotated face box. Codes 8–10 (none, uncertain, non-face) are left out and counted; the official validation set is the `test` split (protocol.official).")
             .choice("classes", &["7class", "8class"], Some("7class"), "Label set (8 adds contempt).")
             .dataset(affectnet)
-            .verify(|kind, root, _| verify_still(kind, root))
+            .verify(|_, root, _| verify_still(true, root))
             .write_layout(|_, out, req| write_affectnet(&layout_params(req), out))
             .build(),
     ]
@@ -846,7 +850,7 @@ mod tests {
         let bytes = std::fs::read(&b.image).unwrap();
         std::fs::write(&b.image, &bytes[..bytes.len() - 40]).unwrap();
         let cache = root.join("cache");
-        let (report, ok) = verify_still_with("fer.rafdb", &root, Some(&cache));
+        let (report, ok) = verify_still_with(false, &root, Some(&cache));
         assert!(!ok && report.contains("problems: 2"), "{report}");
         for r in [a, b] {
             let at = format!(
@@ -857,7 +861,7 @@ mod tests {
             assert!(report.contains(&at), "{at} not in:\n{report}");
         }
         assert!(report.contains("images decoded: 20 ("), "{report}");
-        let (again, _) = verify_still_with("fer.rafdb", &root, Some(&cache));
+        let (again, _) = verify_still_with(false, &root, Some(&cache));
         assert!(
             again.contains("images decoded: 20 (18 unchanged"),
             "{again}"

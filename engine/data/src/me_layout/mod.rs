@@ -1,6 +1,10 @@
 //! Micro-expression corpora as distributed: a label workbook plus frame
-//! folders, described by a [`Layout`] per dataset (CASME II, SAMM), read by
-//! one loader and written by one generator writer.
+//! folders, described by a [`Layout`] per dataset, read by one loader and
+//! written by one generator writer. This file is the shared core (the
+//! layout description, the scanner, the dataset, the verifier and the
+//! writer); each corpus is its own file beside it (`casme2.rs`, `samm.rs`,
+//! `casme3.rs`, `mmew.rs`, `smic.rs`, `dfme.rs`) with its layout, label
+//! sets, corrections, loader and kind.
 //!
 //! * CASME II: `CASME2-coding-20140508.xlsx` (first sheet, header on row 1:
 //!   Subject, Filename, -, OnsetFrame, ApexFrame, OffsetFrame, -, Action
@@ -34,6 +38,60 @@ use mer_registry::{Kind, LayoutRequest};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+
+mod casme2;
+mod casme3;
+mod dfme;
+mod mmew;
+mod samm;
+mod smic;
+
+pub use casme2::{casme2, CASME2, CASME2_APEX_FIXES};
+pub use casme3::{casme3, CASME3};
+pub use mmew::{mmew, MMEW};
+pub use samm::{samm, SAMM};
+use smic::SMIC_CODES;
+pub use smic::{smic, SMIC};
+
+/// The micro-expression corpora, one file each.
+pub(crate) fn kinds() -> Vec<Kind> {
+    vec![
+        casme2::kind(),
+        samm::kind(),
+        smic::kind(),
+        casme3::kind(),
+        mmew::kind(),
+        dfme::kind(),
+    ]
+}
+
+/// One labelled clip.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// Spreadsheet row (1-based, as a spreadsheet shows it).
+    pub row: usize,
+    /// Subject folder name (`sub01`, `006`, `spNO.1`), as
+    /// [`Layout::subject_dir`] makes it.
+    pub subject: String,
+    /// The clip's Filename cell (`EP02_01f`); CAS(ME)^3 clips sharing a video
+    /// get a number appended (`a2`).
+    pub filename: String,
+    /// Onset frame number, absolute as the label file gives it.
+    pub onset: u32,
+    /// Apex frame number, absolute; SMIC annotates none, so its apex is the
+    /// middle frame.
+    pub apex: u32,
+    /// Offset frame number, absolute and inclusive.
+    pub offset: u32,
+    /// Coded AU numbers, sides and intensities dropped; empty where the corpus
+    /// codes none (SMIC).
+    pub aus: Vec<u32>,
+    /// The emotion as the label file writes it, lower case; the class set maps
+    /// it to a class.
+    pub emotion: String,
+    /// Frame files, onset..=offset.
+    pub frames: Vec<PathBuf>,
+}
 
 /// A class set: `(class, the label file's emotions in it, lower case)`
 /// in label order.
@@ -89,480 +147,6 @@ pub struct Layout {
 
 fn subject_then_file(sub: &str, file: &str, _: &str) -> String {
     format!("{sub}/{file}")
-}
-
-/// CASME II (26 subjects, 200 fps).
-pub const CASME2: Layout = Layout {
-    dataset: "me.casme2",
-    label_file: "CASME2-coding-20140508.xlsx",
-    header_row: 0,
-    cols: [
-        "Subject",
-        "Filename",
-        "OnsetFrame",
-        "ApexFrame",
-        "OffsetFrame",
-        "Action Units",
-        "Estimated Emotion",
-    ],
-    header: &[
-        "Subject",
-        "Filename",
-        "",
-        "OnsetFrame",
-        "ApexFrame",
-        "OffsetFrame",
-        "",
-        "Action Units",
-        "Estimated Emotion",
-    ],
-    subject_dir: |n| format!("sub{n:02}"),
-    releases: &[("CASME2_RAW_selected", false), ("Cropped", true)],
-    frame_name: |_, n, cropped| {
-        if cropped {
-            format!("reg_img{n}.jpg")
-        } else {
-            format!("img{n}.jpg")
-        }
-    },
-    apex_fixes: CASME2_APEX_FIXES,
-    offset_fixes: &[(60, 91)],
-    au_fixes: &[],
-    class_sets: casme2_classes,
-    emotion_name: |e| match e {
-        "disgust" => "disgust",
-        "happiness" => "happiness",
-        "repression" => "repression",
-        "surprise" => "surprise",
-        _ => "others",
-    },
-    clip_name: |_, k| format!("EP{k:02}_01"),
-    clip_dir: subject_then_file,
-    onset_fixes: &[],
-    shared_videos: false,
-    subject_as_text: false,
-    folder_scan: None,
-};
-
-/// SAMM (32 subjects, 200 fps, grayscale).
-pub const SAMM: Layout = Layout {
-    dataset: "me.samm",
-    label_file: "SAMM_Micro_FACS_Codes_v2.xlsx",
-    header_row: 13,
-    cols: [
-        "Subject",
-        "Filename",
-        "Onset Frame",
-        "Apex Frame",
-        "Offset Frame",
-        "Action Units",
-        "Estimated Emotion",
-    ],
-    header: &[
-        "Subject",
-        "Filename",
-        "Inducement Code",
-        "Onset Frame",
-        "Apex Frame",
-        "Offset Frame",
-        "Duration",
-        "Micro",
-        "Action Units",
-        "Estimated Emotion",
-        "Objective Classes",
-        "Notes",
-    ],
-    subject_dir: |n| format!("{n:03}"),
-    releases: &[("SAMM", false), ("SAMM", true)],
-    frame_name: |sub, n, _| format!("{sub}_{n:05}.jpg"),
-    apex_fixes: &[(125, 1105), (132, 4945), (133, 5130)],
-    offset_fixes: &[(56, 5739)],
-    au_fixes: &[
-        (15, "R12 + R15"),
-        (18, "R12 + R15"),
-        (41, "L14"),
-        (64, "R14"),
-        (154, "R14A"),
-    ],
-    class_sets: samm_classes,
-    emotion_name: |e| match e {
-        "disgust" => "Disgust",
-        "happiness" => "Happiness",
-        "repression" => "Contempt",
-        "surprise" => "Surprise",
-        _ => "Other",
-    },
-    clip_name: |sub, k| format!("{sub:03}_1_{k}"),
-    clip_dir: subject_then_file,
-    onset_fixes: &[],
-    shared_videos: false,
-    subject_as_text: false,
-    folder_scan: None,
-};
-
-/// CAS(ME)^3 part A (30 fps, colour; depth alongside, not read).
-pub const CASME3: Layout = Layout {
-    dataset: "me.casme3",
-    label_file: "cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx",
-    header_row: 0,
-    cols: [
-        "Subject", "Filename", "Onset", "Apex", "Offset", "AU", "emotion",
-    ],
-    header: &[
-        "Subject",
-        "Filename",
-        "Onset",
-        "Apex",
-        "Offset",
-        "AU",
-        "Objective class",
-        "emotion",
-    ],
-    subject_dir: |n| format!("spNO.{n}"),
-    releases: &[("part_A/data/ME_A", false)],
-    frame_name: |_, n, _| format!("color/{n}.jpg"),
-    // MEB's patches (0-based data rows).
-    apex_fixes: &[(128, 160), (750, 1)],
-    offset_fixes: &[(708, 34), (796, 1845), (798, 2403)],
-    au_fixes: &[],
-    class_sets: casme3_classes,
-    emotion_name: |e| match e {
-        "happiness" => "happy",
-        "sadness" => "sad",
-        "disgust" => "disgust",
-        "surprise" => "surprise",
-        "fear" => "fear",
-        "anger" => "anger",
-        _ => "others",
-    },
-    // Two MEs per generated video, as in the real set.
-    clip_name: |_, k| ((b'a' + ((k - 1) / 2 % 26) as u8) as char).to_string(),
-    clip_dir: subject_then_file,
-    onset_fixes: &[(749, 2647), (750, 1)],
-    shared_videos: true,
-    subject_as_text: true,
-    folder_scan: None,
-};
-
-/// MMEW (36 subjects, 90 fps).
-pub const MMEW: Layout = Layout {
-    dataset: "me.mmew",
-    label_file: "MMEW_Micro_Exp.xlsx",
-    header_row: 0,
-    cols: [
-        "Subject",
-        "Filename",
-        "OnsetFrame",
-        "ApexFrame",
-        "OffsetFrame",
-        "Action Units",
-        "Estimated Emotion",
-    ],
-    header: &[
-        "Subject",
-        "Filename",
-        "OnsetFrame",
-        "ApexFrame",
-        "OffsetFrame",
-        "Action Units",
-        "Estimated Emotion",
-        "remarks",
-    ],
-    subject_dir: |n| format!("S{n:02}"),
-    releases: &[("Micro_Expression", false)],
-    frame_name: |_, n, _| format!("{n}.jpg"),
-    // MEB's corrections of 16 rows' apex and offset (0-based data rows).
-    apex_fixes: &[
-        (33, 40),
-        (35, 15),
-        (36, 46),
-        (37, 20),
-        (38, 25),
-        (39, 20),
-        (40, 23),
-        (41, 28),
-        (42, 32),
-        (142, 56),
-        (143, 32),
-        (145, 27),
-        (146, 22),
-        (148, 29),
-        (154, 31),
-        (156, 38),
-    ],
-    offset_fixes: &[
-        (33, 75),
-        (35, 54),
-        (36, 59),
-        (37, 98),
-        (38, 80),
-        (39, 93),
-        (40, 58),
-        (41, 61),
-        (42, 68),
-        (142, 88),
-        (143, 80),
-        (145, 85),
-        (146, 61),
-        (148, 108),
-        (154, 72),
-        (156, 106),
-    ],
-    au_fixes: &[],
-    class_sets: mmew_classes,
-    emotion_name: |e| match e {
-        "happiness" => "happiness",
-        "sadness" => "sadness",
-        "disgust" => "disgust",
-        "surprise" => "surprise",
-        "fear" => "fear",
-        "anger" => "anger",
-        _ => "others",
-    },
-    clip_name: |sub, k| format!("S{sub:02}_{k:02}"),
-    clip_dir: |_, file, emotion| format!("{emotion}/{file}"),
-    onset_fixes: &[],
-    shared_videos: false,
-    subject_as_text: false,
-    folder_scan: None,
-};
-
-/// SMIC-HS: no workbook; the class is the folder and each clip folder
-/// holds onset..offset.
-pub const SMIC: Layout = Layout {
-    dataset: "me.smic",
-    label_file: "HS",
-    header_row: 0,
-    cols: ["", "", "", "", "", "", ""],
-    header: &[],
-    subject_dir: |n| format!("s{n}"),
-    releases: &[("HS", false)],
-    frame_name: |_, n, _| format!("image{n:07}.bmp"),
-    apex_fixes: &[],
-    offset_fixes: &[],
-    au_fixes: &[],
-    class_sets: |_| {
-        vec![
-            ("negative", &["negative"][..]),
-            ("positive", &["positive"][..]),
-            ("surprise", &["surprise"][..]),
-        ]
-    },
-    emotion_name: |e| match e {
-        "happiness" => "positive",
-        "surprise" => "surprise",
-        _ => "negative",
-    },
-    clip_name: |_, k| format!("{k:02}"),
-    clip_dir: |sub, file, emotion| format!("{sub}/micro/{emotion}/{file}"),
-    onset_fixes: &[],
-    shared_videos: false,
-    subject_as_text: false,
-    folder_scan: Some(scan_smic),
-};
-
-const SMIC_CODES: [(&str, &str); 3] = [("positive", "po"), ("negative", "ne"), ("surprise", "sur")];
-
-/// The number in a frame file's name (`image0634079.bmp` → 634079).
-fn frame_number(p: &Path) -> Option<u32> {
-    let stem = p.file_stem()?.to_str()?;
-    let digits: String = stem.chars().filter(char::is_ascii_digit).collect();
-    digits.parse().ok()
-}
-
-/// A folder's entries, sorted; none where it cannot be listed (SMIC's
-/// scan reports missing folders itself).
-fn sorted_entries(dir: &Path) -> Vec<PathBuf> {
-    super::sorted_dir(dir).unwrap_or_default()
-}
-
-/// Reads SMIC-HS from its folders: `HS/s<N>/micro/<emotion>/s<N>_<code>_<kk>/`.
-fn scan_smic(_: &Layout, root: &Path) -> Scan {
-    let mut out = Scan::default();
-    let hs = root.join("HS");
-    let problem = |file: &Path, message: String| DataError {
-        file: file.display().to_string(),
-        row: None,
-        message,
-    };
-    if !hs.is_dir() {
-        out.problems.push(problem(
-            &hs,
-            "missing: SMIC keeps its high-speed clips in HS/".into(),
-        ));
-        return out;
-    }
-    let mut without = Vec::new();
-    for sdir in sorted_entries(&hs).into_iter().filter(|p| p.is_dir()) {
-        let sname = sdir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("")
-            .to_string();
-        let Some(number) = sname.strip_prefix('s').and_then(|n| n.parse::<u32>().ok()) else {
-            out.problems
-                .push(problem(&sdir, "not a subject folder s<N>".into()));
-            continue;
-        };
-        let micro = sdir.join("micro");
-        if !micro.is_dir() {
-            without.push(sname);
-            continue;
-        }
-        for edir in sorted_entries(&micro).into_iter().filter(|p| p.is_dir()) {
-            let emotion = edir
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("")
-                .to_string();
-            let Some((_, code)) = SMIC_CODES.iter().find(|(e, _)| *e == emotion) else {
-                out.problems.push(problem(
-                    &edir,
-                    "unknown emotion folder (SMIC: positive, negative, surprise)".into(),
-                ));
-                continue;
-            };
-            for cdir in sorted_entries(&edir).into_iter().filter(|p| p.is_dir()) {
-                let filename = cdir
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .unwrap_or("")
-                    .to_string();
-                let prefix = format!("s{number}_{code}_");
-                if !filename.starts_with(&prefix) {
-                    out.problems.push(problem(
-                        &cdir,
-                        format!("clip name disagrees with its folders (expected {prefix}<kk>)"),
-                    ));
-                    continue;
-                }
-                let mut frames: Vec<(u32, PathBuf)> = sorted_entries(&cdir)
-                    .into_iter()
-                    .filter(|p| {
-                        p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-                            matches!(
-                                e.to_ascii_lowercase().as_str(),
-                                "bmp" | "jpg" | "jpeg" | "png"
-                            )
-                        })
-                    })
-                    .filter_map(|p| Some((frame_number(&p)?, p)))
-                    .collect();
-                frames.sort();
-                let (Some((on, _)), Some((off, _))) = (frames.first(), frames.last()) else {
-                    out.problems.push(problem(
-                        &cdir,
-                        "clip folder holds no numbered frames".into(),
-                    ));
-                    continue;
-                };
-                let (on, off) = (*on, *off);
-                if (off - on + 1) as usize != frames.len() {
-                    let have: std::collections::BTreeSet<u32> =
-                        frames.iter().map(|(n, _)| *n).collect();
-                    let gap = (on..=off).find(|n| !have.contains(n)).unwrap_or(on);
-                    out.problems.push(problem(
-                        &cdir,
-                        format!(
-                            "frame {gap} is missing ({} frames from {on} to {off})",
-                            frames.len()
-                        ),
-                    ));
-                    continue;
-                }
-                out.records.push(Record {
-                    row: 0,
-                    subject: sname.clone(),
-                    filename,
-                    onset: on,
-                    apex: on + (off - on) / 2,
-                    offset: off,
-                    aus: vec![],
-                    emotion: emotion.clone(),
-                    frames: frames.into_iter().map(|(_, p)| p).collect(),
-                });
-            }
-        }
-    }
-    if !out.records.is_empty() {
-        out.corrections.push(format!(
-            "apex = the middle frame of each clip ({} clips; SMIC annotates none)",
-            out.records.len()
-        ));
-    }
-    if !without.is_empty() {
-        out.corrections.push(format!(
-            "subjects without micro-expressions (no micro/ folder): {}",
-            without.join(", ")
-        ));
-    }
-    out
-}
-
-/// The layout of a dataset kind.
-pub fn layout(dataset: &str) -> Option<&'static Layout> {
-    match dataset {
-        "me.casme2" | "casme2" => Some(&CASME2),
-        "me.samm" | "samm" => Some(&SAMM),
-        "me.casme3" | "casme3" => Some(&CASME3),
-        "me.mmew" | "mmew" => Some(&MMEW),
-        "me.smic" | "smic" => Some(&SMIC),
-        _ => None,
-    }
-}
-
-/// MEB's apex fills for CASME II rows whose ApexFrame cell is not a number
-/// (0-based data rows → apex frame estimated from optical flow).
-pub const CASME2_APEX_FIXES: &[(usize, u32)] = &[
-    (29, 279),
-    (35, 68),
-    (43, 77),
-    (45, 81),
-    (51, 166),
-    (53, 100),
-    (60, 78),
-    (117, 187),
-    (118, 89),
-    (126, 80),
-    (136, 88),
-    (147, 134),
-    (155, 231),
-    (168, 53),
-    (170, 329),
-    (177, 111),
-    (202, 91),
-    (203, 103),
-    (234, 98),
-    (237, 153),
-    (238, 98),
-];
-
-/// One labelled clip.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Record {
-    /// Spreadsheet row (1-based, as a spreadsheet shows it).
-    pub row: usize,
-    /// Subject folder name (`sub01`, `006`, `spNO.1`), as
-    /// [`Layout::subject_dir`] makes it.
-    pub subject: String,
-    /// The clip's Filename cell (`EP02_01f`); CAS(ME)^3 clips sharing a video
-    /// get a number appended (`a2`).
-    pub filename: String,
-    /// Onset frame number, absolute as the label file gives it.
-    pub onset: u32,
-    /// Apex frame number, absolute; SMIC annotates none, so its apex is the
-    /// middle frame.
-    pub apex: u32,
-    /// Offset frame number, absolute and inclusive.
-    pub offset: u32,
-    /// Coded AU numbers, sides and intensities dropped; empty where the corpus
-    /// codes none (SMIC).
-    pub aus: Vec<u32>,
-    /// The emotion as the label file writes it, lower case; the class set maps
-    /// it to a class.
-    pub emotion: String,
-    /// Frame files, onset..=offset.
-    pub frames: Vec<PathBuf>,
 }
 
 /// The result of reading a corpus folder: records, corrections applied,
@@ -855,115 +439,6 @@ pub fn scan(layout: &Layout, root: &Path, cropped: bool) -> Scan {
     out
 }
 
-/// CASME II's class sets, in label order.
-fn casme2_classes(set: &str) -> ClassSet {
-    match set {
-        "3class_megc" => vec![
-            ("negative", &["disgust", "repression"][..]),
-            ("positive", &["happiness"][..]),
-            ("surprise", &["surprise"][..]),
-        ],
-        "7class" => vec![
-            ("disgust", &["disgust"][..]),
-            ("fear", &["fear"][..]),
-            ("happiness", &["happiness"][..]),
-            ("others", &["others"][..]),
-            ("repression", &["repression"][..]),
-            ("sadness", &["sadness"][..]),
-            ("surprise", &["surprise"][..]),
-        ],
-        _ => vec![
-            ("disgust", &["disgust"][..]),
-            ("happiness", &["happiness"][..]),
-            ("others", &["others"][..]),
-            ("repression", &["repression"][..]),
-            ("surprise", &["surprise"][..]),
-        ],
-    }
-}
-
-/// CAS(ME)^3's class sets (its emotions are lower-case words).
-fn casme3_classes(set: &str) -> ClassSet {
-    match set {
-        "3class_megc" => vec![
-            ("negative", &["anger", "disgust", "fear", "sad"][..]),
-            ("positive", &["happy"][..]),
-            ("surprise", &["surprise"][..]),
-        ],
-        "4class" => vec![
-            ("negative", &["anger", "disgust", "fear", "sad"][..]),
-            ("others", &["others"][..]),
-            ("positive", &["happy"][..]),
-            ("surprise", &["surprise"][..]),
-        ],
-        _ => vec![
-            ("anger", &["anger"][..]),
-            ("disgust", &["disgust"][..]),
-            ("fear", &["fear"][..]),
-            ("happy", &["happy"][..]),
-            ("others", &["others"][..]),
-            ("sad", &["sad"][..]),
-            ("surprise", &["surprise"][..]),
-        ],
-    }
-}
-
-/// MMEW's class sets: `6class` leaves `others` out (counted).
-fn mmew_classes(set: &str) -> ClassSet {
-    let six = vec![
-        ("anger", &["anger"][..]),
-        ("disgust", &["disgust"][..]),
-        ("fear", &["fear"][..]),
-        ("happiness", &["happiness"][..]),
-        ("sadness", &["sadness"][..]),
-        ("surprise", &["surprise"][..]),
-    ];
-    match set {
-        "3class_megc" => vec![
-            ("negative", &["anger", "disgust", "fear", "sadness"][..]),
-            ("positive", &["happiness"][..]),
-            ("surprise", &["surprise"][..]),
-        ],
-        "7class" => {
-            let mut v = six;
-            v.insert(4, ("others", &["others"][..]));
-            v
-        }
-        _ => six,
-    }
-}
-
-/// SAMM's class sets (emotions lower-cased; `Other`/`Others` both).
-fn samm_classes(set: &str) -> ClassSet {
-    match set {
-        "3class_megc" => vec![
-            (
-                "negative",
-                &["anger", "contempt", "disgust", "sadness", "fear"][..],
-            ),
-            ("positive", &["happiness"][..]),
-            ("surprise", &["surprise"][..]),
-        ],
-        "8class" => vec![
-            ("anger", &["anger"][..]),
-            ("contempt", &["contempt"][..]),
-            ("disgust", &["disgust"][..]),
-            ("fear", &["fear"][..]),
-            ("happiness", &["happiness"][..]),
-            ("other", &["other", "others"][..]),
-            ("sadness", &["sadness"][..]),
-            ("surprise", &["surprise"][..]),
-        ],
-        _ => vec![
-            ("anger", &["anger"][..]),
-            ("contempt", &["contempt"][..]),
-            ("happiness", &["happiness"][..]),
-            ("other", &["other", "others"][..]),
-            ("surprise", &["surprise"][..]),
-        ],
-    }
-}
-
 /// A micro-expression corpus read through its [`Layout`].
 pub struct MeDataset {
     layout: &'static Layout,
@@ -1253,31 +728,6 @@ impl Dataset for MeDataset {
     }
 }
 
-/// `me.casme2`'s factory.
-pub fn casme2(p: &BTreeMap<String, Value>) -> Result<Box<dyn Dataset>, BuildError> {
-    Ok(Box::new(MeDataset::new(&CASME2, p)?))
-}
-
-/// `me.samm`'s factory.
-pub fn samm(p: &BTreeMap<String, Value>) -> Result<Box<dyn Dataset>, BuildError> {
-    Ok(Box::new(MeDataset::new(&SAMM, p)?))
-}
-
-/// `me.casme3`'s factory.
-pub fn casme3(p: &BTreeMap<String, Value>) -> Result<Box<dyn Dataset>, BuildError> {
-    Ok(Box::new(MeDataset::new(&CASME3, p)?))
-}
-
-/// `me.smic`'s factory.
-pub fn smic(p: &BTreeMap<String, Value>) -> Result<Box<dyn Dataset>, BuildError> {
-    Ok(Box::new(MeDataset::new(&SMIC, p)?))
-}
-
-/// `me.mmew`'s factory.
-pub fn mmew(p: &BTreeMap<String, Value>) -> Result<Box<dyn Dataset>, BuildError> {
-    Ok(Box::new(MeDataset::new(&MMEW, p)?))
-}
-
 /// `mer data verify ROOT --dataset D`: samples, subjects, emotions, AU
 /// frequencies, corrections applied, and every problem with its row,
 /// including every frame that does not decode.
@@ -1496,65 +946,17 @@ pub fn write_layout(
     Ok(synth.len())
 }
 
-/// `mer data verify` for the corpora of this file.
-fn verify_kind(kind: &str, root: &Path, _: &BTreeMap<String, Value>) -> (String, bool) {
-    match layout(kind) {
-        Some(l) => verify(l, root),
-        None => (format!("`{kind}` has no micro-expression layout"), false),
-    }
-}
-
-/// `mer data synth` for the corpora of this file.
-fn write_kind(kind: &str, out: &Path, req: &LayoutRequest) -> Result<usize, String> {
-    let l = layout(kind).ok_or_else(|| format!("`{kind}` has no micro-expression layout"))?;
+/// `mer data synth` for a corpus of this file: generated clips through
+/// [`Synth`], written in `layout`.
+fn write_me(layout: &Layout, out: &Path, req: &LayoutRequest) -> Result<usize, String> {
     let s =
         Synth::new(super::synth::Flavor::Me, &super::synth::layout_params(req)).map_err(|e| e.0)?;
-    write_layout(l, &s, out, req.frames_per_clip, req.seed)
-}
-
-// ---- the kinds ---------------------------------------------------------------
-
-/// The micro-expression corpora this file reads, verifies and writes.
-pub(crate) fn kinds() -> Vec<Kind> {
-    vec![
-        me("me.casme2", "CASME II (26 subjects, 200 fps): CASME2-coding xlsx + sub*/EP*/img*.jpg, with the documented label corrections.", "CASME2_ROOT", &[1, 2, 4, 7, 12, 14, 15, 17], ME5, "5class")
-            .dataset(casme2)
-            .verify(verify_kind)
-            .write_layout(write_kind)
-            .build(),
-        me("me.samm", "SAMM (32 subjects, 200 fps, gray): SAMM_Micro_FACS_Codes xlsx + subject/clip/*.jpg.", "SAMM_ROOT", &[2, 4, 7, 12], &["5class", "3class_megc", "8class"], "5class")
-            .dataset(samm)
-            .verify(verify_kind)
-            .write_layout(write_kind)
-            .build(),
-        clip("me.smic", "SMIC-HS (16 subjects with MEs, 100 fps): `HS/s<N>/micro/<positive|negative|surprise>/s<N>_<po|ne|sur>_<kk>/` frame folders, each cut to onset..offset; the class is the folder. No AU labels (so no `aus` port) and no apex: the middle frame stands in (MEB's convention).", 6, 64, false)
-            .output("flow", "onset→apex optical flow [B, 2, H, W]")
-            .path("root", None, "Dataset folder as distributed (e.g. env(\"SMIC_ROOT\")), holding HS/.")
-            .choice("classes", &["3class"], Some("3class"), "Emotion label set: positive, negative, surprise.")
-            .bool("flow", true, "Compute the `flow` port: TV-L1 optical flow from the onset to the middle frame, cached on disk.")
-            .port_when("flow", "flow", Value::Bool(true))
-            .shapes(smic_data)
-            .dataset(smic)
-            .verify(verify_kind)
-            .write_layout(write_kind)
-            .build(),
-        me("me.casme3", "CAS(ME)^3 part A (30 fps): cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx + part_A/data/ME_A/spNO.<k>/<video>/color/<frame>.jpg; several MEs per video (numbered a, a2, … as MEB does), with MEB's corrections.", "CASME3_ROOT", ME_AUS, &["7class", "4class", "3class_megc"], "7class")
-            .dataset(casme3)
-            .verify(verify_kind)
-            .write_layout(write_kind)
-            .build(),
-        me("me.mmew", "MMEW (36 subjects, 90 fps): MMEW_Micro_Exp.xlsx + Micro_Expression/<emotion>/<Filename>/<frame>.jpg.", "MMEW_ROOT", ME_AUS, &["6class", "7class", "3class_megc"], "6class")
-            .dataset(mmew)
-            .verify(verify_kind)
-            .write_layout(write_kind)
-            .build(),
-        me("me.dfme", "DFME (CCAC 2024 challenge): train / TestA / TestB partitions, 7 classes. No loader yet: the on-disk layout and label files ship only with the licence package and are not public, so recipes check but do not run on it.", "DFME_ROOT", ME_AUS, &["7class"], "7class")
-            .build(),
-    ]
+    write_layout(layout, &s, out, req.frames_per_clip, req.seed)
 }
 
 #[cfg(test)]
 mod tests {
+    use super::casme2::casme2_classes;
     use super::*;
 
     fn synth(n: i64) -> Synth {
