@@ -338,3 +338,70 @@ fn an_unknown_plugin_lists_what_was_found() {
         "{err}"
     );
 }
+
+/// A plugin's dataset kind gets `mer data synth` and `mer data verify`
+/// from its own hooks, by full or short name, with no change to mer.
+#[test]
+fn a_plugin_dataset_gets_data_synth_and_verify() {
+    let dir = std::env::temp_dir().join(format!("mer-tally-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let d = dir.display().to_string();
+    let o = mer(
+        &[
+            "data",
+            "synth",
+            "--use",
+            "testkit",
+            "--layout",
+            "testkit.tally",
+            "--out",
+            &d,
+            "--subjects",
+            "2",
+            "--clips-per-subject",
+            "3",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = mer(
+        &[
+            "data",
+            "verify",
+            &d,
+            "--use",
+            "testkit",
+            "--dataset",
+            "tally",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("samples: 6"));
+    let csv = dir.join("labels.csv");
+    let mut text = std::fs::read_to_string(&csv).unwrap();
+    text.push_str("s9,not-a-label\n");
+    std::fs::write(&csv, text).unwrap();
+    let o = mer(
+        &[
+            "data",
+            "verify",
+            &d,
+            "--use",
+            "testkit",
+            "--dataset",
+            "testkit.tally",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("labels.csv:8: not `id,label`"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    // Without the plugin, the kind is unknown (and the message lists what is).
+    let o = mer(&["data", "verify", &d, "--dataset", "testkit.tally"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -4,8 +4,11 @@
 //! enough to check loading, the handshake, and that gradients through a
 //! dynamically loaded component equal those through the same component
 //! linked statically; and `testkit.signsgd`, an optimiser kind, to check
-//! that a plugin can add one and a recipe trains with it. Setting `MER_TESTKIT_PANIC` makes `register` panic,
-//! to test that the host reports it instead of crashing.
+//! that a plugin can add one and a recipe trains with it; and
+//! `testkit.tally`, a dataset kind whose `verify` and `write_layout` hooks
+//! give it `mer data verify|synth` with no change to mer. Setting
+//! `MER_TESTKIT_PANIC` makes `register` panic, to test that the host reports
+//! it instead of crashing.
 
 use mer_registry::candle::{Result as CResult, Tensor};
 use mer_registry::component::input;
@@ -109,6 +112,59 @@ fn build_signsgd(_p: &Params) -> Result<Box<dyn UpdateRule>, BuildError> {
     Ok(Box::new(SignSgd))
 }
 
+/// `mer data verify` for `testkit.tally`: `labels.csv` rows `id,label`
+/// (label a small integer); every bad row is a problem at its file:row.
+fn tally_verify(
+    _kind: &str,
+    root: &std::path::Path,
+    _params: &std::collections::BTreeMap<String, mer_registry::Value>,
+) -> (String, bool) {
+    let file = root.join("labels.csv");
+    let text = match std::fs::read_to_string(&file) {
+        Ok(t) => t,
+        Err(e) => return (format!("{}: {e}\n", file.display()), false),
+    };
+    let mut samples = 0;
+    let mut problems = Vec::new();
+    for (i, line) in text.lines().enumerate().skip(1) {
+        match line.split_once(',') {
+            Some((id, label)) if !id.is_empty() && label.trim().parse::<u32>().is_ok() => {
+                samples += 1
+            }
+            _ => problems.push(format!(
+                "{}:{}: not `id,label`: `{line}`",
+                file.display(),
+                i + 1
+            )),
+        }
+    }
+    let mut out = format!("samples: {samples}\n");
+    for p in &problems {
+        out.push_str(&format!("problem: {p}\n"));
+    }
+    (out, problems.is_empty())
+}
+
+/// `mer data synth` for `testkit.tally`: one row per generated sample.
+fn tally_write(
+    _kind: &str,
+    out: &std::path::Path,
+    req: &mer_registry::LayoutRequest,
+) -> Result<usize, String> {
+    std::fs::create_dir_all(out).map_err(|e| e.to_string())?;
+    let n = req.subjects * req.clips_per_subject;
+    let mut csv = String::from("id,label\n");
+    for i in 0..n {
+        csv.push_str(&format!(
+            "s{}_{i},{}\n",
+            i / req.clips_per_subject.max(1),
+            i % 2
+        ));
+    }
+    std::fs::write(out.join("labels.csv"), csv).map_err(|e| e.to_string())?;
+    Ok(n)
+}
+
 /// Registers the plugin's kinds (also the entry point for static linking).
 pub fn register(r: &mut dyn Registrar) {
     if std::env::var_os("MER_TESTKIT_PANIC").is_some() {
@@ -141,6 +197,15 @@ pub fn register(r: &mut dyn Registrar) {
         )
         .optimizer(build_signsgd)
         .build(),
+    );
+    r.kind(
+        KindBuilder::new("testkit.tally", Role::Data)
+            .doc("A labels.csv of `id,label` rows (test plugin: a dataset with verify and layout hooks, no loader).")
+            .output("label", "class index [B]")
+            .path("root", None, "The folder holding labels.csv.")
+            .verify(tally_verify)
+            .write_layout(tally_write)
+            .build(),
     );
 }
 
