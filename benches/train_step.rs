@@ -4,7 +4,9 @@
 //! peak; and, when a Python with torch is at hand (`MER_BENCH_PYTHON`, or
 //! `target/bench-venv` from `benches/reference/setup.sh`), the same steps
 //! in PyTorch eager at the same thread count, side by side. Prints
-//! figures; asserts nothing.
+//! figures; asserts nothing. `MER_BENCH_DEVICE=cuda:0` (a CUDA build, as
+//! `scripts/gpu-check.sh` runs it) times the same steps on the GPU beside
+//! PyTorch's CUDA eager.
 
 use mer_engine::exec::Model;
 use mer_engine::optim::Optimizer;
@@ -14,18 +16,34 @@ use mer_registry::{Dim, Mode, ParamStore, Registry, SeededRng, TensorType, Value
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+/// `MER_BENCH_DEVICE` (cpu, cuda:N), read once.
+fn device() -> &'static Device {
+    static DEV: std::sync::OnceLock<Device> = std::sync::OnceLock::new();
+    DEV.get_or_init(|| {
+        let spec = std::env::var("MER_BENCH_DEVICE").unwrap_or_else(|_| "cpu".into());
+        match mer_engine::runner::device(&spec) {
+            Ok((d, _)) => d,
+            Err(m) => panic!("MER_BENCH_DEVICE: {m}"),
+        }
+    })
+}
+
 fn randn(dims: &[usize], seed: u64) -> Tensor {
     SeededRng::new(seed)
         .normal_tensor(dims, &Device::Cpu)
+        .and_then(|t| t.to_device(device()))
         .expect("tensor")
 }
 
 fn time<F: FnMut()>(reps: usize, mut f: F) -> f64 {
     f(); // warm-up
+         // GPU kernels run asynchronously: time to the device's completion.
+    device().synchronize().expect("sync");
     let t0 = Instant::now();
     for _ in 0..reps {
         f();
     }
+    device().synchronize().expect("sync");
     t0.elapsed().as_secs_f64() / reps as f64
 }
 
@@ -45,7 +63,7 @@ fn recipe_step(reg: &Registry, recipe: &str, data: BTreeMap<String, Tensor>) -> 
     let Some(v) = fc.experiments.first().and_then(|e| e.variants.first()) else {
         panic!("{recipe} does not check: {:?}", s.diags);
     };
-    let model = Model::build(&v.graph, reg, 1, &Device::Cpu).expect("build");
+    let model = Model::build(&v.graph, reg, 1, device()).expect("build");
     let opt_params = match v.recipe.config.get("optimizer") {
         Some(Value::Call(c)) => c.params.clone(),
         _ => BTreeMap::new(),
@@ -97,7 +115,7 @@ fn component_step(
     output: usize,
 ) -> f64 {
     let k = reg.get(kind).expect("kind");
-    let mut store = ParamStore::new(1, Device::Cpu);
+    let mut store = ParamStore::new(1, device().clone());
     let dims = x.dims();
     let mut ty_dims = vec![Dim::sym("B")];
     ty_dims.extend(dims[1..].iter().map(|d| Dim::Size(*d)));
@@ -125,6 +143,7 @@ fn params(kv: &[(&str, Value)]) -> BTreeMap<String, Value> {
 
 /// `{"name": .., "ms": ..}` lines from the PyTorch reference, when it can run.
 fn pytorch(threads: usize, llm: (usize, usize, usize)) -> Result<BTreeMap<String, f64>, String> {
+    let torch_device = if device().is_cuda() { "cuda" } else { "cpu" };
     let python = std::env::var("MER_BENCH_PYTHON").ok().or_else(|| {
         let p = std::path::Path::new("target/bench-venv/bin/python");
         p.exists().then(|| p.display().to_string())
@@ -143,6 +162,8 @@ fn pytorch(threads: usize, llm: (usize, usize, usize)) -> Result<BTreeMap<String
             &llm.1.to_string(),
             "--llm-tokens",
             &llm.2.to_string(),
+            "--device",
+            torch_device,
         ])
         .output()
         .map_err(|e| format!("{python}: {e}"))?;
@@ -158,8 +179,9 @@ fn pytorch(threads: usize, llm: (usize, usize, usize)) -> Result<BTreeMap<String
             serde_json::from_str(line).map_err(|e| format!("{line}: {e}"))?;
         if v["name"] == "torch" {
             println!(
-                "PyTorch {} eager, {} threads",
+                "PyTorch {} eager on {}, {} threads",
                 v["version"].as_str().unwrap_or("?"),
+                v["device"].as_str().unwrap_or("cpu"),
                 v["threads"]
             );
         }
@@ -178,7 +200,7 @@ fn main() {
         .ok()
         .and_then(|t| t.parse().ok())
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    println!("CPU threads: {threads}\n");
+    println!("device: {:?}, CPU threads: {threads}\n", device());
 
     // Peak: f32 matmul, 1024³.
     let n = 1024;

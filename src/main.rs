@@ -307,15 +307,50 @@ enum ModelsCmd {
         device: String,
     },
     /// A 2-layer random LLaMA or Qwen2 (byte-level BPE tokenizer) as
-    /// `OUT/<arch>-hf/` and `OUT/<arch>.gguf`.
+    /// `OUT/<arch>-hf/` and `OUT/<arch>.gguf`; or a random CLIP (both towers
+    /// and a byte-level tokenizer) or SigLIP image tower in Hugging Face's
+    /// layout as `OUT/clip-tiny/` or `OUT/siglip-tiny/`.
     Tiny {
-        #[arg(long, value_parser = ["llama", "qwen2"], default_value = "qwen2")]
+        #[arg(long, value_parser = ["llama", "qwen2", "clip", "siglip"], default_value = "qwen2")]
         arch: String,
         /// Hidden size (a multiple of 8); match the recipe's projector, e.g. 1536 for Qwen2-1.5B recipes.
         #[arg(long, default_value_t = 16)]
         hidden: usize,
+        /// Dtype of the folder's safetensors (released LLMs ship bf16); the GGUF is f32.
+        #[arg(long, value_parser = ["f32", "bf16", "f16"], default_value = "f32")]
+        dtype: String,
+        /// CLIP/SigLIP: input side in pixels (a multiple of 8, the patch).
+        #[arg(long, default_value_t = 32)]
+        image: usize,
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Zero-shot classification of one image with a CLIP folder: each
+    /// class's probability from `scale · cos(image, template(class))`.
+    ZeroShot {
+        /// A CLIP folder (config.json, model.safetensors, tokenizer.json).
+        weights: PathBuf,
+        /// An image file (PNG, JPEG, BMP): shorter side resized, centre crop.
+        image: PathBuf,
+        /// Class names, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        classes: Vec<String>,
+        /// The prompt; `{}` is the class name.
+        #[arg(long, default_value = "a photo of a {} face.")]
+        template: String,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+    /// The projected embedding of an image (CLIP or SigLIP folder) or a text
+    /// (CLIP) as JSON: transformers' `get_image_features` / `get_text_features`.
+    Embed {
+        weights: PathBuf,
+        #[arg(long, conflicts_with = "text", required_unless_present = "text")]
+        image: Option<PathBuf>,
+        #[arg(long)]
+        text: Option<String>,
+        #[arg(long, default_value = "cpu")]
+        device: String,
     },
 }
 
@@ -342,9 +377,18 @@ enum PluginsCmd {
     /// Build a kind on random inputs, run it, and compare analytic with
     /// finite-difference gradients for every parameter and input.
     Gradcheck {
-        kind: String,
+        /// The kind to check; or `--all`.
+        #[arg(required_unless_present = "all")]
+        kind: Option<String>,
+        /// Every component kind with a runnable example (builtins and the
+        /// plugins found), on its own example inputs.
+        #[arg(long, conflicts_with_all = ["kind", "inputs", "sets"])]
+        all: bool,
+        /// Where to run it: cpu or cuda:N (the GPU check runs `--all --device cuda:0`).
+        #[arg(long, default_value = "cpu")]
+        device: String,
         /// Input dims, one flag per input, e.g. `--input 4x16`.
-        #[arg(long = "input", value_name = "DxDx..", required = true)]
+        #[arg(long = "input", value_name = "DxDx..", required_unless_present = "all")]
         inputs: Vec<String>,
         /// Parameter values, e.g. `--set out=3` (recipe syntax).
         #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -391,6 +435,16 @@ fn report(session: &Session, format: DiagFormat) -> bool {
         eprint!("{text}");
     }
     session.has_errors()
+}
+
+/// A `--device` value for commands that run one model: `auto`'s choice on
+/// stderr, exit 2 with the reason when it cannot be used.
+fn cli_device(spec: &str) -> Result<mer_registry::candle::Device, ExitCode> {
+    let (d, note) = mer_engine::runner::device(spec).map_err(usage)?;
+    if let Some(n) = note {
+        eprintln!("{n}");
+    }
+    Ok(d)
 }
 
 fn usage(msg: String) -> ExitCode {
@@ -520,11 +574,125 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Models {
-            cmd: ModelsCmd::Tiny { arch, hidden, out },
-        } => match mer_engine::llm::tiny::tiny_checkpoint_sized(&arch, &out, hidden) {
+            cmd: ModelsCmd::Tiny {
+                arch, image, out, ..
+            },
+        } if arch == "clip" || arch == "siglip" => {
+            let size = mer_engine::vision::tiny::TinySize {
+                image,
+                ..Default::default()
+            };
+            let made = if arch == "clip" {
+                mer_engine::vision::tiny::tiny_clip(&out, size, 1)
+            } else {
+                mer_engine::vision::tiny::tiny_siglip(&out, size, 1)
+            };
+            match made {
+                Ok(folder) => {
+                    outln!(
+                        "tiny {arch}: {} layers, width {}, {image}×{image} images in {}×{} patches\n  {}",
+                        size.layers,
+                        size.hidden,
+                        size.patch,
+                        size.patch,
+                        folder.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {}", e.0);
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Cmd::Models {
+            cmd:
+                ModelsCmd::ZeroShot {
+                    weights,
+                    image,
+                    classes,
+                    template,
+                    device,
+                },
+        } => {
+            let device = match cli_device(&device) {
+                Ok(d) => d,
+                Err(code) => return code,
+            };
+            match mer_engine::towers::zero_shot(&weights, &image, &classes, &template, &device) {
+                Ok(probs) => {
+                    let mut sorted = probs.clone();
+                    sorted.sort_by(|a, b| b.1.total_cmp(&a.1));
+                    for (c, p) in sorted {
+                        outln!("{p:.4}  {c}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Cmd::Models {
+            cmd:
+                ModelsCmd::Embed {
+                    weights,
+                    image,
+                    text,
+                    device,
+                },
+        } => {
+            let device = match cli_device(&device) {
+                Ok(d) => d,
+                Err(code) => return code,
+            };
+            let input = match (&image, &text) {
+                (Some(i), _) => mer_engine::towers::Input::Image(i),
+                (None, Some(t)) => mer_engine::towers::Input::Text(t),
+                (None, None) => return usage("give --image FILE or --text STR".into()),
+            };
+            match mer_engine::towers::embed(&weights, input, &device) {
+                Ok(v) => {
+                    let what = match (&image, &text) {
+                        (Some(i), _) => serde_json::json!({"image": i.display().to_string()}),
+                        _ => serde_json::json!({"text": text}),
+                    };
+                    outln!(
+                        "{}",
+                        serde_json::json!({"weights": weights.display().to_string(), "input": what,
+                            "dim": v.len(), "normalized": false, "embedding": v})
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Cmd::Models {
+            cmd:
+                ModelsCmd::Tiny {
+                    arch,
+                    hidden,
+                    dtype,
+                    out,
+                    ..
+                },
+        } => match mer_engine::llm::tiny::tiny_checkpoint_as(
+            &arch,
+            &out,
+            hidden,
+            match dtype.as_str() {
+                "bf16" => mer_registry::candle::DType::BF16,
+                "f16" => mer_registry::candle::DType::F16,
+                _ => mer_registry::candle::DType::F32,
+            },
+        ) {
             Ok((folder, gguf, c)) => {
                 outln!(
-                    "tiny {arch}: {} layers, hidden {}, vocab {}\n  {}\n  {}",
+                    "tiny {arch}: {} layers, hidden {}, vocab {}, safetensors in {dtype}\n  {}\n  {}",
                     c.layers,
                     c.hidden,
                     c.vocab,
@@ -551,17 +719,9 @@ fn main() -> ExitCode {
                     device,
                 },
         } => {
-            let device = match mer_engine::runner::device(&device) {
-                Ok((d, note)) => {
-                    if let Some(n) = note {
-                        eprintln!("{n}");
-                    }
-                    d
-                }
-                Err(m) => {
-                    eprintln!("error: {m}");
-                    return ExitCode::from(2);
-                }
+            let device = match cli_device(&device) {
+                Ok(d) => d,
+                Err(code) => return code,
             };
             let prompt = if chat {
                 use mer_engine::llm::chat::{ChatTemplate, Message};
@@ -1011,10 +1171,21 @@ fn plugins(cmd: PluginsCmd) -> ExitCode {
         }
         PluginsCmd::Gradcheck {
             kind,
+            all,
+            device,
             inputs,
             sets,
             seed,
-        } => gradcheck(&mut reg, &kind, &inputs, &sets, seed),
+        } => {
+            let device = match cli_device(&device) {
+                Ok(d) => d,
+                Err(code) => return code,
+            };
+            match kind {
+                Some(kind) if !all => gradcheck(&mut reg, &kind, &inputs, &sets, seed, &device),
+                _ => gradcheck_all(&mut reg, seed, &device),
+            }
+        }
     }
 }
 
@@ -1039,12 +1210,85 @@ fn literal(text: &str) -> Result<mer_registry::Value, String> {
     }
 }
 
+/// Every component kind with an example, builtin or from a plugin on the
+/// search path: one line each, exit 1 when any fails. Kinds that load a
+/// checkpoint (`llm.causal`, the CLIP and SigLIP towers) have no example
+/// and are checked by their own tests on generated weights.
+fn gradcheck_all(reg: &mut Registry, seed: u64, device: &mer_registry::candle::Device) -> ExitCode {
+    for name in mer_registry::loader::available(&mer_registry::loader::search_path()) {
+        // A plugin that does not load is listed by `mer plugins list`.
+        let _ = reg.load_plugin(&name);
+    }
+    let names: Vec<String> = reg.kinds().map(|k| k.name.clone()).collect();
+    let (mut passed, mut failed) = (0, Vec::new());
+    for name in names {
+        let Some(k) = reg.get(&name) else { continue };
+        let (Some(_), Some(ex), Some(params)) = (
+            k.factory.component(),
+            k.example.as_ref(),
+            k.example_params(),
+        ) else {
+            continue;
+        };
+        // A kind that loads a checkpoint has no example (its tests
+        // gradcheck it on generated weights) and is skipped above.
+        let verdict =
+            match mer_registry::gradcheck::gradcheck_on(k, &params, &ex.inputs, seed, device) {
+                Ok(r) => {
+                    let worst = r.checked.iter().map(|c| c.max_error).fold(0.0, f64::max);
+                    let unreached: Vec<&str> = r
+                        .checked
+                        .iter()
+                        .filter(|c| !c.reached)
+                        .map(|c| c.name.as_str())
+                        .collect();
+                    if r.ok() {
+                        Ok(format!("max rel. error {worst:.2e}"))
+                    } else if !unreached.is_empty() {
+                        Err(format!("NO GRADIENT for {}", unreached.join(", ")))
+                    } else {
+                        Err(format!(
+                            "MISMATCH: max rel. error {worst:.2e} > {:.0e}",
+                            r.tolerance
+                        ))
+                    }
+                }
+                Err(e) => Err(format!("ERROR: {e}")),
+            };
+        match verdict {
+            Ok(m) => {
+                passed += 1;
+                outln!("  ok    {name:<28} {m}");
+            }
+            Err(m) => {
+                outln!("  FAIL  {name:<28} {m}");
+                failed.push(name);
+            }
+        }
+    }
+    outln!(
+        "{passed} kinds passed, {} failed on {device:?}{}",
+        failed.len(),
+        if mer_registry::layers::composed_ops() {
+            " (MER_COMPOSED_OPS=1: composed reference ops)"
+        } else {
+            ""
+        }
+    );
+    if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
 fn gradcheck(
     reg: &mut Registry,
     kind: &str,
     inputs: &[String],
     sets: &[String],
     seed: u64,
+    device: &mer_registry::candle::Device,
 ) -> ExitCode {
     let ns = kind.split('.').next().unwrap_or("");
     if reg.namespace(ns) == mer_registry::Namespace::Unknown {
@@ -1097,7 +1341,7 @@ fn gradcheck(
             _ => return usage(format!("`--input {i}` is not a shape like 4x16")),
         }
     }
-    match mer_registry::gradcheck::gradcheck(&k, &params, &dims, seed) {
+    match mer_registry::gradcheck::gradcheck_on(&k, &params, &dims, seed, device) {
         Ok(report) => {
             for d in &report.output_dims {
                 outln!("output {d:?}");
@@ -1111,10 +1355,18 @@ fn gradcheck(
                     "MISMATCH"
                 };
                 outln!(
-                    "  {:<24} {:>3} entries  max rel. error {:.2e}  {status}",
+                    "  {:<24} {:>3} entries  max rel. error {:.2e}  {status}{}",
                     c.name,
                     c.entries,
-                    c.max_error
+                    c.max_error,
+                    if c.kinks > 0 {
+                        format!(
+                            " ({} at a kink: between the one-sided differences)",
+                            c.kinks
+                        )
+                    } else {
+                        String::new()
+                    }
                 );
             }
             if report.ok() {

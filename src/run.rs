@@ -11,7 +11,7 @@ use mer_engine::runner::{self, Progress, VariantResult};
 use mer_engine::slurm;
 use mer_engine::store::RunStore;
 use mer_engine::tracking;
-use mer_registry::{Registry, Value};
+use mer_registry::Registry;
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -425,10 +425,10 @@ pub fn run(reg: &Registry, e: &CheckedExperiment, args: &RunArgs) -> ExitCode {
 
 /// The cache line, the headline table and where the report and MLflow are.
 fn print_finished(e: &CheckedExperiment, done: &driver::Finished) {
-    let (held, hits, computed, disabled) = done.cache;
+    let (held, hits, earlier, computed, disabled) = done.cache;
     if hits + computed > 0 {
         eprintln!(
-            "feature cache: {held} samples held, {hits} hits, {computed} computed{}",
+            "feature cache: {held} samples held, {hits} hits ({earlier} from earlier runs), {computed} computed{}",
             if disabled { " (disabled)" } else { "" }
         );
     }
@@ -937,19 +937,14 @@ pub fn data(args: DataCmd) -> ExitCode {
                 Ok(r) => r,
                 Err(e) => return usage(e),
             };
-            let kind = match data_kind(&reg, &dataset, "verify a folder", |k| k.verify.is_some()) {
+            let kind = match data_kind(&reg, &dataset, "verifier", |k| k.verify.is_some()) {
                 Ok(k) => k,
                 Err(e) => return usage(e),
             };
             let Some(verify) = kind.verify else {
                 return usage(format!("`{}` has no verifier", kind.schema.name));
             };
-            let defaults: std::collections::BTreeMap<String, Value> = kind
-                .schema
-                .params
-                .iter()
-                .filter_map(|p| p.default.clone().map(|d| (p.name.clone(), d)))
-                .collect();
+            let defaults = kind.with_defaults(&Default::default());
             let (report, ok) = verify(&kind.schema.name, &root, &defaults);
             out!("{report}");
             if ok {

@@ -17,11 +17,19 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+def sync():
+    # GPU work is asynchronous: a step is done when the device says so.
+    if torch.cuda.is_available() and torch.get_default_device().type == "cuda":
+        torch.cuda.synchronize()
+
+
 def timed(reps, f):
     f()  # warm-up
+    sync()
     t0 = time.perf_counter()
     for _ in range(reps):
         f()
+    sync()
     return (time.perf_counter() - t0) / reps
 
 
@@ -226,11 +234,15 @@ def main():
     ap.add_argument("--llm-layers", type=int, default=4)
     ap.add_argument("--llm-batch", type=int, default=8)
     ap.add_argument("--llm-tokens", type=int, default=16)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (the GPU check: scripts/gpu-check.sh)")
     a = ap.parse_args()
     if a.threads > 0:
         torch.set_num_threads(a.threads)
+    # Every module and tensor below is created on this device.
+    torch.set_default_device(a.device)
     torch.manual_seed(0)
-    print(json.dumps({"name": "torch", "version": torch.__version__, "threads": torch.get_num_threads()}), flush=True)
+    print(json.dumps({"name": "torch", "version": torch.__version__, "threads": torch.get_num_threads(),
+                      "device": a.device}), flush=True)
     matmul_peak()
     demo_3dcnn()
     au_llm_backbone()

@@ -18,6 +18,7 @@ pub struct KindBuilder {
     example: Option<Example>,
     verify: Option<VerifyFn>,
     write_layout: Option<WriteLayoutFn>,
+    pretrained: bool,
 }
 
 impl KindBuilder {
@@ -38,6 +39,7 @@ impl KindBuilder {
             example: None,
             verify: None,
             write_layout: None,
+            pretrained: false,
         }
     }
 
@@ -302,6 +304,17 @@ impl KindBuilder {
         self
     }
 
+    /// Marks a pretrained tower (a CLIP or SigLIP encoder, a frozen LLM
+    /// body): its outputs depend only on its inputs and on the parameters
+    /// it trains, never on the mode or on randomness. When a recipe trains
+    /// none of its parameters, the runner treats the node as frozen without
+    /// an optimiser group saying so, and caches its outputs per sample on
+    /// disk across runs.
+    pub fn pretrained(mut self) -> Self {
+        self.pretrained = true;
+        self
+    }
+
     /// The finished kind.
     pub fn build(self) -> Kind {
         Kind {
@@ -311,6 +324,7 @@ impl KindBuilder {
             example: self.example,
             verify: self.verify,
             write_layout: self.write_layout,
+            pretrained: self.pretrained,
         }
     }
 }

@@ -170,10 +170,18 @@ pub fn dropout(
 /// gradient for `x`, but no gradient for `w`. candle's matmul backward
 /// computes both operands' gradients, so a frozen weight would cost a full
 /// weight-gradient GEMM and a weight-sized buffer on every step, for
-/// nothing. On CUDA, or when nothing upstream of `x` needs a gradient, it is
-/// the plain matmul.
+/// nothing. When nothing upstream of `x` needs a gradient, it is the plain
+/// matmul. A `w` in another dtype than `x` (bf16 frozen weights) multiplies
+/// in `w`'s dtype and returns `x`'s.
 pub fn frozen_matmul(x: &Tensor, w: &Tensor) -> CResult<Tensor> {
-    if composed_ops() || !x.track_op() || !x.device().is_cpu() || w.rank() != 2 {
+    if x.dtype() != w.dtype() {
+        // Frozen weights held in bf16/f16 (`dtype = "bf16"` on a GPU): the
+        // product runs in the weights' dtype and comes back in the input's.
+        // Both casts are differentiable, so `x` keeps its gradient.
+        return frozen_matmul(&x.to_dtype(w.dtype())?, w)?.to_dtype(x.dtype());
+    }
+    let custom = x.device().is_cpu() || (cfg!(feature = "cuda") && x.device().is_cuda());
+    if composed_ops() || !x.track_op() || !custom || w.rank() != 2 {
         return x.broadcast_matmul(w);
     }
     let y = x.detach().broadcast_matmul(w)?;
@@ -213,6 +221,20 @@ impl candle_core::CustomOp2 for FrozenMatmul {
         // `y` is a fresh contiguous product from offset 0 (checked by
         // `frozen_matmul`): its storage is exactly the result.
         Ok((y.clone(), ly.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        _x: &candle_core::CudaStorage,
+        _lx: &candle_core::Layout,
+        y: &candle_core::CudaStorage,
+        ly: &candle_core::Layout,
+    ) -> CResult<(candle_core::CudaStorage, candle_core::Shape)> {
+        // A device-side copy of the product: cheap beside the weight
+        // gradient GEMM (and its weight-sized buffer) that it saves.
+        use candle_core::backend::BackendStorage;
+        Ok((y.try_clone(ly)?, ly.shape().clone()))
     }
 
     fn bwd(
@@ -411,6 +433,44 @@ mod tests {
         // Nothing to differentiate: the plain op, no custom node.
         let c = frozen_matmul(&x.as_tensor().detach(), &w).unwrap();
         assert_eq!(diff(&c, &frozen_matmul(x.as_tensor(), &w).unwrap()), 0.0);
+    }
+
+    /// bf16 frozen weights (`dtype = "bf16"`): an f32 input gets an f32
+    /// output and its gradient, within bf16's precision of the f32 product.
+    #[test]
+    fn frozen_matmul_takes_half_precision_weights_and_keeps_the_input_gradient() {
+        let dev = candle_core::Device::Cpu;
+        let mut rng = SeededRng::new(5);
+        let x = Var::from_tensor(&rng.normal_tensor(&[2, 3, 8], &dev).unwrap()).unwrap();
+        let w32 = rng.normal_tensor(&[8, 4], &dev).unwrap();
+        let g = rng.normal_tensor(&[2, 3, 4], &dev).unwrap();
+        let rel = |a: &Tensor, b: &Tensor| -> f32 {
+            let d: f32 = (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap();
+            let m: f32 = b.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+            d / m
+        };
+        for half in [candle_core::DType::BF16, candle_core::DType::F16] {
+            let w = w32.to_dtype(half).unwrap();
+            let y = frozen_matmul(x.as_tensor(), &w).unwrap();
+            assert_eq!(y.dtype(), candle_core::DType::F32);
+            let want = x.as_tensor().broadcast_matmul(&w32).unwrap();
+            assert!(rel(&y, &want) < 2e-2, "{half:?}: {}", rel(&y, &want));
+            let grads = (y * &g).unwrap().sum_all().unwrap().backward().unwrap();
+            let gx = grads
+                .get(x.as_tensor())
+                .expect("the input keeps its gradient");
+            assert_eq!(gx.dtype(), candle_core::DType::F32);
+            let gwant = g.broadcast_matmul(&w32.t().unwrap()).unwrap();
+            assert!(rel(gx, &gwant) < 2e-2, "{half:?}: {}", rel(gx, &gwant));
+            assert!(grads.get(&w).is_none());
+        }
     }
 
     use super::*;

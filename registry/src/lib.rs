@@ -143,6 +143,9 @@ pub struct Kind {
     /// A dataset kind's `mer data synth` writer of generated samples in its
     /// distributed layout.
     pub write_layout: Option<contracts::WriteLayoutFn>,
+    /// A pretrained tower whose outputs depend only on its inputs and the
+    /// parameters it trains (see [`KindBuilder::pretrained`]).
+    pub pretrained: bool,
 }
 
 /// A kind's factory: one variant per role, so a kind builds exactly what

@@ -103,23 +103,15 @@ pub(crate) fn size(p: &BTreeMap<String, Value>) -> Result<[usize; 2], BuildError
     }
 }
 
-/// `given` over the schema defaults of dataset kind `kind`: what a factory
-/// receives from a recipe, for callers that build a dataset without one
-/// (`mer data synth`, tests). Unknown kinds get `given` alone.
+/// `given` over the schema defaults of dataset kind `kind`
+/// ([`mer_registry::Kind::with_defaults`]): what a factory receives from a
+/// recipe, for callers that build a dataset without one (`mer data synth`,
+/// tests). Unknown kinds get `given` alone.
 pub fn with_defaults(kind: &str, given: &BTreeMap<String, Value>) -> BTreeMap<String, Value> {
-    let mut p: BTreeMap<String, Value> = kinds()
+    kinds()
         .into_iter()
         .find(|k| k.schema.name == kind)
-        .map(|k| {
-            k.schema
-                .params
-                .into_iter()
-                .filter_map(|s| s.default.map(|d| (s.name, d)))
-                .collect()
-        })
-        .unwrap_or_default();
-    p.extend(given.iter().map(|(k, v)| (k.clone(), v.clone())));
-    p
+        .map_or_else(|| given.clone(), |k| k.with_defaults(given))
 }
 
 /// A data problem at `file` (and its 1-based `row`, where there is one).
@@ -268,6 +260,38 @@ fn decodes(path: &Path, cache: Option<&Path>) -> Result<bool, String> {
         let _ = std::fs::write(&m, b"");
     }
     Ok(false)
+}
+
+/// An image file as a vision tower's preprocessor prepares it: decoded as
+/// every loader decodes it, the shorter side resized to `side` (bicubic),
+/// centre-cropped to `side`×`side`, RGB in [0, 1], channel-major
+/// `[3, side, side]` (transformers' `CLIPImageProcessor` before its
+/// normalisation, which the towers apply).
+pub fn tower_pixels(path: &Path, side: usize) -> Result<Vec<f32>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("`{}`: {e}", path.display()))?;
+    let img = decode_image(&bytes).map_err(|e| format!("`{}`: {e}", path.display()))?;
+    let (w, h) = (img.width().max(1) as f64, img.height().max(1) as f64);
+    let scale = side as f64 / w.min(h);
+    let (nw, nh) = (
+        ((w * scale).round() as u32).max(side as u32),
+        ((h * scale).round() as u32).max(side as u32),
+    );
+    let img = img
+        .resize_exact(nw, nh, image::imageops::FilterType::CatmullRom)
+        .crop_imm(
+            (nw - side as u32) / 2,
+            (nh - side as u32) / 2,
+            side as u32,
+            side as u32,
+        )
+        .to_rgb8();
+    let mut out = vec![0f32; 3 * side * side];
+    for (x, y, p) in img.enumerate_pixels() {
+        for c in 0..3 {
+            out[c * side * side + y as usize * side + x as usize] = p[c] as f32 / 255.0;
+        }
+    }
+    Ok(out)
 }
 
 /// Decodes an image file's bytes as every loader does, refusing a JPEG

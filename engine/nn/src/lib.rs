@@ -1,14 +1,17 @@
 //! `mer-nn`: the builtin layers (`nn.*`), LLM bodies with LoRA (`llm.*`),
-//! losses, metrics and protocols on candle, each kind's schema beside it.
+//! vision-language towers (`clip.*`, `siglip.*`), losses, metrics and
+//! protocols on candle, each kind's schema beside it.
 
 #![warn(missing_docs)]
 
+pub mod answers;
 pub mod checkpoint;
 pub mod layers;
 pub mod llm;
 pub mod loss;
 pub mod metrics;
 pub mod protocols;
+pub mod vision;
 
 /// Every kind this crate implements.
 pub fn kinds() -> Vec<mer_registry::Kind> {
@@ -17,6 +20,7 @@ pub fn kinds() -> Vec<mer_registry::Kind> {
     v.extend(loss::kinds());
     v.extend(metrics::kinds());
     v.extend(protocols::kinds());
+    v.extend(vision::kinds());
     v
 }
 

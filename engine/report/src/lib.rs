@@ -79,7 +79,9 @@ pub fn load_runs(dir: &Path) -> Result<Vec<Loaded>, String> {
         for e in entries.flatten() {
             let p = e.path();
             if p.is_dir() {
-                if p.file_name().is_some_and(|n| n != "folds") {
+                // `folds/` holds no variant results; the store's `cache/`
+                // holds tower features, thousands of files.
+                if p.file_name().is_some_and(|n| n != "folds") && p != dir.join("cache") {
                     stack.push(p);
                 }
             } else if p.file_name().is_some_and(|n| n == "metrics.json") {

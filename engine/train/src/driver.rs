@@ -146,8 +146,9 @@ pub struct Finished {
     pub figures: usize,
     /// The report could not be built (the results are in the store).
     pub report_error: Option<String>,
-    /// `(held, hits, computed, disabled)` of the frozen-feature cache.
-    pub cache: (usize, u64, u64, bool),
+    /// `(held, hits, hits read from earlier runs, computed, disabled)` of
+    /// the frozen-feature cache.
+    pub cache: (usize, u64, u64, u64, bool),
     /// Where the results went in MLflow, and the page of its runs table.
     pub mlflow: Option<String>,
     /// The MLflow UI page with the experiment's runs table; `None` unless
@@ -190,8 +191,9 @@ pub fn run_experiment(
         device: opts.device.clone(),
     };
     let mut track = Tracking::new(opts.mlflow.as_deref(), opts.store.root(), sink);
-    // One cache for every variant, seed and fold of this invocation.
-    let mut cache = FeatureCache::default();
+    // One cache for every variant, seed and fold of this invocation, kept
+    // in the run store for the next ones.
+    let mut cache = FeatureCache::persistent(opts.store.root().join("cache").join("features"));
     cache.disabled = opts.no_feature_cache;
     let mut results = Vec::new();
     let mut failed = false;
@@ -248,7 +250,13 @@ fn finish(
         report,
         figures,
         report_error,
-        cache: (cache.len(), cache.hits, cache.misses, cache.disabled),
+        cache: (
+            cache.len(),
+            cache.hits,
+            cache.disk_hits,
+            cache.misses,
+            cache.disabled,
+        ),
         mlflow: track.describe(),
         runs_page: track.runs_page(&exp.name),
     }

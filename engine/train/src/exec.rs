@@ -9,7 +9,9 @@
 use mer_registry::candle::{DType, Device, Tensor};
 use mer_registry::dsl::graph::GraphIr;
 use mer_registry::dsl::schema::Role;
-use mer_registry::{Component, Mode, ParamStore, Registry, SeededRng, TensorType};
+use mer_registry::{
+    Component, Mode, ParamStore, ParamType, Registry, SeededRng, TensorType, Value,
+};
 use petgraph::graph::NodeIndex;
 use petgraph::visit::EdgeRef;
 use std::collections::{BTreeMap, HashMap};
@@ -88,6 +90,14 @@ pub struct Model {
 /// or off: a sample's features then never depend on which batch it came in
 /// or which variant computed it first, and turning the cache off (for the
 /// benchmark) changes the time, not the numbers.
+///
+/// With a folder ([`FeatureCache::persistent`], `<runs>/cache/features` for
+/// `mer run`) each sample's features are also written there, one
+/// safetensors file per key, and later invocations read them instead of
+/// running the tower: an ablation sweep or a rerun pays for a frozen
+/// encoder once. The key covers the weights files (size and modification
+/// time), the sub-graph, its parameters, the device and the sample's bytes,
+/// so a changed checkpoint or input is a miss, never stale features.
 #[derive(Default)]
 pub struct FeatureCache {
     map: HashMap<[u8; 32], Vec<Tensor>>,
@@ -95,12 +105,61 @@ pub struct FeatureCache {
     pub disabled: bool,
     /// Samples whose features were served from the cache instead of computed.
     pub hits: u64,
+    /// Of `hits`, those read from the folder (computed by an earlier run).
+    pub disk_hits: u64,
     /// Samples whose frozen sub-graph was run (every sample while the cache is
     /// disabled).
     pub misses: u64,
+    dir: Option<std::path::PathBuf>,
 }
 
 impl FeatureCache {
+    /// A cache that also keeps features in `dir` across invocations.
+    pub fn persistent(dir: std::path::PathBuf) -> FeatureCache {
+        FeatureCache {
+            dir: Some(dir),
+            ..Default::default()
+        }
+    }
+
+    fn file(&self, key: &[u8; 32]) -> Option<std::path::PathBuf> {
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        self.dir
+            .as_ref()
+            .map(|d| d.join(&hex[..2]).join(format!("{hex}.safetensors")))
+    }
+
+    /// Features an earlier run stored; anything unreadable is a miss.
+    fn load(&self, key: &[u8; 32], device: &Device) -> Option<Vec<Tensor>> {
+        let f = self.file(key)?;
+        let mut t = mer_registry::candle::safetensors::load(&f, device).ok()?;
+        (0..t.len())
+            .map(|i| t.remove(&i.to_string()))
+            .collect::<Option<Vec<_>>>()
+    }
+
+    /// Writes a sample's features atomically (a temporary file renamed), so
+    /// concurrent runs and a crash leave whole files or none. A failure
+    /// only costs the next run time.
+    fn store(&self, key: &[u8; 32], outs: &[Tensor]) {
+        let Some(f) = self.file(key) else { return };
+        let Some(parent) = f.parent() else { return };
+        if std::fs::create_dir_all(parent).is_err() {
+            return;
+        }
+        let named: HashMap<String, Tensor> = outs
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (i.to_string(), t.clone()))
+            .collect();
+        let tmp = f.with_extension(format!("tmp{}", std::process::id()));
+        if mer_registry::candle::safetensors::save(&named, &tmp).is_ok() {
+            let _ = std::fs::rename(&tmp, &f);
+        } else {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+
     /// Samples held.
     pub fn len(&self) -> usize {
         self.map.len()
@@ -127,6 +186,42 @@ fn build_error(name: &str, kind: &str, message: impl Into<String>) -> ExecError 
         kind: kind.to_string(),
         message: message.into(),
     }
+}
+
+/// Size and modification time of every file behind the kind's path
+/// parameters (a checkpoint folder's files included): part of the feature
+/// cache's key, so features of a rewritten checkpoint are never reused.
+fn files_fingerprint(kind: &mer_registry::Kind, params: &BTreeMap<String, Value>) -> String {
+    fn walk(p: &std::path::Path, out: &mut Vec<String>) {
+        if p.is_dir() {
+            let mut entries: Vec<_> = std::fs::read_dir(p)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .collect();
+            entries.sort();
+            for e in entries {
+                walk(&e, out);
+            }
+        } else if let Ok(m) = std::fs::metadata(p) {
+            let t = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            out.push(format!("{}:{}:{t}", p.display(), m.len()));
+        }
+    }
+    let mut out = Vec::new();
+    for p in &kind.schema.params {
+        let is_path = matches!(&p.ty, ParamType::Path)
+            || matches!(&p.ty, ParamType::Optional(t) if **t == ParamType::Path);
+        if let (true, Some(Value::Str(v))) = (is_path, params.get(&p.name)) {
+            walk(std::path::Path::new(v), &mut out);
+        }
+    }
+    out.join(";")
 }
 
 impl Model {
@@ -198,10 +293,12 @@ impl Model {
                 role: n.role,
                 component,
                 desc: format!(
-                    "{}|{}|{:?}|{:?}",
+                    "{}|{}|{:?}|{}|{:?}|{:?}",
                     n.name,
                     n.kind,
                     n.params,
+                    files_fingerprint(kind, &n.params),
+                    device.location(),
                     edges
                         .iter()
                         .map(|e| (
@@ -237,13 +334,15 @@ impl Model {
             if n.role != Role::Component || !frozen.contains(&n.name) {
                 continue;
             }
-            let data_only = n.inputs.iter().all(|(s, _)| {
-                sub.contains_key(s)
-                    || self
-                        .nodes
-                        .iter()
-                        .any(|m| m.idx == *s && m.role == Role::Data)
-            });
+            // A node without inputs has no per-sample outputs to cache.
+            let data_only = !n.inputs.is_empty()
+                && n.inputs.iter().all(|(s, _)| {
+                    sub.contains_key(s)
+                        || self
+                            .nodes
+                            .iter()
+                            .any(|m| m.idx == *s && m.role == Role::Data)
+                });
             if !data_only {
                 continue;
             }
@@ -364,10 +463,18 @@ impl Model {
                     per_sample.push(v.clone());
                     continue;
                 }
+                if let Some(v) = cache.load(&key, &self.device) {
+                    cache.hits += 1;
+                    cache.disk_hits += 1;
+                    cache.map.insert(key, v.clone());
+                    per_sample.push(v);
+                    continue;
+                }
             }
             cache.misses += 1;
             let outs = self.run_frozen(target, &slice)?;
             if !cache.disabled {
+                cache.store(&key, &outs);
                 cache.map.insert(key, outs.clone());
             }
             per_sample.push(outs);

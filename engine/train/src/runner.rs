@@ -359,6 +359,29 @@ struct MetricNode {
     target: Ref,
 }
 
+/// One line per node whose `dtype` asks for half-precision weights on a
+/// device that holds everything in f32 (the CPU): the recipe still runs,
+/// and the log says in which precision.
+fn half_precision_on_cpu(graph: &GraphIr, device: &Device) -> Vec<String> {
+    if !device.is_cpu() {
+        return vec![];
+    }
+    graph
+        .topo_order()
+        .into_iter()
+        .filter_map(|idx| {
+            let n = &graph.graph[idx];
+            match n.params.get("dtype") {
+                Some(Value::Str(d)) if d != "f32" => Some(format!(
+                    "`{}`: dtype = \"{d}\" holds its frozen weights in f32 on the CPU (half precision is a GPU setting)",
+                    n.name
+                )),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
 fn metric_nodes(graph: &GraphIr, reg: &Registry) -> Result<Vec<MetricNode>, RunError> {
     let mut out = Vec::new();
     for idx in graph.topo_order() {
@@ -667,6 +690,9 @@ pub fn run_variant(
         for n in s.dataset.notes() {
             progress.note(&format!("data `{}`: {n}", s.name));
         }
+    }
+    for n in half_precision_on_cpu(&v.graph, &opts.device) {
+        progress.note(&n);
     }
     progress.folds(folds.len());
     let mut failed = Vec::new();
@@ -1097,7 +1123,9 @@ fn run_fold(
         ));
         meta = m;
     }
-    model.set_frozen(&frozen_nodes(&oparams))?;
+    let mut frozen = frozen_nodes(&oparams);
+    frozen.extend(untrained_towers(&v.graph, reg, &model));
+    model.set_frozen(&frozen)?;
     store::write_json(
         &fdir.join("status.json"),
         &FoldStatus {
@@ -1305,6 +1333,26 @@ fn run_fold(
 }
 
 /// Model nodes the optimiser's groups freeze (`groups = { enc = { freeze = true } }`).
+/// Pretrained towers ([`mer_registry::KindBuilder::pretrained`]) that hold
+/// no trainable parameter in this variant: frozen without an optimiser
+/// group saying so, so their features are computed once per sample.
+fn untrained_towers(graph: &GraphIr, reg: &Registry, model: &Model) -> BTreeSet<String> {
+    graph
+        .topo_order()
+        .into_iter()
+        .map(|idx| &graph.graph[idx])
+        .filter(|n| n.role == Role::Component && reg.get(&n.kind).is_some_and(|k| k.pretrained))
+        .filter(|n| {
+            let prefix = format!("{}.", n.name);
+            !model
+                .params
+                .vars()
+                .any(|(name, _)| name.starts_with(&prefix))
+        })
+        .map(|n| n.name.clone())
+        .collect()
+}
+
 fn frozen_nodes(oparams: &BTreeMap<String, Value>) -> BTreeSet<String> {
     match oparams.get("groups") {
         Some(Value::Map(g)) => g
@@ -1384,7 +1432,7 @@ pub fn device(spec: &str) -> Result<(Device, Option<String>), String> {
                 None => 0,
             };
             if !mer_registry::candle::utils::cuda_is_available() {
-                return Err(format!("`{s}`: this mer was built without CUDA; rebuild with `cargo build --release --features cuda`, or use --device cpu"));
+                return Err(format!("`{s}`: this mer was built without CUDA; build one with `eval \"$(scripts/cuda-toolkit.sh)\" && cargo build --release --workspace --features cuda` (README, \"The GPU build\"), or use --device cpu or auto"));
             }
             Device::new_cuda(n)
                 .map(|d| (d, None))

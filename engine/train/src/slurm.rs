@@ -749,7 +749,9 @@ pub fn run_task(
         restart: false,
         device: task.device.clone(),
     };
-    let mut cache = FeatureCache::default();
+    // Tasks share the run store, so one task's tower features serve the
+    // others (files are written atomically).
+    let mut cache = FeatureCache::persistent(store.root().join("cache").join("features"));
     cache.disabled = task.no_feature_cache;
     let result = runner::run_variant(exp, v, cell.seed, reg, &opts, &mut cache, progress);
     let vdir = store.variant_dir(exp, &cell.variant, cell.seed);

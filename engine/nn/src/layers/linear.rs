@@ -236,7 +236,7 @@ impl LoraLinear {
 
     /// The merged weight `W + scale·(B·A)ᵀ`, for export without adapters.
     pub fn merged(&self) -> CResult<Tensor> {
-        &self.base + (self.b.matmul(&self.a)?.t()? * self.scale)?
+        self.base.to_dtype(self.a.dtype())? + (self.b.matmul(&self.a)?.t()? * self.scale)?
     }
 }
 

@@ -179,8 +179,18 @@ impl Weights {
         Ok(())
     }
 
-    /// A Hugging Face folder or a `.gguf` file.
+    /// A Hugging Face folder or a `.gguf` file, every tensor in f32.
     pub fn open(path: &Path, device: &Device) -> Result<Weights, BuildError> {
+        Weights::open_as(path, device, DType::F32)
+    }
+
+    /// [`Weights::open`] with the frozen matrices held in `dtype` (bf16 or
+    /// f16 halve a GPU's memory for an LLM body); vectors (norms, biases)
+    /// stay f32. On the CPU everything is f32 whatever `dtype` says: candle's
+    /// CPU matmul has no fast half-precision path, so bf16 there would only
+    /// be slower and less exact.
+    pub fn open_as(path: &Path, device: &Device, dtype: DType) -> Result<Weights, BuildError> {
+        let dtype = if device.is_cpu() { DType::F32 } else { dtype };
         if path.extension().is_some_and(|e| e == "gguf") {
             return gguf::load(path, device);
         }
@@ -194,8 +204,9 @@ impl Weights {
         let config = LlmConfig::from_hf(&text, &cfg_path)?;
         let mut tensors = mer_registry::weights::load_safetensors(path, device)?;
         for t in tensors.values_mut() {
-            if t.dtype() != DType::F32 {
-                *t = t.to_dtype(DType::F32)?;
+            let want = if t.rank() >= 2 { dtype } else { DType::F32 };
+            if t.dtype() != want {
+                *t = t.to_dtype(want)?;
             }
         }
         Ok(Weights {
@@ -416,6 +427,7 @@ impl Body {
         let (b, t) = ids.dims2()?;
         self.embed
             .index_select(&ids.flatten_all()?, 0)?
+            .to_dtype(DType::F32)?
             .reshape((b, t, self.config.hidden))
     }
 
@@ -652,7 +664,12 @@ pub fn tokenizer_for(
 /// The `llm.causal` factory.
 pub fn build_causal(ctx: &mut BuildCtx) -> Result<Box<dyn mer_registry::Component>, BuildError> {
     let path = std::path::PathBuf::from(ctx.str("weights")?);
-    let mut weights = Weights::open(&path, &ctx.device())?;
+    let dtype = match ctx.str("dtype")? {
+        "bf16" => DType::BF16,
+        "f16" => DType::F16,
+        _ => DType::F32,
+    };
+    let mut weights = Weights::open_as(&path, &ctx.device(), dtype)?;
     if let Some(mer_registry::Value::Int(n)) = ctx.params.get("layers") {
         weights.keep_layers(*n as usize)?;
     }
@@ -795,7 +812,7 @@ pub(crate) fn kinds() -> Vec<Kind> {
             .param("tokenizer", ParamType::Optional(Box::new(ParamType::Path)), Some(Value::None), "tokenizer.json; none uses the folder's or the GGUF metadata.")
             .string("before", Some(""), "Text placed before the prefix tokens, e.g. a chat template's opening `<|im_start|>user\\n`: position 0 of most LLMs is an attention sink whose content is largely ignored.")
             .string("prompt", Some(""), "Text placed after the prefix tokens.")
-            .choice("dtype", &["f32", "f16", "bf16"], Some("f32"), "Compute dtype of the frozen base (CPU computes in f32).")
+            .choice("dtype", &["f32", "f16", "bf16"], Some("f32"), "Dtype the frozen base matrices are held and multiplied in on a GPU (bf16/f16 halve their memory); norms, LoRA adapters, activations and optimiser state stay f32. The CPU holds and computes everything in f32 and says so.")
             .param("lora", ParamType::Optional(Box::new(lora_record())), Some(Value::None), "LoRA adapters; none keeps the LLM frozen.")
             .param("layers", ParamType::Optional(Box::new(ParamType::Int { min: Some(1), max: None })), Some(Value::None), "Keep only the first N decoder layers (then the final norm): a shallower, faster body from the same weights. none keeps all.")
             .shapes(llm_causal)

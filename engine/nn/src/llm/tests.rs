@@ -515,3 +515,36 @@ fn saved_adapters_load_and_change_the_answer() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A bf16 checkpoint (as released LLMs ship) loads on the CPU in f32,
+/// whatever dtype is asked for, and is the f32 model up to bf16 rounding.
+#[test]
+fn a_bf16_checkpoint_loads_in_f32_on_the_cpu() {
+    let dir = scratch("bf16");
+    let (half, _, c) = tiny_checkpoint_as("llama", &dir.join("half"), 16, DType::BF16).unwrap();
+    let (full, _, _) = tiny_checkpoint("llama", &dir.join("full")).unwrap();
+    let header = std::fs::read(half.join("model.safetensors")).unwrap();
+    let n = u64::from_le_bytes(header[..8].try_into().unwrap()) as usize;
+    let meta = String::from_utf8_lossy(&header[8..8 + n]).to_string();
+    assert!(
+        meta.contains("\"BF16\"") && !meta.contains("\"F32\""),
+        "{meta}"
+    );
+    let w = Weights::open_as(&half, &Device::Cpu, DType::BF16).unwrap();
+    assert!(w.tensors.values().all(|t| t.dtype() == DType::F32));
+    let (mut s1, mut s2) = (
+        ParamStore::new(1, Device::Cpu),
+        ParamStore::new(1, Device::Cpu),
+    );
+    let a = body_of(w, None, &mut s1).unwrap();
+    let b = body(&full, None, &mut s2);
+    let x = randn(&mut SeededRng::new(3), &[1, 4, c.hidden], 1.0);
+    let mut rng = SeededRng::new(0);
+    let (ya, yb) = (
+        a.forward(&x, Mode::Eval, &mut rng, None).unwrap(),
+        b.forward(&x, Mode::Eval, &mut rng, None).unwrap(),
+    );
+    let d = max_diff(&ya, &yb);
+    assert!(d > 0.0 && d < 0.1, "bf16 rounding, not another model: {d}");
+    let _ = std::fs::remove_dir_all(dir);
+}

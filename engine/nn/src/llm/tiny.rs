@@ -123,6 +123,18 @@ pub fn tiny_checkpoint_sized(
     dir: &Path,
     hidden: usize,
 ) -> Result<(PathBuf, PathBuf, LlmConfig), BuildError> {
+    tiny_checkpoint_as(arch, dir, hidden, DType::F32)
+}
+
+/// [`tiny_checkpoint_sized`] with the folder's safetensors stored in
+/// `dtype` (bf16 as most released LLMs are; the GGUF stays f32), to test
+/// half-precision loading without a real model.
+pub fn tiny_checkpoint_as(
+    arch: &str,
+    dir: &Path,
+    hidden: usize,
+    dtype: DType,
+) -> Result<(PathBuf, PathBuf, LlmConfig), BuildError> {
     if hidden == 0 || !hidden.is_multiple_of(8) {
         return Err(BuildError(format!(
             "a tiny LLM's width must be a positive multiple of 8, not {hidden}"
@@ -131,15 +143,23 @@ pub fn tiny_checkpoint_sized(
     if arch != "llama" && arch != "qwen2" {
         return Err(BuildError(format!("architecture `{arch}`: llama or qwen2")));
     }
-    checkpoint_with(tiny_config_sized(arch, hidden), dir)
+    checkpoint_in(tiny_config_sized(arch, hidden), dir, dtype)
 }
 
 /// A random checkpoint of any shape `c` (its `vocab` is replaced by the
 /// tiny byte-level vocabulary's): for benchmarks at a real model's width
 /// and depth without its weights.
 pub fn checkpoint_with(
+    c: LlmConfig,
+    dir: &Path,
+) -> Result<(PathBuf, PathBuf, LlmConfig), BuildError> {
+    checkpoint_in(c, dir, DType::F32)
+}
+
+fn checkpoint_in(
     mut c: LlmConfig,
     dir: &Path,
+    dtype: DType,
 ) -> Result<(PathBuf, PathBuf, LlmConfig), BuildError> {
     let arch = c.arch.clone();
     let meta = tiny_vocab();
@@ -156,7 +176,11 @@ pub fn checkpoint_with(
         "tie_word_embeddings": true, "bos_token_id": 0, "eos_token_id": 1,
     });
     std::fs::write(folder.join("config.json"), cfg.to_string()).map_err(io)?;
-    mer_registry::candle::safetensors::save(&w, folder.join("model.safetensors"))?;
+    let stored = w
+        .iter()
+        .map(|(k, t)| Ok((k.clone(), t.to_dtype(dtype)?)))
+        .collect::<CResult<HashMap<_, _>>>()?;
+    mer_registry::candle::safetensors::save(&stored, folder.join("model.safetensors"))?;
     tokenizer::Tok::from_gguf(&meta)?.save(&folder.join("tokenizer.json"))?;
     let tok_cfg = serde_json::json!({
         "chat_template": TINY_CHAT,

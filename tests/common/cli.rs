@@ -1,0 +1,41 @@
+#![allow(dead_code)] // Each test binary uses a different part.
+
+//! Spawning the `mer` binary from end-to-end tests: in the repository
+//! root, without colour, with the combined output for messages.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// `mer ARGS` in the repository root; MLflow (when a run logs) goes to a
+/// file store in `dir`.
+pub fn mer_at(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mer"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env("MLFLOW_TRACKING_URI", dir.join("mlruns"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("mer runs")
+}
+
+/// stdout then stderr.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A fresh, empty folder for one test of one process.
+pub fn scratch(group: &str, name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("mer-{group}-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("scratch folder");
+    d
+}
+
+/// A path as the `&str` an argument list needs.
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
