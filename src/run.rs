@@ -11,7 +11,7 @@ use mer_engine::runner::{self, Progress, VariantResult};
 use mer_engine::slurm;
 use mer_engine::store::RunStore;
 use mer_engine::tracking;
-use mer_registry::Registry;
+use mer_registry::{Registry, Value};
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -827,7 +827,60 @@ pub enum DataCmd {
         /// Load a plugin whose dataset kinds to offer too (repeatable).
         #[arg(long = "use", value_name = "PLUGIN")]
         plugins: Vec<String>,
+        /// A dataset parameter the check needs, as the recipe would set it
+        /// (repeatable): `--param weights=models/smollm2`, `--param frames=8`;
+        /// a list is comma-separated.
+        #[arg(long = "param", value_name = "KEY=VALUE")]
+        params: Vec<String>,
     },
+}
+
+/// `KEY=VALUE` typed by the kind's schema (lists comma-separated).
+fn dataset_param(kind: &mer_registry::Kind, kv: &str) -> Result<(String, Value), String> {
+    use mer_registry::ParamType as T;
+    let (k, v) = kv
+        .split_once('=')
+        .ok_or_else(|| format!("`--param {kv}`: expected KEY=VALUE"))?;
+    let spec = kind
+        .schema
+        .params
+        .iter()
+        .find(|p| p.name == k)
+        .ok_or_else(|| {
+            let names: Vec<&str> = kind.schema.params.iter().map(|p| p.name.as_str()).collect();
+            format!(
+                "`{}` has no parameter `{k}` (it has {})",
+                kind.schema.name,
+                names.join(", ")
+            )
+        })?;
+    fn typed(ty: &T, v: &str) -> Result<Value, String> {
+        match ty {
+            T::Optional(_) if v == "none" => Ok(Value::None),
+            T::Optional(inner) => typed(inner, v),
+            T::Bool => v
+                .parse()
+                .map(Value::Bool)
+                .map_err(|_| format!("`{v}` is not true or false")),
+            T::Int { .. } => v
+                .parse()
+                .map(Value::Int)
+                .map_err(|_| format!("`{v}` is not an integer")),
+            T::Float { .. } => v
+                .parse()
+                .map(Value::Float)
+                .map_err(|_| format!("`{v}` is not a number")),
+            T::List(inner) => v
+                .split(',')
+                .map(|x| typed(inner, x.trim()))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Value::List),
+            _ => Ok(Value::Str(v.to_string())),
+        }
+    }
+    typed(&spec.ty, v)
+        .map(|val| (k.to_string(), val))
+        .map_err(|e| format!("`--param {kv}`: {e}"))
 }
 
 /// The builtin registry plus the plugins named by `--use`.
@@ -932,6 +985,7 @@ pub fn data(args: DataCmd) -> ExitCode {
             root,
             dataset,
             plugins,
+            params,
         } => {
             let reg = match data_registry(&plugins) {
                 Ok(r) => r,
@@ -944,7 +998,11 @@ pub fn data(args: DataCmd) -> ExitCode {
             let Some(verify) = kind.verify else {
                 return usage(format!("`{}` has no verifier", kind.schema.name));
             };
-            let defaults = kind.with_defaults(&Default::default());
+            let given = match params.iter().map(|kv| dataset_param(kind, kv)).collect() {
+                Ok(g) => g,
+                Err(e) => return usage(e),
+            };
+            let defaults = kind.with_defaults(&given);
             let (report, ok) = verify(&kind.schema.name, &root, &defaults);
             out!("{report}");
             if ok {

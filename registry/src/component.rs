@@ -52,6 +52,33 @@ pub trait Component: Send + Sync {
         let _ = (params, dir);
         Ok(())
     }
+
+    /// Whether this component answers in words (an LLM that generates at
+    /// evaluation). Such a component always runs: its outputs are never
+    /// served from the frozen-feature cache, so every answer is generated
+    /// and handed over by [`Component::take_texts`]. The default: no.
+    fn writes_text(&self) -> bool {
+        false
+    }
+
+    /// The answers generated in the last forward pass, one per sample row
+    /// of that batch, handed over once (a second call returns none). The
+    /// runner stores each beside the id of its sample and the number it
+    /// was read as (`answers.csv`), and the report shows some of them, so
+    /// a reviewer sees what the model said, not only what a parser made of
+    /// it. The default generates nothing.
+    fn take_texts(&self) -> Vec<GeneratedText> {
+        Vec::new()
+    }
+}
+
+/// One generated answer and how it was read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GeneratedText {
+    /// The answer as generated (special tokens removed).
+    pub text: String,
+    /// What it was read as: a class name, or `unparseable: <reason>`.
+    pub reading: String,
 }
 
 /// Input `i` of a forward call, or an error naming the kind (inputs are

@@ -68,7 +68,9 @@ mod shapecheck;
 pub mod weights;
 
 pub use builder::KindBuilder;
-pub use component::{BuildCtx, BuildError, Component, Factory, Init, Mode, ParamStore};
+pub use component::{
+    BuildCtx, BuildError, Component, Factory, GeneratedText, Init, Mode, ParamStore,
+};
 pub use contracts::{
     verify_folds, Batch, DataError, Dataset, Fold, LayoutRequest, Metric, MetricValue, Protocol,
     SampleMeta, VerifyFn, WriteLayoutFn,

@@ -18,6 +18,19 @@ pub fn mer_at(args: &[&str], dir: &Path) -> Output {
         .expect("mer runs")
 }
 
+/// [`mer_at`] with extra environment variables (a recipe's `env(…)`).
+pub fn mer_env(args: &[&str], dir: &Path, env: &[(&str, &Path)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mer"));
+    c.args(args)
+        .env("NO_COLOR", "1")
+        .env("MLFLOW_TRACKING_URI", dir.join("mlruns"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("mer runs")
+}
+
 /// stdout then stderr.
 pub fn text(o: &Output) -> String {
     format!(

@@ -338,7 +338,7 @@ pub(crate) fn sorted_dir(dir: &Path) -> Result<Vec<std::path::PathBuf>, DataErro
 
 /// `[channel][h * w]` planes in [0, 1] as an 8-bit RGB image (one plane is
 /// gray), for the layout writers.
-pub(crate) fn to_image(planes: &[Vec<f32>], [h, w]: [usize; 2]) -> image::RgbImage {
+pub fn to_image(planes: &[Vec<f32>], [h, w]: [usize; 2]) -> image::RgbImage {
     let mut img = image::RgbImage::new(w as u32, h as u32);
     for (i, px) in img.pixels_mut().enumerate() {
         let g = |c: usize| {

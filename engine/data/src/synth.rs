@@ -723,7 +723,7 @@ pub fn synth_dfer(p: &BTreeMap<String, Value>) -> Result<Box<dyn Dataset>, Build
 /// The generator's parameters for `mer data synth`: the layout writers
 /// generate through [`Synth`] with these, so generated corpora look like
 /// `synth.*` data (colour frames, the requested size and face).
-pub(crate) fn layout_params(req: &LayoutRequest) -> BTreeMap<String, Value> {
+pub fn layout_params(req: &LayoutRequest) -> BTreeMap<String, Value> {
     [
         ("face", Value::Str(req.face.clone())),
         ("subjects", Value::Int(req.subjects.max(1) as i64)),

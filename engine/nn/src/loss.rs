@@ -310,6 +310,66 @@ pub fn build_contrastive(ctx: &mut BuildCtx) -> Result<Box<dyn Component>, Build
     }))
 }
 
+/// Token-weighted next-token cross-entropy: position `t`'s logits predict
+/// `ids[t + 1]`, weighed by that token's type.
+struct Lm {
+    /// Weight per token type: prompt, label, rationale, end, padding.
+    weights: [f32; 5],
+}
+
+impl Component for Lm {
+    fn forward(
+        &self,
+        inputs: &[Tensor],
+        _mode: Mode,
+        _rng: &mut SeededRng,
+    ) -> CResult<Vec<Tensor>> {
+        let logits = input(inputs, 0, "loss.lm")?;
+        let ids = input(inputs, 1, "loss.lm")?;
+        let types = input(inputs, 2, "loss.lm")?;
+        let (b, l, _) = logits.dims3()?;
+        if l < 2 {
+            return (logits.sum_all()? * 0.0).map(|z| vec![z]);
+        }
+        let next = ids
+            .narrow(1, 1, l - 1)?
+            .to_dtype(DType::U32)?
+            .unsqueeze(2)?;
+        let lp = log_softmax(&logits.narrow(1, 0, l - 1)?)?;
+        let nll = lp.gather(&next.contiguous()?, 2)?.squeeze(2)?.neg()?;
+        // Weights are data, computed off the graph from the types.
+        let w: Vec<f32> = types
+            .narrow(1, 1, l - 1)?
+            .to_dtype(DType::I64)?
+            .flatten_all()?
+            .to_vec1::<i64>()?
+            .into_iter()
+            .map(|t| {
+                usize::try_from(t)
+                    .ok()
+                    .and_then(|t| self.weights.get(t).copied())
+                    .unwrap_or(0.0)
+            })
+            .collect();
+        let total: f32 = w.iter().sum();
+        let w = Tensor::from_vec(w, (b, l - 1), logits.device())?.to_dtype(nll.dtype())?;
+        Ok(vec![(nll.mul(&w)?.sum_all()? / total.max(1e-12) as f64)?])
+    }
+}
+
+/// Builds `loss.lm` with its per-type weights.
+pub fn build_lm(ctx: &mut BuildCtx) -> Result<Box<dyn Component>, BuildError> {
+    Ok(Box::new(Lm {
+        weights: [
+            0.0,
+            ctx.float("label_weight")? as f32,
+            ctx.float("rationale_weight")? as f32,
+            ctx.float("end_weight")? as f32,
+            0.0,
+        ],
+    }))
+}
+
 // ---- the kinds: schemas and shape functions --------------------------------
 
 fn pair(name: &str, doc: &str) -> KindBuilder {
@@ -390,12 +450,45 @@ pub(crate) fn kinds() -> Vec<Kind> {
             .factory(build_contrastive)
             .example_inputs(&[], vec![ExampleInput::Features(vec![3, 4]), ExampleInput::Features(vec![3, 4])])
             .build(),
-        pair("loss.lm", "Next-token cross-entropy over answer tokens, with per-token-type weights (labels vs rationale).")
+        KindBuilder::new("loss.lm", Role::Loss)
+            .doc("Next-token cross-entropy over the answer, weighted per token type (an instruction dataset's `types`): prompt and padding tokens are never targets; label, rationale and end-of-turn tokens weigh as set (DEFT-LLM: label 2.0, rationale 0.3). The mean is over the weights, so a batch's loss does not depend on its padding.")
+            .input("logits", "vocabulary logits at the text positions [B, L, V] (`llm.instruct.logits`)")
+            .input("ids", "token ids [B, L]")
+            .input("types", "token types [B, L]: 0 prompt, 1 label, 2 rationale, 3 end of turn, 4 padding")
             .float("label_weight", Some(1.0), Some(0.0), None, "Weight of label tokens.")
             .float("rationale_weight", Some(1.0), Some(0.0), None, "Weight of rationale tokens.")
-            .shapes(loss_any)
+            .float("end_weight", Some(1.0), Some(0.0), None, "Weight of the template's end-of-turn tokens (what teaches the model to stop).")
+            .shapes(loss_lm)
+            .factory(build_lm)
+            .example_inputs(&[("label_weight", Value::Float(2.0)), ("rationale_weight", Value::Float(0.3))], vec![ExampleInput::Features(vec![2, 4, 5]), ExampleInput::ClassIndex { dims: vec![2, 4], classes: 5 }, ExampleInput::ClassIndex { dims: vec![2, 4], classes: 4 }])
             .build(),
     ]
+}
+
+/// `loss.lm`: logits `[B, L, V]` beside ids and types `[B, L]`.
+fn loss_lm(c: &ShapeCtx) -> Result<Vec<TensorType>, ShapeError> {
+    let logits = c.input(0)?;
+    if logits.rank() != 3 {
+        return Err(ShapeError::new(format!(
+            "`loss.lm` takes vocabulary logits [B, L, V]; `{}` is {logits}",
+            c.source(0)
+        ))
+        .at_input(0)
+        .help("connect `llm.instruct.logits`"));
+    }
+    for i in [1, 2] {
+        let t = c.input(i)?;
+        let aligned = t.rank() == 2 && t.dims[1].compatible(&logits.dims[1]);
+        if !aligned {
+            return Err(ShapeError::new(format!(
+                "`loss.lm`: `{}` is {t}; it must be [B, L] with the logits' L = {}",
+                c.source(i),
+                logits.dims[1]
+            ))
+            .at_input(i));
+        }
+    }
+    Ok(vec![])
 }
 
 /// Class scores `[B, C]` against class-index targets.
@@ -530,10 +623,6 @@ pub(crate) fn loss_pairs(c: &ShapeCtx) -> Result<Vec<TensorType>, ShapeError> {
             .at_input(1));
         }
     }
-    Ok(vec![])
-}
-
-pub(crate) fn loss_any(_c: &ShapeCtx) -> Result<Vec<TensorType>, ShapeError> {
     Ok(vec![])
 }
 

@@ -121,6 +121,9 @@ struct Counts {
     /// `matrix[truth][pred]`.
     matrix: Vec<Vec<usize>>,
     n: usize,
+    /// Rows with no prediction (all NaN: a generated answer that names no
+    /// single class): counted in `n` and as missed, in no matrix cell.
+    unread: usize,
 }
 
 fn class_counts(rows: &[&Row], classes: usize) -> Counts {
@@ -130,14 +133,21 @@ fn class_counts(rows: &[&Row], classes: usize) -> Counts {
         fn_: vec![0; classes],
         matrix: vec![vec![0; classes]; classes],
         n: 0,
+        unread: 0,
     };
     for r in rows {
         let t = r.target.first().copied().unwrap_or(-1.0);
         if t < 0.0 || t as usize >= classes {
             continue;
         }
-        let (t, p) = (t as usize, argmax(&r.pred));
+        let t = t as usize;
         c.n += 1;
+        if !r.pred.is_empty() && r.pred.iter().all(|x| x.is_nan()) {
+            c.unread += 1;
+            c.fn_[t] += 1;
+            continue;
+        }
+        let p = argmax(&r.pred);
         c.matrix[t][p] += 1;
         if t == p {
             c.tp[t] += 1;
@@ -225,6 +235,12 @@ fn class_clauses(
     labels: &Labels,
 ) -> String {
     let mut out = String::new();
+    if pooled.unread > 0 {
+        out.push_str(&format!(
+            "; {} of {} answers named no single class (unparseable): counted wrong, in no confusion cell",
+            pooled.unread, pooled.n
+        ));
+    }
     let truth: Vec<usize> = (0..pooled.tp.len())
         .map(|c| pooled.tp[c] + pooled.fn_[c])
         .collect();
@@ -323,6 +339,14 @@ impl Classification {
             .map(|(f, rows)| (f.clone(), class_counts(&rows.iter().collect::<Vec<_>>(), k)))
             .collect();
         let pooled = class_counts(&self.rows.all(), k);
+        let unread = if pooled.unread > 0 {
+            format!(
+                "; {} of {} answers named no single class (unparseable): in no confusion cell, each a miss of its true class",
+                pooled.unread, pooled.n
+            )
+        } else {
+            String::new()
+        };
         let mut out = Vec::new();
         let mut push = |name: String, f: &dyn Fn(&Counts) -> Option<f64>, how: &str| {
             let per_fold: Vec<(String, Option<f64>)> =
@@ -334,7 +358,7 @@ impl Classification {
                 per_fold_mean: mean(&vals),
                 folds_counted: vals.len(),
                 per_fold,
-                how: how.into(),
+                how: format!("{how}{unread}"),
             });
         };
         for t in 0..k {
@@ -965,6 +989,51 @@ mod tests {
     ///   B: truth 0 2,     pred 0 0
     /// Pooled counts: class 0 TP 2 FP 1 FN 1, class 1 TP 1 FP 1 FN 0,
     /// class 2 TP 1 FP 0 FN 1.
+    /// A generated answer that names no class is a row of NaN: a miss of
+    /// its true class in every statistic, counted in `how`, never a guess.
+    #[test]
+    fn unparseable_answers_count_wrong_and_are_named() {
+        let score = |stat: ClassStat| {
+            let mut m = Classification {
+                stat,
+                rows: Rows::default(),
+                labels: Labels::default(),
+            };
+            // truth 0 0 1 1; answers: 0, unparseable, 1, unparseable.
+            let mut p = logits(&[0, 0, 1, 0], 2);
+            let nan = Tensor::from_vec(vec![f32::NAN; 2], (1, 2), &Device::Cpu).unwrap();
+            p = Tensor::cat(
+                &[
+                    p.narrow(0, 0, 1).unwrap(),
+                    nan.clone(),
+                    p.narrow(0, 2, 1).unwrap(),
+                    nan,
+                ],
+                0,
+            )
+            .unwrap();
+            m.update("A", &ids(4, "A"), &p, &idx(&[0, 0, 1, 1]))
+                .unwrap();
+            m.finish()
+        };
+        let acc = score(ClassStat::Accuracy);
+        assert_eq!(acc[0].pooled, 0.5);
+        assert!(
+            acc[0].how.contains("2 of 4 answers named no single class"),
+            "{}",
+            acc[0].how
+        );
+        let uar = score(ClassStat::Uar);
+        assert_eq!(uar[0].pooled, 0.5);
+        let conf = score(ClassStat::Confusion);
+        // No cell holds the unparseable answers; the caption says why.
+        assert_eq!(get(&conf, "confusion[0,0]").pooled, 1.0);
+        assert_eq!(get(&conf, "confusion[1,0]").pooled, 0.0);
+        assert!(get(&conf, "confusion[1,1]")
+            .how
+            .contains("in no confusion cell"));
+    }
+
     fn two_folds(stat: ClassStat) -> Vec<MetricValue> {
         let mut m = Classification {
             stat,

@@ -669,6 +669,7 @@ mod tests {
             reported: vec![],
             store_hash: String::new(),
             recipe_keys: vec![],
+            answers: Default::default(),
         };
         let out = root.join("figures");
         std::fs::create_dir_all(&out).unwrap();

@@ -895,6 +895,7 @@ fn variant_blocks(out: &mut Vec<Block>, r: &VariantResult) {
             .map(|(n, h)| format!("`{n}`: {h}."))
             .collect(),
     ));
+    answer_block(out, r);
     let conf: Vec<&StoredMetric> = r
         .metrics
         .iter()
@@ -926,6 +927,44 @@ fn variant_blocks(out: &mut Vec<Block>, r: &VariantResult) {
             rows,
         }));
     }
+}
+
+/// Generated answers: what the model said, beside what it was read as.
+fn answer_block(out: &mut Vec<Block>, r: &VariantResult) {
+    let a = &r.answers;
+    if a.is_empty() {
+        return;
+    }
+    let one_line = |s: &str| {
+        let flat = s.split_whitespace().collect::<Vec<_>>().join(" ");
+        let mut t: String = flat.chars().take(160).collect();
+        if t.len() < flat.len() {
+            t.push('…');
+        }
+        t
+    };
+    out.push(Block::Table(Table {
+        caption: format!(
+            "Sample answers: up to two per gold class and two unparseable ones, in fold order. {} answers were generated over the finished folds; {} named no single class (unparseable), and the metrics count those wrong.",
+            a.total, a.unparseable
+        ),
+        columns: ["sample", "gold", "read as", "answer"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        rows: a
+            .samples
+            .iter()
+            .map(|s| {
+                vec![
+                    s.id.clone(),
+                    s.gold.clone(),
+                    s.reading.clone(),
+                    one_line(&s.answer),
+                ]
+            })
+            .collect(),
+    }));
 }
 
 /// The class names of a confusion matrix, rows (truth) and columns.
@@ -1347,6 +1386,7 @@ mod tests {
             reported: vec![],
             store_hash: store.into(),
             recipe_keys: vec![],
+            answers: Default::default(),
         }
     }
 

@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -194,6 +195,55 @@ pub struct VariantResult {
     /// which runs of different hashes differ.
     #[serde(skip)]
     pub recipe_keys: Vec<(String, String)>,
+    /// Generated answers the report shows (a few per gold class and a few
+    /// unparseable ones, from the folds' `answers.csv`), with how many
+    /// answers there were and how many were unparseable.
+    #[serde(default, skip_serializing_if = "Answers::is_empty")]
+    pub answers: Answers,
+}
+
+/// The report's view of a variant's generated answers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Answers {
+    /// Answers generated over the finished folds.
+    pub total: usize,
+    /// Of those, answers that named no single class.
+    pub unparseable: usize,
+    /// The examples shown, in fold and sample order.
+    pub samples: Vec<AnswerRow>,
+}
+
+impl Answers {
+    /// Whether no answer was generated.
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// The view of `rows` (every answer of the finished folds, in order):
+    /// the first `per_class` answers of each gold class and the first
+    /// `per_class` unparseable ones, in their original order.
+    pub fn pick(rows: &[AnswerRow], per_class: usize) -> Answers {
+        let mut seen: BTreeMap<(bool, &str), usize> = BTreeMap::new();
+        let samples = rows
+            .iter()
+            .filter(|r| {
+                let n = seen
+                    .entry((r.reading.starts_with("unparseable"), r.gold.as_str()))
+                    .or_default();
+                *n += 1;
+                *n <= per_class
+            })
+            .cloned()
+            .collect();
+        Answers {
+            total: rows.len(),
+            unparseable: rows
+                .iter()
+                .filter(|r| r.reading.starts_with("unparseable"))
+                .count(),
+            samples,
+        }
+    }
 }
 
 /// One fold's id as `mer plan` printed it, in `plan.json` of the variant
@@ -244,6 +294,46 @@ pub struct EpochRecord {
     /// `select = "test_best_epoch"` (test-tuned).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_score: Option<f64>,
+}
+
+/// One generated answer of a fold (`answers.csv`): what the model said
+/// for a sample and what it was read as, beside the gold label.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnswerRow {
+    /// The sample id.
+    pub id: String,
+    /// The node that generated it.
+    pub node: String,
+    /// The gold class name, where a metric compares the answer with one.
+    pub gold: String,
+    /// A class name, or `unparseable: <reason>`.
+    pub reading: String,
+    /// The answer as generated.
+    pub answer: String,
+}
+
+/// Writes a fold's answers as CSV, atomically.
+pub fn write_answers(path: &Path, rows: &[AnswerRow]) -> std::io::Result<()> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    for r in rows {
+        w.serialize(r).map_err(std::io::Error::other)?;
+    }
+    let bytes = w
+        .into_inner()
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    write_atomic(path, &bytes)
+}
+
+/// Reads a fold's `answers.csv`; no file is no answers.
+pub fn read_answers(path: &Path) -> Result<Vec<AnswerRow>, String> {
+    if !path.is_file() {
+        return Ok(Vec::new());
+    }
+    let mut r = csv::Reader::from_path(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    r.deserialize()
+        .enumerate()
+        .map(|(i, row)| row.map_err(|e| format!("{}:{}: {e}", path.display(), i + 2)))
+        .collect()
 }
 
 /// Predictions of one fold: sample ids and, per stored output, one row of

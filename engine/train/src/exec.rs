@@ -331,7 +331,8 @@ impl Model {
         self.frozen.clear();
         let mut sub: HashMap<NodeIndex, blake3::Hash> = HashMap::new();
         for n in &self.nodes {
-            if n.role != Role::Component || !frozen.contains(&n.name) {
+            let writes_text = n.component.as_ref().is_some_and(|c| c.writes_text());
+            if n.role != Role::Component || !frozen.contains(&n.name) || writes_text {
                 continue;
             }
             // A node without inputs has no per-sample outputs to cache.
@@ -670,6 +671,18 @@ impl Model {
         self.params
             .vars()
             .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+            .collect()
+    }
+
+    /// The answers generated in the last forward pass, per node that
+    /// writes text ([`Component::take_texts`]).
+    pub fn take_texts(&self) -> Vec<(String, Vec<mer_registry::GeneratedText>)> {
+        self.nodes
+            .iter()
+            .filter_map(|n| {
+                let c = n.component.as_ref()?;
+                c.writes_text().then(|| (n.name.clone(), c.take_texts()))
+            })
             .collect()
     }
 

@@ -780,7 +780,13 @@ pub fn run_variant(
         })
         .collect();
     let stored = compute_metrics(&dir, &finished, &metrics, &data, reg)?;
+    let mut answers = Vec::new();
+    for f in &finished {
+        let path = store::RunStore::fold_dir(&dir, &f.name).join("answers.csv");
+        answers.extend(mer_store::read_answers(&path).map_err(RunError::Setup)?);
+    }
     let result = VariantResult {
+        answers: mer_store::Answers::pick(&answers, 2),
         store_hash: exp.hash.clone(),
         recipe_keys: Vec::new(),
         experiment: exp.name.clone(),
@@ -947,7 +953,17 @@ fn column_tensor(p: &Predictions, name: &str, path: &Path) -> Result<Tensor, Run
     Ok(Tensor::from_vec(v, (p.ids.len(), w), &Device::Cpu)?)
 }
 
-/// Evaluates `positions` in eval mode; returns predictions and mean loss.
+/// What one evaluation pass produced.
+struct Evaluated {
+    preds: Predictions,
+    /// Mean loss over the samples, where the loss could be computed.
+    loss: Option<f64>,
+    /// `(sample id, node, answer)` of every answer generated in words.
+    texts: Vec<(String, String, mer_registry::GeneratedText)>,
+}
+
+/// Evaluates `positions` in eval mode: predictions, mean loss and the
+/// generated answers.
 fn predict(
     model: &Model,
     data: &Data,
@@ -955,7 +971,8 @@ fn predict(
     batch: usize,
     outputs: &[Ref],
     cache: &mut FeatureCache,
-) -> Result<(Predictions, Option<f64>), RunError> {
+) -> Result<Evaluated, RunError> {
+    let mut texts = Vec::new();
     let mut p = Predictions::default();
     let mut loss_sum = 0f64;
     let mut loss_n = 0usize;
@@ -963,6 +980,18 @@ fn predict(
     for chunk in positions.chunks(batch.max(1)) {
         let (ids, ports) = data.load(chunk, None)?;
         let f = model.forward_cached(&data.feed(ports.clone()), Mode::Eval, &mut rng, cache)?;
+        for (node, answers) in model.take_texts() {
+            if answers.len() != ids.len() {
+                return Err(RunError::Setup(format!(
+                    "`{node}` generated {} answers for a batch of {} samples",
+                    answers.len(),
+                    ids.len()
+                )));
+            }
+            for (id, a) in ids.iter().zip(answers) {
+                texts.push((id.clone(), node.clone(), a));
+            }
+        }
         if let Some(l) = &f.loss {
             loss_sum += l.to_dtype(DType::F64)?.to_scalar::<f64>()? * chunk.len() as f64;
             loss_n += chunk.len();
@@ -997,7 +1026,48 @@ fn predict(
                 .push(cols.iter().flat_map(|c| c[i].iter().copied()).collect());
         }
     }
-    Ok((p, (loss_n > 0).then(|| loss_sum / loss_n as f64)))
+    Ok(Evaluated {
+        preds: p,
+        loss: (loss_n > 0).then(|| loss_sum / loss_n as f64),
+        texts,
+    })
+}
+
+/// The generated answers of a fold with the gold class each is compared
+/// with: the target of a metric that reads the generating node.
+fn answer_rows(e: &Evaluated, metrics: &[MetricNode], data: &Data) -> Vec<mer_store::AnswerRow> {
+    let row_of: HashMap<&str, usize> = e
+        .preds
+        .ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i))
+        .collect();
+    e.texts
+        .iter()
+        .map(|(id, node, a)| {
+            let gold = metrics
+                .iter()
+                .find(|m| m.pred.node == *node && m.target.data)
+                .and_then(|m| {
+                    let (w, col) = e.preds.column(&m.target.name)?;
+                    let v = *col.get(row_of.get(id.as_str())? * w)?;
+                    let names = data.label_names(&m.target.port);
+                    Some(match names.and_then(|n| n.get(v as usize).cloned()) {
+                        Some(name) if v >= 0.0 => name,
+                        _ => format!("{v}"),
+                    })
+                })
+                .unwrap_or_default();
+            mer_store::AnswerRow {
+                id: id.clone(),
+                node: node.clone(),
+                gold,
+                reading: a.reading.clone(),
+                answer: a.text.clone(),
+            }
+        })
+        .collect()
 }
 
 /// Splits training positions into (train, inner validation) by group,
@@ -1233,7 +1303,7 @@ fn run_fold(
         if (epoch + 1) % cfg.eval_every == 0 || last {
             let score = match cfg.select.as_str() {
                 "inner_val" => {
-                    let (_, vl) = predict(&model, data, &val, cfg.batch, outputs, cache)?;
+                    let vl = predict(&model, data, &val, cfg.batch, outputs, cache)?.loss;
                     rec.val_loss = vl;
                     vl.map(|l| -l)
                 }
@@ -1296,12 +1366,16 @@ fn run_fold(
     let params = model.tensors();
     let exports = fdir.join("adapters");
     model.export(&exports, &params).map_err(io(&exports))?;
-    let (preds, _) = predict(&model, data, &fold.test, cfg.batch, outputs, cache)?;
-    preds
+    let test = predict(&model, data, &fold.test, cfg.batch, outputs, cache)?;
+    test.preds
         .write(&fdir.join("predictions.csv"))
         .map_err(io(fdir))?;
+    if !test.texts.is_empty() {
+        let path = fdir.join("answers.csv");
+        mer_store::write_answers(&path, &answer_rows(&test, metrics, data)).map_err(io(&path))?;
+    }
     if !val.is_empty() {
-        let (vp, _) = predict(&model, data, &val, cfg.batch, outputs, cache)?;
+        let vp = predict(&model, data, &val, cfg.batch, outputs, cache)?.preds;
         vp.write(&fdir.join("val_predictions.csv"))
             .map_err(io(fdir))?;
     }
@@ -1380,7 +1454,7 @@ fn test_score(
     let Some(m) = metrics.first() else {
         return Ok(None);
     };
-    let (p, _) = predict(model, data, &fold.test, batch, outputs, cache)?;
+    let p = predict(model, data, &fold.test, batch, outputs, cache)?.preds;
     let mut metric = make_metric(reg, m, data)?;
     let path = Path::new("<memory>");
     metric.update(

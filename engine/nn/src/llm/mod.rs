@@ -17,6 +17,8 @@
 pub mod chat;
 pub mod generate;
 pub mod gguf;
+pub mod instruct;
+mod instruct_lm;
 pub mod tiny;
 pub mod tokenizer;
 
@@ -535,13 +537,20 @@ impl Body {
     /// argmax tokens, stopping at an end-of-sequence id. One sequence, with
     /// a KV cache, so each new token costs one position.
     pub fn generate(&self, prompt: &[u32], max_tokens: usize) -> CResult<Vec<u32>> {
+        let ids = Tensor::new(prompt, self.embed.device())?.unsqueeze(0)?;
+        self.generate_from(&self.embed(&ids)?, max_tokens)
+    }
+
+    /// [`Body::generate`] from a prompt given as embeddings `[1, P, D]`:
+    /// text with visual tokens spliced in.
+    pub fn generate_from(&self, prompt: &Tensor, max_tokens: usize) -> CResult<Vec<u32>> {
         let dev = self.embed.device().clone();
         let mut cache = KvCache::default();
         let mut rng = SeededRng::new(0);
         let mut out = Vec::new();
-        let mut next = Tensor::new(prompt, &dev)?.unsqueeze(0)?;
+        let mut x = prompt.clone();
         for _ in 0..max_tokens {
-            let h = self.forward(&self.embed(&next)?, Mode::Eval, &mut rng, Some(&mut cache))?;
+            let h = self.forward(&x, Mode::Eval, &mut rng, Some(&mut cache))?;
             let last = h.narrow(1, h.dim(1)? - 1, 1)?;
             let id = self
                 .logits(&last)?
@@ -552,7 +561,7 @@ impl Body {
                 break;
             }
             out.push(id);
-            next = Tensor::new(&[id], &dev)?.unsqueeze(0)?;
+            x = self.embed(&Tensor::new(&[id], &dev)?.unsqueeze(0)?)?;
         }
         Ok(out)
     }
@@ -661,8 +670,8 @@ pub fn tokenizer_for(
     }
 }
 
-/// The `llm.causal` factory.
-pub fn build_causal(ctx: &mut BuildCtx) -> Result<Box<dyn mer_registry::Component>, BuildError> {
+/// The checkpoint an LLM kind's `weights`, `dtype` and `layers` ask for.
+pub(crate) fn open_weights(ctx: &BuildCtx) -> Result<(std::path::PathBuf, Weights), BuildError> {
     let path = std::path::PathBuf::from(ctx.str("weights")?);
     let dtype = match ctx.str("dtype")? {
         "bf16" => DType::BF16,
@@ -673,6 +682,12 @@ pub fn build_causal(ctx: &mut BuildCtx) -> Result<Box<dyn mer_registry::Componen
     if let Some(mer_registry::Value::Int(n)) = ctx.params.get("layers") {
         weights.keep_layers(*n as usize)?;
     }
+    Ok((path, weights))
+}
+
+/// The `llm.causal` factory.
+pub fn build_causal(ctx: &mut BuildCtx) -> Result<Box<dyn mer_registry::Component>, BuildError> {
+    let (path, weights) = open_weights(ctx)?;
     let hidden = weights.config.hidden;
     for (i, t) in ctx.inputs.iter().enumerate() {
         if let Some(w) = t.last().and_then(mer_registry::Dim::size) {
@@ -801,6 +816,8 @@ pub(crate) mod tests;
 
 pub(crate) fn kinds() -> Vec<Kind> {
     vec![
+        instruct::kind(),
+        instruct_lm::kind(),
         KindBuilder::new("llm.causal", Role::Component)
             .doc("A LLaMA- or Qwen2-family causal LM loaded from an HF folder (config.json + safetensors) or a GGUF file. Visual tokens are spliced before the prompt; every position's hidden state is returned. Base weights are frozen; LoRA adapters train.")
             .variadic_input("prefix", "visual tokens [B, N, D_llm] placed before the prompt")

@@ -20,6 +20,9 @@ fn err(what: &str, e: impl std::fmt::Display) -> BuildError {
     BuildError(format!("{what}: {e}"))
 }
 
+/// A byte range `(start, end)` of the text a token came from.
+pub type Span = (usize, usize);
+
 impl Tok {
     /// A Hugging Face `tokenizer.json`.
     pub fn from_file(path: &Path) -> Result<Tok, BuildError> {
@@ -88,6 +91,21 @@ impl Tok {
             .map_err(|e| err("tokenizer", e))?
             .get_ids()
             .to_vec())
+    }
+
+    /// Ids of `text` with the byte range of `text` each came from, as
+    /// [`Tok::encode`] tokenises it: how instruction data tells a label's
+    /// tokens from the rationale's.
+    pub fn encode_offsets(&self, text: &str) -> Result<Vec<(u32, Span)>, BuildError> {
+        let e = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| err("tokenizer", e))?;
+        Ok(e.get_ids()
+            .iter()
+            .copied()
+            .zip(e.get_offsets().iter().copied())
+            .collect())
     }
 
     /// Writes the tokenizer as a Hugging Face `tokenizer.json`.

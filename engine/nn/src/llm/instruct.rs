@@ -1,0 +1,1053 @@
+//! `instruct.faceinstruct`: instruction data in LLaVA's and FaceInstruct's
+//! JSON layout, formatted with the LLM's own chat template.
+//!
+//! A record is `{"video": "clips/x"}` or `{"image": "faces/y.jpg"}`, an
+//! optional `subject` (the group a protocol splits on) and `split`
+//! (`train`/`test`, for `protocol.official`), and a single-turn
+//! `conversations` list `[{"from": "human", "value": "<video>\n…"},
+//! {"from": "gpt", "value": "…"}]`, as Face-LLaVA's `LazySupervisedDataset`
+//! reads it (`shared/research/face-llava.md` §4).
+//!
+//! Each conversation is rendered by the template the model was tuned with
+//! ([`ChatTemplate`]), split where the placeholder stood (the visual tokens
+//! go there, as LLaVA's `tokenizer_image_token` splits the prompt on
+//! `<image>`), and every token gets a type: prompt tokens are never
+//! targets (LLaVA masks the system and user turns), the answer is split into
+//! its label span (the first mention of the gold class) and the rationale
+//! around it, so `loss.lm` can weigh them (DEFT-LLM: label ×2.0, rationale
+//! ×0.3), and the template's closing tokens are their own type.
+//!
+//! The gold class is read from the answer with the same parser that scores
+//! generated answers ([`crate::answers::ClassParser`]), so a record whose
+//! own answer names no class, or several, is refused with its index rather
+//! than trained on a guessed label.
+
+use super::chat::{ChatTemplate, Message};
+use super::tokenizer::Tok;
+use crate::answers::{ClassParser, Parsed};
+use mer_registry::candle::{Device, Tensor};
+use mer_registry::{
+    Batch, BuildError, DataError, Dataset, Dim, Kind, KindBuilder, LayoutRequest, ParamType, Role,
+    SampleMeta, SeededRng, Semantic, ShapeCtx, ShapeError, TensorType, Value,
+};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Token type of a prompt token (system and user turns, the assistant's
+/// opening): never a target.
+pub const PROMPT: u32 = 0;
+/// Token type of the answer's label span.
+pub const LABEL: u32 = 1;
+/// Token type of the answer outside its label span.
+pub const RATIONALE: u32 = 2;
+/// Token type of the template's closing tokens after the answer (the
+/// end-of-turn token the model must learn to stop with).
+pub const END: u32 = 3;
+/// Token type of right padding.
+pub const PAD: u32 = 4;
+
+/// The placeholders a user turn may hold, one per record.
+const PLACEHOLDERS: [&str; 2] = ["<image>", "<video>"];
+
+/// Where the placeholder stood while the template renders: angle brackets
+/// and no whitespace, so templates that trim or escape content keep it.
+const MARK: &str = "<mer-visual-tokens>";
+
+/// The default label set: DFEW's seven classes.
+const CLASSES: &[&str] = &[
+    "happy", "sad", "neutral", "angry", "surprise", "disgust", "fear",
+];
+
+/// The name `mer data verify` and the layout writer look for in a folder.
+pub const FILE: &str = "instruct.json";
+
+/// One record, checked and tokenised.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    /// The record's `id`, else `record-N`.
+    pub id: String,
+    /// 1-based index of the record in the JSON list.
+    pub record: usize,
+    /// The image file or the video (a frame folder or a video file).
+    pub media: PathBuf,
+    /// `subject`, else the id.
+    pub group: String,
+    /// `split`, when the record has one.
+    pub split: Option<String>,
+    /// Token ids of the whole conversation, the placeholder left out.
+    pub ids: Vec<u32>,
+    /// One type per id ([`PROMPT`], [`LABEL`], [`RATIONALE`], [`END`]).
+    pub types: Vec<u32>,
+    /// Index into `ids` where the visual tokens go.
+    pub visual_at: usize,
+    /// Ids of the prompt, up to the assistant's opening: what generation
+    /// starts from.
+    pub prompt_len: usize,
+    /// The gold class, in label order.
+    pub class: usize,
+    /// The gold answer as written.
+    pub answer: String,
+}
+
+/// What formats conversations: the chat template, the tokenizer, the
+/// label parser and the limits.
+pub struct Formatter {
+    template: ChatTemplate,
+    tok: Tok,
+    parser: ClassParser,
+    system: Option<String>,
+    max_tokens: usize,
+}
+
+impl Formatter {
+    /// A formatter for the LLM at `weights` (its template and tokenizer).
+    pub fn new(
+        weights: &Path,
+        tokenizer: Option<&str>,
+        classes: &[String],
+        system: Option<String>,
+        max_tokens: usize,
+    ) -> Result<Formatter, BuildError> {
+        let template = ChatTemplate::of(weights)?;
+        let gguf = if weights.is_dir() {
+            None
+        } else {
+            Some(super::gguf::metadata(weights)?)
+        };
+        let tok = super::tokenizer_for(weights, tokenizer, gguf.as_ref())?;
+        let parser = ClassParser::with_default_synonyms(classes)
+            .map_err(|e| BuildError(format!("`classes`: {e}")))?;
+        Ok(Formatter {
+            template,
+            tok,
+            parser,
+            system,
+            max_tokens,
+        })
+    }
+
+    /// The class names in label order.
+    pub fn classes(&self) -> &[String] {
+        self.parser.names()
+    }
+
+    /// The turns of a conversation, the system turn first when one is set.
+    fn turns(&self, user: &str, answer: Option<&str>) -> Vec<Message> {
+        let mut m = Vec::new();
+        if let Some(s) = &self.system {
+            m.push(Message {
+                role: "system".into(),
+                content: s.clone(),
+            });
+        }
+        m.push(Message::user(user));
+        if let Some(a) = answer {
+            m.push(Message {
+                role: "assistant".into(),
+                content: a.into(),
+            });
+        }
+        m
+    }
+
+    /// Tokenises one conversation: `question` holds exactly one
+    /// placeholder. Errors are in words; the caller adds file and record.
+    pub fn format(&self, question: &str, answer: &str) -> Result<Formatted, String> {
+        let found = placeholders(question);
+        let known: Vec<&(usize, String)> = found
+            .iter()
+            .filter(|(_, p)| PLACEHOLDERS.contains(&p.as_str()))
+            .collect();
+        if let Some((_, bad)) = found
+            .iter()
+            .find(|(_, p)| !PLACEHOLDERS.contains(&p.as_str()))
+        {
+            return Err(format!(
+                "unknown placeholder `{bad}` in the human turn; mer knows {}",
+                PLACEHOLDERS.join(" and ")
+            ));
+        }
+        let (at, ph) = match known.as_slice() {
+            [one] => (one.0, one.1.clone()),
+            [] => {
+                return Err(format!(
+                    "the human turn has no placeholder; write {} where the visual tokens go",
+                    PLACEHOLDERS.join(" or ")
+                ))
+            }
+            _ => return Err("the human turn has more than one placeholder; mer takes one image or video per record".into()),
+        };
+        let user = format!("{}{MARK}{}", &question[..at], &question[at + ph.len()..]);
+        let prompt = self
+            .template
+            .render(&self.turns(&user, None), true)
+            .map_err(|e| e.0)?;
+        let full = self
+            .template
+            .render(&self.turns(&user, Some(answer)), false)
+            .map_err(|e| e.0)?;
+        let tail = full.strip_prefix(prompt.as_str()).ok_or(
+            "the chat template renders the prompt differently with and without the answer, so the answer cannot be split off",
+        )?;
+        let (before, after) = prompt
+            .split_once(MARK)
+            .ok_or("the chat template dropped the placeholder")?;
+        let a0 = tail
+            .find(answer)
+            .ok_or("the chat template changed the answer's text")?;
+        let class = match self.parser.parse(answer) {
+            Parsed::Class(c) => c,
+            Parsed::Unparseable(r) => {
+                return Err(format!(
+                    "the answer gives no single class of {} ({}): \"{}\"",
+                    self.parser.names().join(", "),
+                    r.detail,
+                    short(answer)
+                ))
+            }
+            other => return Err(format!("the answer reads as {other:?}, not a class")),
+        };
+        let label = label_span(answer, &self.parser.names()[class]);
+        let mut ids = self.tok.encode(before).map_err(|e| e.0)?;
+        let visual_at = ids.len();
+        ids.extend(self.tok.encode(after).map_err(|e| e.0)?);
+        let prompt_len = ids.len();
+        let mut types = vec![PROMPT; prompt_len];
+        for (id, (s, _)) in self.tok.encode_offsets(tail).map_err(|e| e.0)? {
+            ids.push(id);
+            types.push(if s < a0 || s >= a0 + answer.len() {
+                END
+            } else if label.contains(&(s - a0)) {
+                LABEL
+            } else {
+                RATIONALE
+            });
+        }
+        if ids.len() > self.max_tokens {
+            return Err(format!(
+                "{} tokens, more than max_tokens = {}; raise it (a conversation is never cut)",
+                ids.len(),
+                self.max_tokens
+            ));
+        }
+        Ok(Formatted {
+            ids,
+            types,
+            visual_at,
+            prompt_len,
+            class,
+        })
+    }
+
+    /// The text of generated ids.
+    pub fn decode(&self, ids: &[u32]) -> Result<String, BuildError> {
+        self.tok.decode(ids)
+    }
+}
+
+/// A tokenised conversation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Formatted {
+    /// Token ids, the placeholder left out.
+    pub ids: Vec<u32>,
+    /// Token types, one per id.
+    pub types: Vec<u32>,
+    /// Where the visual tokens go.
+    pub visual_at: usize,
+    /// Ids of the prompt.
+    pub prompt_len: usize,
+    /// The gold class.
+    pub class: usize,
+}
+
+/// `<word>` tags in `text`, with their byte offsets.
+fn placeholders(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut rest = 0;
+    while let Some(i) = text[rest..].find('<') {
+        let start = rest + i;
+        let body = &text[start + 1..];
+        let len = body
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+            .unwrap_or(body.len());
+        if len > 0 && body[len..].starts_with('>') {
+            out.push((start, text[start..start + len + 2].to_string()));
+            rest = start + len + 2;
+        } else {
+            rest = start + 1;
+        }
+    }
+    out
+}
+
+/// Byte range of the first case-insensitive mention of `class` in
+/// `answer`, or the whole answer when it names the class only by a synonym.
+fn label_span(answer: &str, class: &str) -> std::ops::Range<usize> {
+    let lower = answer.to_lowercase();
+    // Lower-casing keeps byte offsets for ASCII; elsewhere fall back to all.
+    if lower.len() == answer.len() {
+        if let Some(i) = lower.find(&class.to_lowercase()) {
+            return i..i + class.len();
+        }
+    }
+    0..answer.len()
+}
+
+fn short(s: &str) -> String {
+    let mut t: String = s.chars().take(80).collect();
+    if t.len() < s.len() {
+        t.push('…');
+    }
+    t
+}
+
+/// The records of an instruction file: examples that formatted, and a
+/// problem for every record that did not, each naming file and record.
+pub fn read(
+    json: &Path,
+    media_root: &Path,
+    fmt: &Formatter,
+    media: &str,
+) -> Result<(Vec<Example>, Vec<DataError>), DataError> {
+    let at = |row: Option<usize>, message: String| DataError {
+        file: json.display().to_string(),
+        row,
+        message,
+    };
+    let text = std::fs::read_to_string(json).map_err(|e| at(None, format!("cannot read: {e}")))?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        at(
+            Some(e.line()),
+            format!("not JSON (column {}): {e}", e.column()),
+        )
+    })?;
+    let list = value
+        .as_array()
+        .ok_or_else(|| at(None, "the file is not a JSON list of records".into()))?;
+    let (mut good, mut bad) = (Vec::new(), Vec::new());
+    for (i, rec) in list.iter().enumerate() {
+        match example(rec, i + 1, media_root, fmt, media) {
+            Ok(e) => good.push(e),
+            Err(why) => bad.push(at(None, format!("record {} {why}", i + 1))),
+        }
+    }
+    Ok((good, bad))
+}
+
+fn example(
+    rec: &serde_json::Value,
+    index: usize,
+    root: &Path,
+    fmt: &Formatter,
+    media: &str,
+) -> Result<Example, String> {
+    let s = |k: &str| rec.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    let id = s("id").unwrap_or_else(|| format!("record-{index}"));
+    let named = |m: String| format!("(id \"{id}\") {m}");
+    let other = if media == "video" { "image" } else { "video" };
+    let rel = match (s(media), rec.get(other)) {
+        (Some(r), _) => r,
+        (None, Some(_)) => {
+            return Err(named(format!(
+                "has `{other}`, but this dataset reads `{media}` records (media = \"{media}\"); one kind of media per dataset"
+            )))
+        }
+        (None, None) => return Err(named(format!("missing field `{media}`"))),
+    };
+    let path = root.join(&rel);
+    if !path.exists() {
+        return Err(named(format!("{media} `{}` not found", path.display())));
+    }
+    let turns = rec
+        .get("conversations")
+        .and_then(|c| c.as_array())
+        .ok_or_else(|| named("missing field `conversations` (a list of turns)".into()))?;
+    let turn = |i: usize, from: &str| -> Result<String, String> {
+        let t = turns.get(i).ok_or_else(|| {
+            named(format!(
+                "`conversations` has {} turns; mer reads single-turn records (human, then gpt)",
+                turns.len()
+            ))
+        })?;
+        let who = t.get("from").and_then(|v| v.as_str()).unwrap_or("");
+        if who != from {
+            return Err(named(format!(
+                "turn {} is from \"{who}\", expected \"{from}\"",
+                i + 1
+            )));
+        }
+        t.get("value")
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| named(format!("turn {} has no string `value`", i + 1)))
+    };
+    let (q, a) = (turn(0, "human")?, turn(1, "gpt")?);
+    if turns.len() > 2 {
+        return Err(named(format!(
+            "`conversations` has {} turns; mer reads single-turn records",
+            turns.len()
+        )));
+    }
+    let f = fmt.format(&q, &a).map_err(named)?;
+    Ok(Example {
+        group: s("subject").unwrap_or_else(|| id.clone()),
+        split: s("split"),
+        id,
+        record: index,
+        media: path,
+        ids: f.ids,
+        types: f.types,
+        visual_at: f.visual_at,
+        prompt_len: f.prompt_len,
+        class: f.class,
+        answer: a,
+    })
+}
+
+/// The image files of a frame folder, in name order.
+fn frame_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("`{}`: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                matches!(
+                    e.to_ascii_lowercase().as_str(),
+                    "jpg" | "jpeg" | "png" | "bmp"
+                )
+            })
+        })
+        .collect();
+    v.sort();
+    if v.is_empty() {
+        return Err(format!("`{}` holds no frames", dir.display()));
+    }
+    Ok(v)
+}
+
+/// The dataset.
+struct Instruct {
+    examples: Vec<Example>,
+    classes: Vec<String>,
+    media: String,
+    frames: usize,
+    size: usize,
+    max_tokens: usize,
+    notes: Vec<String>,
+    json: PathBuf,
+}
+
+impl Instruct {
+    /// `[3, T, S, S]` (video) or `[3, S, S]` (image) pixels in [0, 1].
+    fn pixels(&self, e: &Example) -> Result<Vec<f32>, DataError> {
+        let fail = |m: String| DataError {
+            file: self.json.display().to_string(),
+            row: None,
+            message: format!("record {} (id \"{}\"): {m}", e.record, e.id),
+        };
+        if self.media == "image" {
+            return mer_data::tower_pixels(&e.media, self.size).map_err(fail);
+        }
+        let folder = if e.media.is_dir() {
+            e.media.clone()
+        } else {
+            let ffmpeg = mer_data::video::decoder().ok_or_else(|| {
+                fail(format!(
+                    "`{}` is a video file and no ffmpeg was found (set MER_FFMPEG), or extract it to a frame folder",
+                    e.media.display()
+                ))
+            })?;
+            mer_data::video::frames(&e.media, &ffmpeg)?.0
+        };
+        let files = frame_files(&folder).map_err(fail)?;
+        let picks = mer_data::sampler::pick(
+            &mer_data::sampler::ClipFrames::whole(files.len()),
+            self.frames,
+            mer_data::sampler::Sampling::Uniform,
+            None,
+        );
+        let plane = self.size * self.size;
+        let mut out = vec![0f32; 3 * self.frames * plane];
+        for (t, &i) in picks.iter().enumerate() {
+            let px = mer_data::tower_pixels(&files[i], self.size).map_err(fail)?;
+            for c in 0..3 {
+                out[(c * self.frames + t) * plane..][..plane]
+                    .copy_from_slice(&px[c * plane..][..plane]);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Dataset for Instruct {
+    fn index(&self) -> Result<Vec<SampleMeta>, DataError> {
+        Ok(self
+            .examples
+            .iter()
+            .map(|e| {
+                let mut labels = BTreeMap::from([
+                    (
+                        "emotion".to_string(),
+                        Value::Str(self.classes[e.class].clone()),
+                    ),
+                    ("record".to_string(), Value::Int(e.record as i64)),
+                ]);
+                if let Some(s) = &e.split {
+                    labels.insert("split".into(), Value::Str(s.clone()));
+                }
+                SampleMeta {
+                    id: e.id.clone(),
+                    dataset: String::new(),
+                    group: e.group.clone(),
+                    labels,
+                }
+            })
+            .collect())
+    }
+
+    fn load(&self, positions: &[usize], _aug: Option<&mut SeededRng>) -> Result<Batch, DataError> {
+        let (b, l) = (positions.len(), self.max_tokens);
+        let mut pixels = Vec::new();
+        let (mut ids, mut types) = (vec![0i64; b * l], vec![PAD as i64; b * l]);
+        let (mut at, mut plen, mut class, mut names) = (vec![], vec![], vec![], vec![]);
+        for (row, &p) in positions.iter().enumerate() {
+            let e = self.examples.get(p).ok_or_else(|| DataError {
+                file: self.json.display().to_string(),
+                row: None,
+                message: format!(
+                    "position {p} is outside the {} records",
+                    self.examples.len()
+                ),
+            })?;
+            pixels.extend(self.pixels(e)?);
+            for (j, (id, ty)) in e.ids.iter().zip(&e.types).enumerate() {
+                ids[row * l + j] = *id as i64;
+                types[row * l + j] = *ty as i64;
+            }
+            at.push(e.visual_at as i64);
+            plen.push(e.prompt_len as i64);
+            class.push(e.class as i64);
+            names.push(e.id.clone());
+        }
+        let dev = Device::Cpu;
+        let t = |e: mer_registry::candle::Error| DataError {
+            file: self.json.display().to_string(),
+            row: None,
+            message: e.to_string(),
+        };
+        let s = self.size;
+        let visual = if self.media == "image" {
+            Tensor::from_vec(pixels, (b, 3, s, s), &dev)
+        } else {
+            Tensor::from_vec(pixels, (b, 3, self.frames, s, s), &dev)
+        }
+        .map_err(t)?;
+        let ports = BTreeMap::from([
+            (self.media.clone(), visual),
+            (
+                "ids".into(),
+                Tensor::from_vec(ids, (b, l), &dev).map_err(t)?,
+            ),
+            (
+                "types".into(),
+                Tensor::from_vec(types, (b, l), &dev).map_err(t)?,
+            ),
+            (
+                "visual_at".into(),
+                Tensor::from_vec(at, b, &dev).map_err(t)?,
+            ),
+            (
+                "prompt_len".into(),
+                Tensor::from_vec(plen, b, &dev).map_err(t)?,
+            ),
+            (
+                "emotion".into(),
+                Tensor::from_vec(class, b, &dev).map_err(t)?,
+            ),
+        ]);
+        Ok(Batch { ids: names, ports })
+    }
+
+    fn notes(&self) -> Vec<String> {
+        self.notes.clone()
+    }
+
+    fn label_names(&self, port: &str) -> Option<Vec<String>> {
+        (port == "emotion").then(|| self.classes.clone())
+    }
+}
+
+fn param_str<'a>(p: &'a BTreeMap<String, Value>, k: &str) -> Result<&'a str, BuildError> {
+    match p.get(k) {
+        Some(Value::Str(s)) => Ok(s),
+        _ => Err(BuildError(format!("missing string parameter `{k}`"))),
+    }
+}
+
+fn param_usize(p: &BTreeMap<String, Value>, k: &str) -> Result<usize, BuildError> {
+    match p.get(k) {
+        Some(Value::Int(i)) if *i >= 1 => Ok(*i as usize),
+        _ => Err(BuildError(format!("missing count parameter `{k}`"))),
+    }
+}
+
+/// The formatter and media folder a parameter map asks for.
+fn setup(p: &BTreeMap<String, Value>, json: &Path) -> Result<(Formatter, PathBuf), BuildError> {
+    let classes: Vec<String> = p
+        .get("classes")
+        .and_then(Value::as_strings)
+        .ok_or_else(|| BuildError("missing list parameter `classes`".into()))?;
+    let system = match p.get("system") {
+        Some(Value::Str(s)) => Some(s.clone()),
+        _ => None,
+    };
+    let tokenizer = match p.get("tokenizer") {
+        Some(Value::Str(s)) => Some(s.as_str()),
+        _ => None,
+    };
+    let fmt = Formatter::new(
+        Path::new(param_str(p, "weights")?),
+        tokenizer,
+        &classes,
+        system,
+        param_usize(p, "max_tokens")?,
+    )?;
+    let root = match p.get("media_root") {
+        Some(Value::Str(s)) => PathBuf::from(s),
+        _ => json.parent().map(Path::to_path_buf).unwrap_or_default(),
+    };
+    Ok((fmt, root))
+}
+
+fn build(p: &BTreeMap<String, Value>) -> Result<Box<dyn Dataset>, BuildError> {
+    let json = PathBuf::from(param_str(p, "json")?);
+    let (fmt, root) = setup(p, &json)?;
+    let media = param_str(p, "media")?.to_string();
+    let (examples, bad) =
+        read(&json, &root, &fmt, &media).map_err(|e| BuildError(e.to_string()))?;
+    let skip = param_str(p, "bad_records")? == "skip";
+    if let (Some(first), false) = (bad.first(), skip) {
+        return Err(BuildError(format!(
+            "{first}{}",
+            match bad.len() - 1 {
+                0 => String::new(),
+                n => format!(
+                    " (and {n} more: `mer data verify {} --dataset instruct.faceinstruct` lists them; `bad_records = \"skip\"` trains on the {} good records and lists the rest in the report)",
+                    json.display(),
+                    examples.len()
+                ),
+            }
+        )));
+    }
+    if examples.is_empty() {
+        return Err(BuildError(format!(
+            "`{}` holds no usable record",
+            json.display()
+        )));
+    }
+    let notes = bad
+        .iter()
+        .map(|e| format!("left out (bad_records = \"skip\"): {e}"))
+        .collect();
+    Ok(Box::new(Instruct {
+        examples,
+        classes: fmt.classes().to_vec(),
+        media,
+        frames: param_usize(p, "frames")?,
+        size: param_usize(p, "size")?,
+        max_tokens: param_usize(p, "max_tokens")?,
+        notes,
+        json,
+    }))
+}
+
+/// `mer data verify FILE|DIR --dataset instruct.faceinstruct`: every
+/// record formatted as training would, each problem with its record.
+fn verify(_kind: &str, root: &Path, p: &BTreeMap<String, Value>) -> (String, bool) {
+    use std::fmt::Write;
+    let json = if root.is_dir() {
+        root.join(FILE)
+    } else {
+        root.to_path_buf()
+    };
+    let mut o = format!("instruction data: {}\n", json.display());
+    let mut p = p.clone();
+    p.insert("json".into(), Value::Str(json.display().to_string()));
+    let (fmt, media_root) = match setup(&p, &json) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = writeln!(o, "problems: 1\n  {e}");
+            return (o, false);
+        }
+    };
+    let media = param_str(&p, "media").unwrap_or("video").to_string();
+    match read(&json, &media_root, &fmt, &media) {
+        Err(e) => {
+            let _ = writeln!(o, "problems: 1\n  {e}");
+            (o, false)
+        }
+        Ok((good, bad)) => {
+            let mut per = vec![0usize; fmt.classes().len()];
+            for e in &good {
+                per[e.class] += 1;
+            }
+            let _ = writeln!(
+                o,
+                "records: {} good, {} with problems",
+                good.len(),
+                bad.len()
+            );
+            for (c, n) in fmt.classes().iter().zip(per) {
+                let _ = writeln!(o, "  {c}: {n}");
+            }
+            let longest = good.iter().map(|e| e.ids.len()).max().unwrap_or(0);
+            let _ = writeln!(o, "longest conversation: {longest} tokens");
+            let _ = writeln!(o, "problems: {}", bad.len());
+            for b in &bad {
+                let _ = writeln!(o, "  {b}");
+            }
+            (o, bad.is_empty())
+        }
+    }
+}
+
+// ---- generated instruction data ----------------------------------------------
+
+/// What a generated clip's AUs look like, in words.
+fn au_phrase(au: i64) -> &'static str {
+    match au {
+        1 => "the inner brows rise",
+        2 => "the outer brows rise",
+        4 => "the brows are drawn down",
+        5 => "the upper lids rise",
+        6 => "the cheeks rise",
+        7 => "the lids tighten",
+        9 => "the nose wrinkles",
+        10 => "the upper lip rises",
+        12 => "the lip corners pull up",
+        14 => "the cheeks dimple",
+        15 => "the lip corners pull down",
+        17 => "the chin rises",
+        20 => "the lips stretch",
+        23 => "the lips tighten",
+        25 => "the lips part",
+        26 => "the jaw drops",
+        _ => "a facial action shows",
+    }
+}
+
+const QUESTIONS: [&str; 3] = [
+    "<video>\nWhat emotion is conveyed in the video?",
+    "<video>\nDescribe the facial expression of the person in this video.",
+    "<video>\nWhich emotion does the face show? Explain briefly.",
+];
+
+/// A templated answer for a generated clip: the class, then why.
+pub fn answer(class: &str, aus: &[i64]) -> String {
+    if aus.is_empty() {
+        return format!("The expression is {class}. No facial action stands out.");
+    }
+    let cues: Vec<&str> = aus.iter().map(|a| au_phrase(*a)).collect();
+    let codes: Vec<String> = aus.iter().map(|a| format!("AU{a}")).collect();
+    format!(
+        "The expression is {class}. Cues: {} ({}).",
+        cues.join(", "),
+        codes.join(", ")
+    )
+}
+
+/// `mer data synth --layout instruct.faceinstruct`: generated DFER clips as
+/// frame folders and an `instruct.json` of templated conversations, the
+/// first 80% of subjects `train`, the rest `test`.
+fn write(_kind: &str, out: &Path, req: &LayoutRequest) -> Result<usize, String> {
+    let params = mer_data::synth::layout_params(req);
+    let synth =
+        mer_data::synth::Synth::new(mer_data::synth::Flavor::Dfer, &params).map_err(|e| e.0)?;
+    let [h, w] = synth.size_hw();
+    let n = req.frames_per_clip.max(2);
+    let train_subjects = (req.subjects * 4 / 5).max(1);
+    let mut records = Vec::new();
+    for i in 0..synth.len() {
+        let info = synth.clip_info(i).ok_or("clip vanished")?;
+        let rel = format!("videos/{}", info.id);
+        let dir = out.join(&rel);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for j in 0..n {
+            let planes = synth
+                .render_at(i, j as f32 / (n - 1) as f32)
+                .ok_or("clip vanished")?;
+            let path = dir.join(format!("{:05}.jpg", j + 1));
+            mer_data::to_image(&planes, [h, w])
+                .save(&path)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        records.push(serde_json::json!({
+            "id": info.id,
+            "video": rel,
+            "subject": format!("s{:02}", info.subject),
+            "split": if info.subject <= train_subjects { "train" } else { "test" },
+            "conversations": [
+                {"from": "human", "value": QUESTIONS[i % QUESTIONS.len()]},
+                {"from": "gpt", "value": answer(info.emotion, &info.aus)},
+            ],
+        }));
+    }
+    let file = out.join(FILE);
+    let text = serde_json::to_string_pretty(&records).map_err(|e| e.to_string())?;
+    std::fs::write(&file, text).map_err(|e| format!("{}: {e}", file.display()))?;
+    Ok(records.len())
+}
+
+// ---- the kind ----------------------------------------------------------------
+
+fn shapes(c: &ShapeCtx) -> Result<Vec<TensorType>, ShapeError> {
+    let b = || Dim::sym("B");
+    let s = Dim::Size(c.usize("size").unwrap_or(224));
+    let l = Dim::Size(c.usize("max_tokens").unwrap_or(256));
+    let ints = |dims: Vec<Dim>, semantic: Semantic| TensorType {
+        dims,
+        dtype: mer_registry::DType::I64,
+        semantic,
+    };
+    let classes = match c.params.get("classes") {
+        Some(Value::List(l)) => Some(l.len()),
+        _ => None,
+    };
+    Ok(vec![
+        TensorType::f32(
+            vec![
+                b(),
+                Dim::Size(3),
+                Dim::Size(c.usize("frames").unwrap_or(8)),
+                s.clone(),
+                s.clone(),
+            ],
+            Semantic::Video,
+        ),
+        TensorType::f32(vec![b(), Dim::Size(3), s.clone(), s], Semantic::Image),
+        ints(vec![b(), l.clone()], Semantic::Features),
+        ints(vec![b(), l], Semantic::Features),
+        ints(vec![b()], Semantic::Features),
+        ints(vec![b()], Semantic::Features),
+        ints(vec![b()], Semantic::ClassIndex { classes }),
+    ])
+}
+
+pub(crate) fn kind() -> Kind {
+    KindBuilder::new("instruct.faceinstruct", Role::Data)
+        .doc("Instruction data in LLaVA's / FaceInstruct's JSON layout (a list of records with `video` or `image`, optional `subject` and `split`, and a single-turn `conversations` with a `<video>` or `<image>` placeholder), formatted with the LLM's own chat template. Token types mark prompt (never a target), label, rationale and end-of-turn tokens for `loss.lm`; the gold class is parsed from the answer with the parser that scores generated answers. A bad record is an error naming the file and record.")
+        .output("video", "clip frames [B, C, T, H, W] in [0, 1] (media = \"video\")")
+        .output("image", "image [B, C, H, W] in [0, 1] (media = \"image\")")
+        .output("ids", "token ids of the rendered conversation without the placeholder [B, L], right-padded")
+        .output("types", "token types [B, L]: 0 prompt, 1 label, 2 rationale, 3 end of turn, 4 padding")
+        .output("visual_at", "index into `ids` where the visual tokens go [B]")
+        .output("prompt_len", "number of prompt ids, up to the assistant's opening [B]")
+        .output("emotion", "gold class index [B], parsed from the answer")
+        .port_when("video", "media", Value::Str("video".into()))
+        .port_when("image", "media", Value::Str("image".into()))
+        .path("json", None, "The instruction file: a JSON list of records.")
+        .param("media_root", ParamType::Optional(Box::new(ParamType::Path)), Some(Value::None), "Folder the records' `video`/`image` paths are relative to; none = the JSON file's folder.")
+        .path("weights", None, "The LLM (HF folder or .gguf) whose chat template and tokenizer format the conversations: the `llm.instruct` node's weights.")
+        .param("tokenizer", ParamType::Optional(Box::new(ParamType::Path)), Some(Value::None), "tokenizer.json; none uses the folder's or the GGUF metadata.")
+        .choice("media", &["video", "image"], Some("video"), "What the records hold; one kind of media per dataset (LLaVA batches are all-image or all-video).")
+        .int("frames", Some(8), Some(1), "Frames sampled uniformly per video, both ends included (Face-LLaVA: 8).")
+        .int("size", Some(224), Some(8), "Side of the square the tower reads: shorter side resized (bicubic), centre crop.")
+        .int("max_tokens", Some(256), Some(8), "Token length of the padded conversation; a longer one is an error naming its record, never cut.")
+        .strings("classes", Some(CLASSES), "Class names in label order; answers are parsed against them (with synonyms such as happiness → happy).")
+        .param("system", ParamType::Optional(Box::new(ParamType::Str { choices: vec![] })), Some(Value::None), "A system turn before each conversation; none leaves the template's own default.")
+        .choice("bad_records", &["error", "skip"], Some("error"), "A record that cannot be used: `error` refuses to build (naming file and record), `skip` trains on the good records and lists each skipped one in the run log and report.")
+        .shapes(shapes)
+        .dataset(build)
+        .verify(verify)
+        .write_layout(write)
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn folder(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("mer-instruct-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn tiny_llm(dir: &Path) -> PathBuf {
+        super::super::tiny::tiny_checkpoint("llama", dir).unwrap().0
+    }
+
+    fn fmt(llm: &Path) -> Formatter {
+        let classes: Vec<String> = CLASSES.iter().map(|s| s.to_string()).collect();
+        Formatter::new(llm, None, &classes, None, 400).unwrap()
+    }
+
+    #[test]
+    fn a_conversation_splits_at_its_placeholder_and_types_the_answer() {
+        let d = folder("split");
+        let f = fmt(&tiny_llm(&d));
+        let answer = "The expression is happy. Cues: the cheeks rise (AU6).";
+        let x = f.format("<video>\nWhat emotion?", answer).unwrap();
+        assert_eq!(x.class, 0);
+        let text = |ids: &[u32]| f.decode(ids).unwrap();
+        // ChatML: the user turn opens, the placeholder is the first thing in it.
+        assert!(
+            text(&x.ids[..x.visual_at]).ends_with("<|im_start|>user\n"),
+            "{}",
+            text(&x.ids[..x.visual_at])
+        );
+        assert_eq!(
+            text(&x.ids[x.visual_at..x.prompt_len]),
+            "\nWhat emotion?<|im_end|>\n<|im_start|>assistant\n"
+        );
+        assert!(x.types[..x.prompt_len].iter().all(|t| *t == PROMPT));
+        let of = |ty: u32| -> String {
+            let ids: Vec<u32> = x
+                .ids
+                .iter()
+                .zip(&x.types)
+                .filter(|(_, t)| **t == ty)
+                .map(|(i, _)| *i)
+                .collect();
+            text(&ids)
+        };
+        // Byte-level BPE may carry the space before a word into its token.
+        assert_eq!(of(LABEL).trim(), "happy");
+        let why = of(RATIONALE);
+        assert!(
+            why.starts_with("The expression is") && why.ends_with("Cues: the cheeks rise (AU6)."),
+            "{why}"
+        );
+        assert!(!why.contains("happy"), "{why}");
+        assert_eq!(of(END), "<|im_end|>\n");
+        assert_eq!(
+            text(&x.ids[x.prompt_len..]),
+            format!("{answer}<|im_end|>\n")
+        );
+    }
+
+    #[test]
+    fn bad_records_name_file_and_index_and_good_ones_still_load() {
+        let d = folder("bad");
+        let llm = tiny_llm(&d);
+        std::fs::create_dir_all(d.join("v/a")).unwrap();
+        let good = |id: &str| {
+            serde_json::json!({"id": id, "video": "v/a", "conversations": [
+            {"from": "human", "value": "<video>\nEmotion?"}, {"from": "gpt", "value": "It is sad."}]})
+        };
+        let records = serde_json::json!([
+            good("one"),
+            {"id": "two", "conversations": [{"from": "human", "value": "<video>\nx"}, {"from": "gpt", "value": "sad"}]},
+            {"id": "three", "video": "v/a", "conversations": [{"from": "human", "value": "<img>\nx"}, {"from": "gpt", "value": "sad"}]},
+            {"id": "four", "video": "v/missing", "conversations": [{"from": "human", "value": "<video>\nx"}, {"from": "gpt", "value": "sad"}]},
+            {"id": "five", "video": "v/a", "conversations": [{"from": "human", "value": "<video>\nx"}, {"from": "gpt", "value": "happy or sad"}]},
+            good("six"),
+        ]);
+        let json = d.join(FILE);
+        std::fs::write(&json, records.to_string()).unwrap();
+        let (ok, bad) = read(&json, &d, &fmt(&llm), "video").unwrap();
+        assert_eq!(
+            ok.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+            ["one", "six"]
+        );
+        assert_eq!(ok[1].record, 6);
+        let msgs: Vec<String> = bad.iter().map(|e| e.to_string()).collect();
+        let file = json.display().to_string();
+        assert!(msgs.iter().all(|m| m.starts_with(&file)), "{msgs:?}");
+        assert!(
+            msgs[0].contains("record 2 (id \"two\") missing field `video`"),
+            "{}",
+            msgs[0]
+        );
+        assert!(
+            msgs[1].contains("record 3 (id \"three\") unknown placeholder `<img>`"),
+            "{}",
+            msgs[1]
+        );
+        assert!(
+            msgs[2].contains("record 4 (id \"four\") video") && msgs[2].contains("not found"),
+            "{}",
+            msgs[2]
+        );
+        assert!(
+            msgs[3].contains("record 5 (id \"five\") the answer gives no single class"),
+            "{}",
+            msgs[3]
+        );
+        // The loader refuses by default, naming the first and counting the rest.
+        let p = mer_registry::Kind::with_defaults(
+            &kind(),
+            &BTreeMap::from([
+                ("json".to_string(), Value::Str(file.clone())),
+                ("weights".to_string(), Value::Str(llm.display().to_string())),
+            ]),
+        );
+        let e = build(&p).err().unwrap().0;
+        assert!(e.contains("record 2") && e.contains("and 3 more"), "{e}");
+        let mut p = p;
+        p.insert("bad_records".into(), Value::Str("skip".into()));
+        let ds = build(&p).unwrap();
+        assert_eq!(ds.index().unwrap().len(), 2);
+        assert_eq!(ds.notes().len(), 4);
+    }
+
+    #[test]
+    fn too_long_is_an_error_never_a_cut() {
+        let d = folder("long");
+        let classes: Vec<String> = CLASSES.iter().map(|s| s.to_string()).collect();
+        let f = Formatter::new(&tiny_llm(&d), None, &classes, None, 20).unwrap();
+        let e = f.format("<image>\nEmotion?", "It is sad.").unwrap_err();
+        assert!(e.contains("more than max_tokens = 20"), "{e}");
+    }
+
+    #[test]
+    fn generated_instruction_data_loads_with_its_ports() {
+        let d = folder("synth");
+        let llm = tiny_llm(&d);
+        let out = d.join("data");
+        let req = LayoutRequest {
+            subjects: 2,
+            clips_per_subject: 3,
+            frames_per_clip: 4,
+            size: 32,
+            intensity: 1.0,
+            seed: 3,
+            face: "drawn".into(),
+        };
+        assert_eq!(write("instruct.faceinstruct", &out, &req).unwrap(), 6);
+        let p = mer_registry::Kind::with_defaults(
+            &kind(),
+            &BTreeMap::from([
+                (
+                    "json".to_string(),
+                    Value::Str(out.join(FILE).display().to_string()),
+                ),
+                ("weights".to_string(), Value::Str(llm.display().to_string())),
+                ("frames".to_string(), Value::Int(2)),
+                ("size".to_string(), Value::Int(16)),
+            ]),
+        );
+        let (report, clean) = verify("instruct.faceinstruct", &out, &p);
+        assert!(clean, "{report}");
+        assert!(
+            report.contains("records: 6 good, 0 with problems"),
+            "{report}"
+        );
+        let ds = build(&p).unwrap();
+        let index = ds.index().unwrap();
+        assert_eq!(index.len(), 6);
+        assert_eq!(index[0].labels["split"], Value::Str("train".into()));
+        let b = ds.load(&[0, 5], None).unwrap();
+        assert_eq!(b.ports["video"].dims(), &[2, 3, 2, 16, 16]);
+        assert_eq!(b.ports["ids"].dims(), &[2, 256]);
+        let types: Vec<Vec<i64>> = b.ports["types"].to_vec2().unwrap();
+        assert!(types[0].contains(&(LABEL as i64)) && types[0].ends_with(&[PAD as i64]));
+        let gold: Vec<i64> = b.ports["emotion"].to_vec1().unwrap();
+        let names = ds.label_names("emotion").unwrap();
+        assert_eq!(
+            index[0].labels["emotion"],
+            Value::Str(names[gold[0] as usize].clone())
+        );
+    }
+}
