@@ -308,10 +308,11 @@ enum ModelsCmd {
     },
     /// A 2-layer random LLaMA or Qwen2 (byte-level BPE tokenizer) as
     /// `OUT/<arch>-hf/` and `OUT/<arch>.gguf`; or a random CLIP (both towers
-    /// and a byte-level tokenizer) or SigLIP image tower in Hugging Face's
-    /// layout as `OUT/clip-tiny/` or `OUT/siglip-tiny/`.
+    /// and a byte-level tokenizer), a SigLIP image tower or a LanguageBind
+    /// video tower (8 frames, temporal attention) in Hugging Face's layout
+    /// as `OUT/clip-tiny/`, `OUT/siglip-tiny/` or `OUT/languagebind-tiny/`.
     Tiny {
-        #[arg(long, value_parser = ["llama", "qwen2", "clip", "siglip"], default_value = "qwen2")]
+        #[arg(long, value_parser = ["llama", "qwen2", "clip", "siglip", "languagebind"], default_value = "qwen2")]
         arch: String,
         /// Hidden size (a multiple of 8); match the recipe's projector, e.g. 1536 for Qwen2-1.5B recipes.
         #[arg(long, default_value_t = 16)]
@@ -319,7 +320,7 @@ enum ModelsCmd {
         /// Dtype of the folder's safetensors (released LLMs ship bf16); the GGUF is f32.
         #[arg(long, value_parser = ["f32", "bf16", "f16"], default_value = "f32")]
         dtype: String,
-        /// CLIP/SigLIP: input side in pixels (a multiple of 8, the patch).
+        /// CLIP/SigLIP/LanguageBind: input side in pixels (a multiple of 8, the patch).
         #[arg(long, default_value_t = 32)]
         image: usize,
         #[arg(long)]
@@ -577,15 +578,15 @@ fn main() -> ExitCode {
             cmd: ModelsCmd::Tiny {
                 arch, image, out, ..
             },
-        } if arch == "clip" || arch == "siglip" => {
+        } if arch == "clip" || arch == "siglip" || arch == "languagebind" => {
             let size = mer_engine::vision::tiny::TinySize {
                 image,
                 ..Default::default()
             };
-            let made = if arch == "clip" {
-                mer_engine::vision::tiny::tiny_clip(&out, size, 1)
-            } else {
-                mer_engine::vision::tiny::tiny_siglip(&out, size, 1)
+            let made = match arch.as_str() {
+                "clip" => mer_engine::vision::tiny::tiny_clip(&out, size, 1),
+                "siglip" => mer_engine::vision::tiny::tiny_siglip(&out, size, 1),
+                _ => mer_engine::vision::tiny::tiny_languagebind(&out, size, 8, 1),
             };
             match made {
                 Ok(folder) => {

@@ -19,7 +19,7 @@ pub(crate) const CLIP_STD: [f32; 3] = [0.268_629_5, 0.261_302_6, 0.275_777_1];
 
 pub(super) fn kind() -> Kind {
     KindBuilder::new("clip.vision", Role::Component)
-        .doc("CLIP's image tower from a Hugging Face folder (CLIPModel or CLIPVisionModel: OpenAI CLIP, LanguageBind's image tower), frozen. Images [B, C, H, W] at the checkpoint's size (C = 1 is repeated to RGB), or clips [B, C, T, H, W] frame by frame (outputs gain a T axis). Deep visual prompts (`prompts` tokens in each of the first `prompt_layers` layers, dropped after each layer) are its trainable parameters.")
+        .doc("CLIP's image tower from a Hugging Face folder (CLIPModel or CLIPVisionModel: OpenAI CLIP, LanguageBind's image tower; LanguageBind's video tower, whose layers add a temporal embedding and attention over its `num_frames` frames, reads clips of exactly that many frames), frozen. Images [B, C, H, W] at the checkpoint's size (C = 1 is repeated to RGB), or clips [B, C, T, H, W] frame by frame (outputs gain a T axis). Deep visual prompts (`prompts` tokens in each of the first `prompt_layers` layers, dropped after each layer) are its trainable parameters.")
         .input("images", "images [B, C, H, W] in [0, 1] (or already normalised: `normalize = \"none\"`), or clips [B, C, T, H, W]")
         .output("embeds", "projected image embedding [B, P] (transformers' get_image_features)")
         .output("pooled", "post-layernorm CLS state [B, D] (pooler_output)")
@@ -86,6 +86,8 @@ pub(crate) struct Dims {
     pub image: usize,
     pub patch: usize,
     pub layers: usize,
+    /// Frames per clip of a LanguageBind video tower.
+    pub frames: Option<usize>,
 }
 
 pub(crate) fn dims(path: &Path, family: Family) -> Result<Dims, BuildError> {
@@ -107,6 +109,7 @@ pub(crate) fn dims(path: &Path, family: Family) -> Result<Dims, BuildError> {
         image: need("image_size")?,
         patch: need("patch_size")?,
         layers: s.layers,
+        frames: s.frames,
     })
 }
 
@@ -323,6 +326,12 @@ impl VisionTower {
         })
     }
 
+    /// Frames per clip of a video tower (LanguageBind's temporal
+    /// attention); `None` for an image tower.
+    pub fn frames(&self) -> Option<usize> {
+        self.enc.frames
+    }
+
     /// The hidden state `layer` (negative from the end) with or without CLS.
     pub(crate) fn tokens(&self, out: &VisionOut, layer: i64, cls: bool) -> CResult<Tensor> {
         let n = out.hidden_states.len() as i64;
@@ -360,6 +369,14 @@ impl Component for VisionKind {
         _rng: &mut SeededRng,
     ) -> CResult<Vec<Tensor>> {
         let x = input(inputs, 0, self.kind)?;
+        if let Some(want) = self.tower.frames() {
+            let got = if x.rank() == 5 { x.dim(2)? } else { 1 };
+            if got != want {
+                mer_registry::candle::bail!(
+                    "this video tower (temporal attention over {want} frames) got {got} frame(s) per sample"
+                );
+            }
+        }
         // Clips: every frame through the same tower, outputs regain T.
         let (x, frames) = match x.rank() {
             5 => {
@@ -441,6 +458,22 @@ pub(crate) fn tower_shapes(c: &ShapeCtx, family: Family) -> Result<Vec<TensorTyp
     }
     let path = c.str("weights").map(PathBuf::from);
     let d = path.as_deref().and_then(|p| dims(p, family).ok());
+    if let Some(want) = d.as_ref().and_then(|d| d.frames) {
+        let got = if x.rank() == 5 {
+            x.dims[2].size()
+        } else {
+            Some(1)
+        };
+        if got.is_some_and(|g| g != want) {
+            return Err(fail(
+                c,
+                format!(
+                    "this video tower (LanguageBind's temporal attention) takes clips of {want} frames; the input has {}",
+                    got.unwrap_or(1)
+                ),
+            ));
+        }
+    }
     let lead: Vec<Dim> = if x.rank() == 5 {
         vec![x.dims[0].clone(), x.dims[2].clone()]
     } else {

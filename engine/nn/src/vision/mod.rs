@@ -209,6 +209,22 @@ pub(crate) struct Layer {
     ln2: LayerNorm,
     fc1: Frozen,
     fc2: Frozen,
+    /// LanguageBind's video layers: attention over time first.
+    temporal: Option<Temporal>,
+}
+
+/// The temporal step LanguageBind's video tower adds to each CLIP layer
+/// (`add_time_attn`, its `CLIPEncoderLayer`): `x += E` (a `[T, D]` table,
+/// the same for every token, CLS included), then `x += attn_t(ln_t(x))`
+/// where every token attends to itself in the clip's other frames.
+pub(crate) struct Temporal {
+    /// `[1, T, 1, D]`, broadcast over batch and tokens.
+    embedding: Tensor,
+    ln: LayerNorm,
+    q: Frozen,
+    k: Frozen,
+    v: Frozen,
+    o: Frozen,
 }
 
 /// The encoder's shape, from `config.json`.
@@ -220,6 +236,9 @@ pub(crate) struct Shape {
     pub heads: usize,
     pub eps: f64,
     pub act: Act,
+    /// `num_frames` of a tower with LanguageBind's temporal attention
+    /// (`add_time_attn`); `None` for image towers.
+    pub frames: Option<usize>,
 }
 
 impl Shape {
@@ -253,6 +272,10 @@ impl Shape {
                     .and_then(|v| v.as_str())
                     .unwrap_or("quick_gelu"),
             )?,
+            frames: match j.get("add_time_attn").and_then(|v| v.as_bool()) {
+                Some(true) => Some(need("num_frames")?.max(1)),
+                _ => None,
+            },
         })
     }
 }
@@ -286,6 +309,9 @@ pub(crate) struct Encoder {
     pub layers: Vec<Layer>,
     heads: usize,
     act: Act,
+    /// Frames per clip of a video tower: its batch is `(clips · frames)`
+    /// rows, clip-major.
+    pub frames: Option<usize>,
 }
 
 impl Encoder {
@@ -308,12 +334,26 @@ impl Encoder {
                 ln2: ck.norm(&format!("{p}.layer_norm2"), d, s.eps)?,
                 fc1: ck.linear(&format!("{p}.mlp.fc1"), d, s.intermediate, true)?,
                 fc2: ck.linear(&format!("{p}.mlp.fc2"), s.intermediate, d, true)?,
+                temporal: match s.frames {
+                    Some(t) => Some(Temporal {
+                        embedding: ck
+                            .take(&format!("{p}.temporal_embedding"), &[1, t, d])?
+                            .reshape((1, t, 1, d))?,
+                        ln: ck.norm(&format!("{p}.temporal_layer_norm1"), d, s.eps)?,
+                        q: ck.linear(&format!("{p}.temporal_attn.q_proj"), d, d, true)?,
+                        k: ck.linear(&format!("{p}.temporal_attn.k_proj"), d, d, true)?,
+                        v: ck.linear(&format!("{p}.temporal_attn.v_proj"), d, d, true)?,
+                        o: ck.linear(&format!("{p}.temporal_attn.out_proj"), d, d, true)?,
+                    }),
+                    None => None,
+                },
             });
         }
         Ok(Encoder {
             layers,
             heads: s.heads,
             act: s.act,
+            frames: s.frames,
         })
     }
 
@@ -321,12 +361,59 @@ impl Encoder {
     /// to the attention scores.
     pub(crate) fn layer(&self, i: usize, x: &Tensor, mask: Option<&Tensor>) -> CResult<Tensor> {
         let l = &self.layers[i];
+        let x = match (&l.temporal, self.frames) {
+            (Some(tp), Some(t)) => self.temporal(tp, t, x)?,
+            _ => x.clone(),
+        };
+        let x = &x;
         let h = l.ln1.apply(x)?;
         let x = (x + attention(&h, &l.q, &l.k, &l.v, &l.o, self.heads, mask)?)?;
         let m = l
             .fc2
             .apply(&self.act.apply(&l.fc1.apply(&l.ln2.apply(&x)?)?)?)?;
         x + m
+    }
+}
+
+impl Encoder {
+    /// LanguageBind's temporal step on `[(B·T), N, D]`, clip-major rows.
+    fn temporal(&self, tp: &Temporal, t: usize, x: &Tensor) -> CResult<Tensor> {
+        let (bt, n, d) = x.dims3()?;
+        if bt % t != 0 {
+            mer_registry::candle::bail!(
+                "this video tower takes clips of {t} frames; {bt} frames is not a whole number of clips"
+            );
+        }
+        let b = bt / t;
+        // LanguageBind skips the table for single frames, never the attention.
+        let x = if t == 1 {
+            x.clone()
+        } else {
+            x.reshape((b, t, n, d))?
+                .broadcast_add(&tp.embedding)?
+                .reshape((bt, n, d))?
+        };
+        let across = |y: &Tensor| -> CResult<Tensor> {
+            y.reshape((b, t, n, d))?
+                .transpose(1, 2)?
+                .contiguous()?
+                .reshape((b * n, t, d))
+        };
+        let y = attention(
+            &tp.ln.apply(&across(&x)?)?,
+            &tp.q,
+            &tp.k,
+            &tp.v,
+            &tp.o,
+            self.heads,
+            None,
+        )?;
+        let back = y
+            .reshape((b, n, t, d))?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((bt, n, d))?;
+        x + back
     }
 }
 

@@ -288,3 +288,113 @@ fn deep_prompts_enter_every_prompted_layer_and_leave_the_token_count_alone() {
     assert!(max_diff(&a.hidden_states[1], &b.hidden_states[1]) > 1e-3);
     assert!(max_diff(&a.pooled, &b.pooled) > 1e-3);
 }
+
+/// A tiny LanguageBind video folder and the plain CLIP folder of the same
+/// weights without the temporal parts (`add_time_attn` off).
+fn languagebind_pair(dir: &Path, zero_temporal: bool) -> (PathBuf, PathBuf) {
+    let small = tiny::TinySize {
+        hidden: 8,
+        layers: 2,
+        image: 8,
+        patch: 4,
+        projection: 4,
+    };
+    let lb = tiny::tiny_languagebind(dir, small, 3, 5).unwrap();
+    let file = lb.join("model.safetensors");
+    let mut w = mer_registry::candle::safetensors::load(&file, &Device::Cpu).unwrap();
+    if zero_temporal {
+        for (k, t) in w.iter_mut() {
+            if k.contains("temporal_embedding") || k.contains("temporal_attn.out_proj") {
+                *t = t.zeros_like().unwrap();
+            }
+        }
+        mer_registry::candle::safetensors::save(&w, &file).unwrap();
+    }
+    let plain = dir.join("plain");
+    std::fs::create_dir_all(&plain).unwrap();
+    w.retain(|k, _| !k.contains("temporal"));
+    mer_registry::candle::safetensors::save(&w, plain.join("model.safetensors")).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(lb.join("config.json")).unwrap()).unwrap();
+    cfg["vision_config"]["add_time_attn"] = false.into();
+    std::fs::write(plain.join("config.json"), cfg.to_string()).unwrap();
+    (lb, plain)
+}
+
+/// LanguageBind's temporal step with its table and output projection at
+/// zero is the identity, so the video tower is then CLIP frame by frame;
+/// with them it mixes a clip's frames, and only that clip's.
+#[test]
+fn languagebind_adds_time_to_clip_and_nothing_else() {
+    let dir = std::env::temp_dir().join(format!("mer-vision-lb-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let frames = |seed: u64| {
+        mer_registry::SeededRng::new(seed)
+            .normal_tensor(&[6, 3, 8, 8], &Device::Cpu)
+            .unwrap()
+    };
+    let x = frames(1);
+    let open = |p: &Path| VisionTower::load(p, Family::Clip, &Device::Cpu, false, None).unwrap();
+    let (zeroed, plain) = languagebind_pair(&dir.join("zero"), true);
+    let (a, b) = (
+        open(&zeroed).forward(&x).unwrap(),
+        open(&plain).forward(&x).unwrap(),
+    );
+    for (i, (h1, h2)) in a.hidden_states.iter().zip(&b.hidden_states).enumerate() {
+        assert!(max_diff(h1, h2) < 1e-5, "hidden state {i}");
+    }
+    let (lb, _) = languagebind_pair(&dir.join("real"), false);
+    let tower = open(&lb);
+    assert_eq!(tower.frames(), Some(3));
+    let before = tower.forward(&x).unwrap().last;
+    // Frame 1 of clip 0 changes: frame 0 of clip 0 sees it, clip 1 does not.
+    let y = Tensor::cat(
+        &[
+            x.narrow(0, 0, 1).unwrap(),
+            frames(2).narrow(0, 1, 1).unwrap(),
+            x.narrow(0, 2, 4).unwrap(),
+        ],
+        0,
+    )
+    .unwrap();
+    let after = tower.forward(&y).unwrap().last;
+    let row = |t: &Tensor, i: usize| t.narrow(0, i, 1).unwrap();
+    assert!(max_diff(&row(&before, 0), &row(&after, 0)) > 1e-4);
+    assert_eq!(
+        max_diff(
+            &before.narrow(0, 3, 3).unwrap(),
+            &after.narrow(0, 3, 3).unwrap()
+        ),
+        0.0
+    );
+    // Clips of another length are refused, at check time and at run time.
+    let e = tower
+        .forward(&x.narrow(0, 0, 4).unwrap())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("clips of 3 frames"), "{e}");
+    let reg = registry();
+    let k = reg.get("clip.vision").unwrap();
+    let p = k.with_defaults(&BTreeMap::from([
+        ("weights".to_string(), Value::Str(lb.display().to_string())),
+        ("prompts".to_string(), Value::Int(2)),
+    ]));
+    let r = mer_registry::gradcheck::gradcheck(
+        k,
+        &p,
+        &[ExampleInput::Features(vec![1, 3, 3, 8, 8])],
+        5,
+    )
+    .unwrap();
+    assert!(r.checked.iter().any(|c| c.name == "node.prompts"), "{r:?}");
+    assert!(r.ok(), "{r:?}");
+    let wrong = mer_registry::gradcheck::gradcheck(
+        k,
+        &p,
+        &[ExampleInput::Features(vec![1, 3, 2, 8, 8])],
+        5,
+    );
+    assert!(wrong.is_err());
+    let _ = std::fs::remove_dir_all(dir);
+}

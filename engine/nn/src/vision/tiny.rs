@@ -1,6 +1,6 @@
-//! Random CLIP and SigLIP folders in Hugging Face's layout (`mer models
-//! tiny --arch clip|siglip`): config.json, model.safetensors and, for CLIP,
-//! a byte-level tokenizer.json. Not a model of anything; a way to run every
+//! Random CLIP, SigLIP and LanguageBind-video folders in Hugging Face's
+//! layout (`mer models tiny --arch clip|siglip|languagebind`): config.json,
+//! model.safetensors and, for CLIP, a byte-level tokenizer.json. Not a model of anything; a way to run every
 //! code path of the towers in seconds without pretrained weights, which no
 //! package registry ships.
 
@@ -243,6 +243,59 @@ pub fn tiny_siglip(dir: &Path, s: TinySize, seed: u64) -> Result<PathBuf, BuildE
         }),
     );
     let folder = dir.join("siglip-tiny");
+    write(&folder, config, &wr.w)?;
+    Ok(folder)
+}
+
+/// A random LanguageBind video tower (`dir/languagebind-tiny`): CLIP's
+/// vision layout, exact GELU, and in every layer the temporal embedding
+/// `[1, frames, D]`, `temporal_layer_norm1` and `temporal_attn`, under the
+/// names LanguageBind's `CLIPEncoderLayer` gives them (`add_time_attn`).
+pub fn tiny_languagebind(
+    dir: &Path,
+    s: TinySize,
+    frames: usize,
+    seed: u64,
+) -> Result<PathBuf, BuildError> {
+    s.check()?;
+    let mut wr = Writer {
+        rng: SeededRng::new(seed),
+        w: HashMap::new(),
+    };
+    let (d, p) = (s.hidden, s.patch);
+    let n = (s.image / p).pow(2);
+    wr.randn("vision_model.embeddings.class_embedding".into(), &[d], 0.5)?;
+    wr.randn(
+        "vision_model.embeddings.patch_embedding.weight".into(),
+        &[d, 3, p, p],
+        0.1,
+    )?;
+    wr.randn(
+        "vision_model.embeddings.position_embedding.weight".into(),
+        &[n + 1, d],
+        0.1,
+    )?;
+    wr.norm("vision_model.pre_layrnorm", d)?;
+    wr.encoder("vision_model.encoder", &s)?;
+    for i in 0..s.layers {
+        let l = format!("vision_model.encoder.layers.{i}");
+        wr.randn(format!("{l}.temporal_embedding"), &[1, frames, d], 0.1)?;
+        wr.norm(&format!("{l}.temporal_layer_norm1"), d)?;
+        for x in ["q_proj", "k_proj", "v_proj", "out_proj"] {
+            wr.linear(&format!("{l}.temporal_attn.{x}"), d, d, true)?;
+        }
+    }
+    wr.norm("vision_model.post_layernorm", d)?;
+    wr.linear("visual_projection", d, s.projection, false)?;
+    let config = serde_json::json!({
+        "architectures": ["LanguageBindVideo"], "model_type": "LanguageBindVideo",
+        "projection_dim": s.projection,
+        "vision_config": merge(encoder_config(&s, "gelu", 1e-5), serde_json::json!({
+            "image_size": s.image, "patch_size": p, "num_channels": 3,
+            "add_time_attn": true, "num_frames": frames, "force_patch_dropout": 0.0,
+        })),
+    });
+    let folder = dir.join("languagebind-tiny");
     write(&folder, config, &wr.w)?;
     Ok(folder)
 }
