@@ -94,6 +94,12 @@ fn as_rows(t: &Tensor) -> CResult<Vec<Vec<f32>>> {
     }
 }
 
+/// A row with no prediction: every value NaN, as `llm.instruct` writes an
+/// answer that gives no reading.
+fn unread(r: &Row) -> bool {
+    !r.pred.is_empty() && r.pred.iter().all(|x| x.is_nan())
+}
+
 fn argmax(v: &[f32]) -> usize {
     let mut best = 0;
     for (i, x) in v.iter().enumerate() {
@@ -142,7 +148,7 @@ fn class_counts(rows: &[&Row], classes: usize) -> Counts {
         }
         let t = t as usize;
         c.n += 1;
-        if !r.pred.is_empty() && r.pred.iter().all(|x| x.is_nan()) {
+        if unread(r) {
             c.unread += 1;
             c.fn_[t] += 1;
             continue;
@@ -688,7 +694,7 @@ impl Metric for MultiLabelF1 {
             folds_counted: vals.len(),
             per_fold,
             how: format!(
-                "mean over AUs of {avg}, {th_words}; the better constant prediction per AU (always present or always absent) scores {:.2} pooled{}{}",
+                "mean over AUs of {avg}, {th_words}; the better constant prediction per AU (always present or always absent) scores {:.2} pooled{}{}{}",
                 100.0 * mean(&floor),
                 if pooled_undefined.is_empty() {
                     String::new()
@@ -696,7 +702,11 @@ impl Metric for MultiLabelF1 {
                     let js = [self.labels.list(&pooled_undefined)];
                     format!("; left out of the pooled mean, with no true or predicted positives in any fold: {}", js.join(","))
                 },
-                fold_note(&undefined, "AUs with no true or predicted positives in a fold", &self.labels)
+                fold_note(&undefined, "AUs with no true or predicted positives in a fold", &self.labels),
+                match all.iter().filter(|(_, r)| unread(r)).count() {
+                    0 => String::new(),
+                    u => format!("; {u} of {} answers named no AU set (unparseable): read as no AU present", all.len()),
+                }
             ),
         });
         out
@@ -825,7 +835,7 @@ impl Metric for Mae {
     fn finish(&self) -> Vec<MetricValue> {
         let of = |rows: &[&Row]| {
             let (mut s, mut n) = (0f64, 0usize);
-            for r in rows {
+            for r in rows.iter().filter(|r| !unread(r)) {
                 for (p, t) in r.pred.iter().zip(&r.target) {
                     s += (p - t).abs() as f64;
                     n += 1;
@@ -846,7 +856,16 @@ impl Metric for Mae {
             per_fold_mean: mean(&vals),
             folds_counted: vals.len(),
             per_fold,
-            how: "mean absolute error over every output element".into(),
+            how: format!(
+                "mean absolute error over every output element{}",
+                match self.rows.all().into_iter().filter(|r| unread(r)).count() {
+                    0 => String::new(),
+                    u => format!(
+                        "; {u} of {} answers gave no number (unparseable): left out of the mean, which covers the others",
+                        self.rows.all().len()
+                    ),
+                }
+            ),
         }]
     }
 }
@@ -1032,6 +1051,52 @@ mod tests {
         assert!(get(&conf, "confusion[1,1]")
             .how
             .contains("in no confusion cell"));
+    }
+
+    /// Generated answers without a reading in the AU and age metrics:
+    /// no AU present for F1, left out of the MAE; both say how many.
+    #[test]
+    fn unparseable_aus_and_numbers_are_named() {
+        let nan = f32::NAN;
+        let rows =
+            |v: Vec<f32>, n: usize, k: usize| Tensor::from_vec(v, (n, k), &Device::Cpu).unwrap();
+        let defaults = crate::builtin_registry()
+            .get("metric.f1")
+            .unwrap()
+            .with_defaults(&BTreeMap::new());
+        let mut f = f1(&defaults).unwrap();
+        f.update(
+            "A",
+            &ids(3, "A"),
+            &rows(vec![10., -10., nan, nan, 10., 10.], 3, 2),
+            &rows(vec![1., 0., 1., 0., 1., 1.], 3, 2),
+        )
+        .unwrap();
+        let v = f.finish();
+        let all = v.last().unwrap();
+        assert!(
+            all.how
+                .contains("1 of 3 answers named no AU set (unparseable): read as no AU present"),
+            "{}",
+            all.how
+        );
+        // AU 0: truth 1 1 1, predicted 1 0 1: F1 = 0.8.
+        assert!((v[0].pooled - 0.8).abs() < 1e-9, "{}", v[0].pooled);
+        let mut m = mae(&BTreeMap::new()).unwrap();
+        m.update(
+            "A",
+            &ids(3, "A"),
+            &rows(vec![30., nan, 20.], 3, 1),
+            &rows(vec![34., 50., 22.], 3, 1),
+        )
+        .unwrap();
+        let v = m.finish();
+        assert_eq!(v[0].pooled, 3.0);
+        assert!(
+            v[0].how.contains("1 of 3 answers gave no number"),
+            "{}",
+            v[0].how
+        );
     }
 
     fn two_folds(stat: ClassStat) -> Vec<MetricValue> {

@@ -58,6 +58,9 @@ const CLASSES: &[&str] = &[
     "happy", "sad", "neutral", "angry", "surprise", "disgust", "fear",
 ];
 
+/// The tasks answers are read for, on the dataset and on `llm.instruct`.
+pub const TASKS: &[&str] = &["emotion", "aus", "age", "yes_no"];
+
 /// The name `mer data verify` and the layout writer look for in a folder.
 pub const FILE: &str = "instruct.json";
 
@@ -83,10 +86,183 @@ pub struct Example {
     /// Ids of the prompt, up to the assistant's opening: what generation
     /// starts from.
     pub prompt_len: usize,
-    /// The gold class, in label order.
+    /// The gold class, in label order (1 for yes; 0 for AU and age tasks).
     pub class: usize,
+    /// The gold label as the task's port holds it ([`Reader::row`]).
+    pub gold: Vec<f32>,
+    /// The gold label in words.
+    pub reading: String,
     /// The gold answer as written.
     pub answer: String,
+}
+
+/// What an answer is read as: the task's label, with the parser that
+/// reads gold answers and generated ones alike (`task` on the instruction
+/// dataset and on `llm.instruct`).
+#[derive(Debug, Clone)]
+pub enum Reader {
+    /// `emotion`: one class of the names, synonyms included.
+    Class(ClassParser),
+    /// `aus`: the set of AUs named (`AU\s?\d+`, "action unit 4"), of these.
+    Aus(Vec<u32>),
+    /// `age`: the first number.
+    Number,
+    /// `yes_no`: yes or no.
+    YesNo,
+}
+
+impl Reader {
+    /// The reader for `task` (`emotion`, `aus`, `age`, `yes_no`).
+    pub fn new(task: &str, classes: &[String], aus: &[i64]) -> Result<Reader, BuildError> {
+        Ok(match task {
+            "emotion" => Reader::Class(
+                ClassParser::with_default_synonyms(classes)
+                    .map_err(|e| BuildError(format!("`classes`: {e}")))?,
+            ),
+            "aus" => Reader::Aus(aus.iter().map(|a| (*a).max(0) as u32).collect()),
+            "age" => Reader::Number,
+            "yes_no" => Reader::YesNo,
+            other => return Err(BuildError(format!("unknown task `{other}`"))),
+        })
+    }
+
+    /// The reader a kind's `task`, `classes` and `aus` parameters ask for.
+    pub fn from_params(p: &BTreeMap<String, Value>) -> Result<Reader, BuildError> {
+        let task = match p.get("task") {
+            Some(Value::Str(t)) => t.as_str(),
+            _ => "emotion",
+        };
+        let classes = p
+            .get("classes")
+            .and_then(Value::as_strings)
+            .unwrap_or_default();
+        let aus: Vec<i64> = match p.get("aus") {
+            Some(Value::List(l)) => l
+                .iter()
+                .filter_map(|v| match v {
+                    Value::Int(i) => Some(*i),
+                    _ => None,
+                })
+                .collect(),
+            _ => vec![],
+        };
+        Reader::new(task, &classes, &aus)
+    }
+
+    /// Reads one answer.
+    pub fn read(&self, text: &str) -> Parsed {
+        match self {
+            Reader::Class(p) => p.parse(text),
+            Reader::Aus(known) => crate::answers::parse_aus(text, known),
+            Reader::Number => crate::answers::parse_number(text),
+            Reader::YesNo => crate::answers::parse_yes_no(text),
+        }
+    }
+
+    /// Label names of the reading's columns.
+    pub fn names(&self) -> Vec<String> {
+        match self {
+            Reader::Class(p) => p.names().to_vec(),
+            Reader::Aus(aus) => aus.iter().map(|a| format!("AU{a}")).collect(),
+            Reader::Number => vec!["value".into()],
+            Reader::YesNo => vec!["no".into(), "yes".into()],
+        }
+    }
+
+    /// Width of the `answer` row: classes, AUs, 1, or 2.
+    pub fn width(&self) -> usize {
+        self.names().len()
+    }
+
+    /// The `answer` row of a reading, for the metrics: one-hot classes
+    /// (and no/yes), AU logits ±10 (the F1 metrics threshold a sigmoid),
+    /// the number; `None` when the answer gave no reading of this kind.
+    pub fn row(&self, parsed: &Parsed) -> Option<Vec<f32>> {
+        let k = self.width();
+        match (self, parsed) {
+            (Reader::Class(_), Parsed::Class(c)) if *c < k => {
+                let mut r = vec![0.0; k];
+                r[*c] = 1.0;
+                Some(r)
+            }
+            (Reader::Aus(_), Parsed::Set(on)) => {
+                let mut r = vec![-10.0; k];
+                for &j in on.iter().filter(|j| **j < k) {
+                    r[j] = 10.0;
+                }
+                Some(r)
+            }
+            (Reader::Number, Parsed::Number(x)) => Some(vec![*x as f32]),
+            (Reader::YesNo, Parsed::Bool(b)) => {
+                Some(if *b { vec![0.0, 1.0] } else { vec![1.0, 0.0] })
+            }
+            _ => None,
+        }
+    }
+
+    /// A reading in words for the run store: a class, `AU4, AU12`, `none`,
+    /// a number, yes/no, or `unparseable: <why>`.
+    pub fn words(&self, parsed: &Parsed) -> String {
+        let names = self.names();
+        match parsed {
+            Parsed::Class(c) => names.get(*c).cloned().unwrap_or_else(|| c.to_string()),
+            Parsed::Set(on) if on.is_empty() => "none".into(),
+            Parsed::Set(on) => on
+                .iter()
+                .map(|j| names.get(*j).cloned().unwrap_or_else(|| j.to_string()))
+                .collect::<Vec<_>>()
+                .join(", "),
+            Parsed::Number(x) => format!("{x}"),
+            Parsed::Bool(b) => if *b { "yes" } else { "no" }.into(),
+            Parsed::Unparseable(r) => format!("unparseable: {}", r.detail),
+        }
+    }
+
+    /// Byte ranges of `answer` that state the label: the gold class's first
+    /// mention, every AU named, the number, the yes or no. Empty when none
+    /// is found verbatim (the whole answer then counts as label).
+    fn spans(&self, answer: &str, parsed: &Parsed) -> Vec<std::ops::Range<usize>> {
+        let lower = answer.to_ascii_lowercase();
+        let first = |needle: &str| -> Vec<std::ops::Range<usize>> {
+            lower
+                .find(&needle.to_ascii_lowercase())
+                .map(|i| std::iter::once(i..i + needle.len()).collect())
+                .unwrap_or_default()
+        };
+        match (self, parsed) {
+            (Reader::Class(p), Parsed::Class(c)) => first(&p.names()[*c]),
+            (Reader::Aus(_), _) => {
+                let b = lower.as_bytes();
+                let mut out = vec![];
+                let mut i = 0;
+                while let Some(j) = lower[i..].find("au") {
+                    let start = i + j;
+                    let mut end = start + 2;
+                    if b.get(end) == Some(&b' ') {
+                        end += 1;
+                    }
+                    let digits = b[end..].iter().take_while(|c| c.is_ascii_digit()).count();
+                    if digits > 0 {
+                        out.push(start..end + digits);
+                    }
+                    i = start + 2;
+                }
+                out
+            }
+            (Reader::Number, Parsed::Number(_)) => {
+                let b = lower.as_bytes();
+                match b.iter().position(|c| c.is_ascii_digit()) {
+                    Some(s) => {
+                        let n = b[s..].iter().take_while(|c| c.is_ascii_digit()).count();
+                        std::iter::once(s..s + n).collect()
+                    }
+                    None => vec![],
+                }
+            }
+            (Reader::YesNo, Parsed::Bool(b)) => first(if *b { "yes" } else { "no" }),
+            _ => vec![],
+        }
+    }
 }
 
 /// What formats conversations: the chat template, the tokenizer, the
@@ -94,7 +270,7 @@ pub struct Example {
 pub struct Formatter {
     template: ChatTemplate,
     tok: Tok,
-    parser: ClassParser,
+    reader: Reader,
     system: Option<String>,
     max_tokens: usize,
 }
@@ -104,7 +280,7 @@ impl Formatter {
     pub fn new(
         weights: &Path,
         tokenizer: Option<&str>,
-        classes: &[String],
+        reader: Reader,
         system: Option<String>,
         max_tokens: usize,
     ) -> Result<Formatter, BuildError> {
@@ -115,20 +291,18 @@ impl Formatter {
             Some(super::gguf::metadata(weights)?)
         };
         let tok = super::tokenizer_for(weights, tokenizer, gguf.as_ref())?;
-        let parser = ClassParser::with_default_synonyms(classes)
-            .map_err(|e| BuildError(format!("`classes`: {e}")))?;
         Ok(Formatter {
             template,
             tok,
-            parser,
+            reader,
             system,
             max_tokens,
         })
     }
 
-    /// The class names in label order.
-    pub fn classes(&self) -> &[String] {
-        self.parser.names()
+    /// What answers are read as.
+    pub fn reader(&self) -> &Reader {
+        &self.reader
     }
 
     /// The turns of a conversation, the system turn first when one is set.
@@ -195,19 +369,22 @@ impl Formatter {
         let a0 = tail
             .find(answer)
             .ok_or("the chat template changed the answer's text")?;
-        let class = match self.parser.parse(answer) {
+        let parsed = self.reader.read(answer);
+        let gold = self.reader.row(&parsed).ok_or_else(|| match &parsed {
+            Parsed::Unparseable(r) => format!(
+                "the answer gives no reading for this task ({}): \"{}\"",
+                r.detail,
+                short(answer)
+            ),
+            other => format!("the answer reads as {other:?}, not this task's label"),
+        })?;
+        let class = match parsed {
             Parsed::Class(c) => c,
-            Parsed::Unparseable(r) => {
-                return Err(format!(
-                    "the answer gives no single class of {} ({}): \"{}\"",
-                    self.parser.names().join(", "),
-                    r.detail,
-                    short(answer)
-                ))
-            }
-            other => return Err(format!("the answer reads as {other:?}, not a class")),
+            Parsed::Bool(b) => usize::from(b),
+            _ => 0,
         };
-        let label = label_span(answer, &self.parser.names()[class]);
+        let spans = self.reader.spans(answer, &parsed);
+        let label = |at: usize| spans.is_empty() || spans.iter().any(|r| r.contains(&at));
         let mut ids = self.tok.encode(before).map_err(|e| e.0)?;
         let visual_at = ids.len();
         ids.extend(self.tok.encode(after).map_err(|e| e.0)?);
@@ -217,7 +394,7 @@ impl Formatter {
             ids.push(id);
             types.push(if s < a0 || s >= a0 + answer.len() {
                 END
-            } else if label.contains(&(s - a0)) {
+            } else if label(s - a0) {
                 LABEL
             } else {
                 RATIONALE
@@ -236,6 +413,8 @@ impl Formatter {
             visual_at,
             prompt_len,
             class,
+            gold,
+            reading: self.reader.words(&parsed),
         })
     }
 
@@ -256,8 +435,12 @@ pub struct Formatted {
     pub visual_at: usize,
     /// Ids of the prompt.
     pub prompt_len: usize,
-    /// The gold class.
+    /// The gold class (emotion), or 1 for yes; 0 otherwise.
     pub class: usize,
+    /// The gold answer's row as [`Reader::row`] writes it.
+    pub gold: Vec<f32>,
+    /// The gold answer's reading in words.
+    pub reading: String,
 }
 
 /// `<word>` tags in `text`, with their byte offsets.
@@ -278,19 +461,6 @@ fn placeholders(text: &str) -> Vec<(usize, String)> {
         }
     }
     out
-}
-
-/// Byte range of the first case-insensitive mention of `class` in
-/// `answer`, or the whole answer when it names the class only by a synonym.
-fn label_span(answer: &str, class: &str) -> std::ops::Range<usize> {
-    let lower = answer.to_lowercase();
-    // Lower-casing keeps byte offsets for ASCII; elsewhere fall back to all.
-    if lower.len() == answer.len() {
-        if let Some(i) = lower.find(&class.to_lowercase()) {
-            return i..i + class.len();
-        }
-    }
-    0..answer.len()
 }
 
 fn short(s: &str) -> String {
@@ -400,6 +570,8 @@ fn example(
         visual_at: f.visual_at,
         prompt_len: f.prompt_len,
         class: f.class,
+        gold: f.gold,
+        reading: f.reading,
         answer: a,
     })
 }
@@ -428,7 +600,8 @@ fn frame_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
 /// The dataset.
 struct Instruct {
     examples: Vec<Example>,
-    classes: Vec<String>,
+    reader: Reader,
+    task: String,
     media: String,
     frames: usize,
     size: usize,
@@ -486,10 +659,7 @@ impl Dataset for Instruct {
             .iter()
             .map(|e| {
                 let mut labels = BTreeMap::from([
-                    (
-                        "emotion".to_string(),
-                        Value::Str(self.classes[e.class].clone()),
-                    ),
+                    (self.task.clone(), Value::Str(e.reading.clone())),
                     ("record".to_string(), Value::Int(e.record as i64)),
                 ]);
                 if let Some(s) = &e.split {
@@ -510,6 +680,7 @@ impl Dataset for Instruct {
         let mut pixels = Vec::new();
         let (mut ids, mut types) = (vec![0i64; b * l], vec![PAD as i64; b * l]);
         let (mut at, mut plen, mut class, mut names) = (vec![], vec![], vec![], vec![]);
+        let mut gold = Vec::new();
         for (row, &p) in positions.iter().enumerate() {
             let e = self.examples.get(p).ok_or_else(|| DataError {
                 file: self.json.display().to_string(),
@@ -527,6 +698,7 @@ impl Dataset for Instruct {
             at.push(e.visual_at as i64);
             plen.push(e.prompt_len as i64);
             class.push(e.class as i64);
+            gold.extend_from_slice(&e.gold);
             names.push(e.id.clone());
         }
         let dev = Device::Cpu;
@@ -540,6 +712,11 @@ impl Dataset for Instruct {
             Tensor::from_vec(pixels, (b, 3, s, s), &dev)
         } else {
             Tensor::from_vec(pixels, (b, 3, self.frames, s, s), &dev)
+        }
+        .map_err(t)?;
+        let label = match self.reader {
+            Reader::Class(_) | Reader::YesNo => Tensor::from_vec(class, b, &dev),
+            _ => Tensor::from_vec(gold, (b, self.reader.width()), &dev),
         }
         .map_err(t)?;
         let ports = BTreeMap::from([
@@ -560,10 +737,7 @@ impl Dataset for Instruct {
                 "prompt_len".into(),
                 Tensor::from_vec(plen, b, &dev).map_err(t)?,
             ),
-            (
-                "emotion".into(),
-                Tensor::from_vec(class, b, &dev).map_err(t)?,
-            ),
+            (port_of(&self.task).into(), label),
         ]);
         Ok(Batch { ids: names, ports })
     }
@@ -573,7 +747,17 @@ impl Dataset for Instruct {
     }
 
     fn label_names(&self, port: &str) -> Option<Vec<String>> {
-        (port == "emotion").then(|| self.classes.clone())
+        (port == port_of(&self.task)).then(|| self.reader.names())
+    }
+}
+
+/// The port that holds a task's gold labels.
+fn port_of(task: &str) -> &'static str {
+    match task {
+        "aus" => "aus",
+        "age" => "age",
+        "yes_no" => "yes",
+        _ => "emotion",
     }
 }
 
@@ -593,10 +777,6 @@ fn param_usize(p: &BTreeMap<String, Value>, k: &str) -> Result<usize, BuildError
 
 /// The formatter and media folder a parameter map asks for.
 fn setup(p: &BTreeMap<String, Value>, json: &Path) -> Result<(Formatter, PathBuf), BuildError> {
-    let classes: Vec<String> = p
-        .get("classes")
-        .and_then(Value::as_strings)
-        .ok_or_else(|| BuildError("missing list parameter `classes`".into()))?;
     let system = match p.get("system") {
         Some(Value::Str(s)) => Some(s.clone()),
         _ => None,
@@ -608,7 +788,7 @@ fn setup(p: &BTreeMap<String, Value>, json: &Path) -> Result<(Formatter, PathBuf
     let fmt = Formatter::new(
         Path::new(param_str(p, "weights")?),
         tokenizer,
-        &classes,
+        Reader::from_params(p)?,
         system,
         param_usize(p, "max_tokens")?,
     )?;
@@ -651,7 +831,8 @@ fn build(p: &BTreeMap<String, Value>) -> Result<Box<dyn Dataset>, BuildError> {
         .collect();
     Ok(Box::new(Instruct {
         examples,
-        classes: fmt.classes().to_vec(),
+        reader: fmt.reader().clone(),
+        task: param_str(p, "task")?.to_string(),
         media,
         frames: param_usize(p, "frames")?,
         size: param_usize(p, "size")?,
@@ -687,9 +868,9 @@ fn verify(_kind: &str, root: &Path, p: &BTreeMap<String, Value>) -> (String, boo
             (o, false)
         }
         Ok((good, bad)) => {
-            let mut per = vec![0usize; fmt.classes().len()];
+            let mut per: BTreeMap<&str, usize> = BTreeMap::new();
             for e in &good {
-                per[e.class] += 1;
+                *per.entry(e.reading.as_str()).or_default() += 1;
             }
             let _ = writeln!(
                 o,
@@ -697,7 +878,7 @@ fn verify(_kind: &str, root: &Path, p: &BTreeMap<String, Value>) -> (String, boo
                 good.len(),
                 bad.len()
             );
-            for (c, n) in fmt.classes().iter().zip(per) {
+            for (c, n) in per {
                 let _ = writeln!(o, "  {c}: {n}");
             }
             let longest = good.iter().map(|e| e.ids.len()).max().unwrap_or(0);
@@ -830,6 +1011,12 @@ fn shapes(c: &ShapeCtx) -> Result<Vec<TensorType>, ShapeError> {
         ints(vec![b()], Semantic::Features),
         ints(vec![b()], Semantic::Features),
         ints(vec![b()], Semantic::ClassIndex { classes }),
+        TensorType::f32(
+            vec![b(), Dim::Size(c.ints("aus").len())],
+            Semantic::MultiLabel,
+        ),
+        TensorType::f32(vec![b(), Dim::Size(1)], Semantic::Features),
+        ints(vec![b()], Semantic::ClassIndex { classes: Some(2) }),
     ])
 }
 
@@ -842,9 +1029,16 @@ pub(crate) fn kind() -> Kind {
         .output("types", "token types [B, L]: 0 prompt, 1 label, 2 rationale, 3 end of turn, 4 padding")
         .output("visual_at", "index into `ids` where the visual tokens go [B]")
         .output("prompt_len", "number of prompt ids, up to the assistant's opening [B]")
-        .output("emotion", "gold class index [B], parsed from the answer")
+        .output("emotion", "gold class index [B], read from the answer (task = \"emotion\")")
+        .output("aus", "gold AUs [B, K] in {0, 1}, read from the answer (task = \"aus\")")
+        .output("age", "gold number [B, 1], read from the answer (task = \"age\")")
+        .output("yes", "gold yes (1) or no (0) [B], read from the answer (task = \"yes_no\")")
         .port_when("video", "media", Value::Str("video".into()))
         .port_when("image", "media", Value::Str("image".into()))
+        .port_when("emotion", "task", Value::Str("emotion".into()))
+        .port_when("aus", "task", Value::Str("aus".into()))
+        .port_when("age", "task", Value::Str("age".into()))
+        .port_when("yes", "task", Value::Str("yes_no".into()))
         .path("json", None, "The instruction file: a JSON list of records.")
         .param("media_root", ParamType::Optional(Box::new(ParamType::Path)), Some(Value::None), "Folder the records' `video`/`image` paths are relative to; none = the JSON file's folder.")
         .path("weights", None, "The LLM (HF folder or .gguf) whose chat template and tokenizer format the conversations: the `llm.instruct` node's weights.")
@@ -853,7 +1047,9 @@ pub(crate) fn kind() -> Kind {
         .int("frames", Some(8), Some(1), "Frames sampled uniformly per video, both ends included (Face-LLaVA: 8).")
         .int("size", Some(224), Some(8), "Side of the square the tower reads: shorter side resized (bicubic), centre crop.")
         .int("max_tokens", Some(256), Some(8), "Token length of the padded conversation; a longer one is an error naming its record, never cut.")
+        .choice("task", TASKS, Some("emotion"), "What the answers state, read by the parser that reads generated answers: `emotion` (one of `classes`, synonyms included), `aus` (the AUs named, of `aus`), `age` (the first number), `yes_no`. A gold answer without that reading is a bad record.")
         .strings("classes", Some(CLASSES), "Class names in label order; answers are parsed against them (with synonyms such as happiness → happy).")
+        .ints("aus", Some(&[1, 2, 4, 6, 9, 12, 25, 26]), Some(1), "AUs read from answers (task = \"aus\"), in order; DISFA's eight by default.")
         .param("system", ParamType::Optional(Box::new(ParamType::Str { choices: vec![] })), Some(Value::None), "A system turn before each conversation; none leaves the template's own default.")
         .choice("bad_records", &["error", "skip"], Some("error"), "A record that cannot be used: `error` refuses to build (naming file and record), `skip` trains on the good records and lists each skipped one in the run log and report.")
         .shapes(shapes)
@@ -878,9 +1074,19 @@ mod tests {
         super::super::tiny::tiny_checkpoint("llama", dir).unwrap().0
     }
 
+    fn classes() -> Vec<String> {
+        CLASSES.iter().map(|s| s.to_string()).collect()
+    }
+
     fn fmt(llm: &Path) -> Formatter {
-        let classes: Vec<String> = CLASSES.iter().map(|s| s.to_string()).collect();
-        Formatter::new(llm, None, &classes, None, 400).unwrap()
+        Formatter::new(
+            llm,
+            None,
+            Reader::new("emotion", &classes(), &[]).unwrap(),
+            None,
+            400,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -971,7 +1177,7 @@ mod tests {
             msgs[2]
         );
         assert!(
-            msgs[3].contains("record 5 (id \"five\") the answer gives no single class"),
+            msgs[3].contains("record 5 (id \"five\") the answer gives no reading for this task"),
             "{}",
             msgs[3]
         );
@@ -995,8 +1201,8 @@ mod tests {
     #[test]
     fn too_long_is_an_error_never_a_cut() {
         let d = folder("long");
-        let classes: Vec<String> = CLASSES.iter().map(|s| s.to_string()).collect();
-        let f = Formatter::new(&tiny_llm(&d), None, &classes, None, 20).unwrap();
+        let reader = Reader::new("emotion", &classes(), &[]).unwrap();
+        let f = Formatter::new(&tiny_llm(&d), None, reader, None, 20).unwrap();
         let e = f.format("<image>\nEmotion?", "It is sad.").unwrap_err();
         assert!(e.contains("more than max_tokens = 20"), "{e}");
     }
@@ -1049,5 +1255,61 @@ mod tests {
             index[0].labels["emotion"],
             Value::Str(names[gold[0] as usize].clone())
         );
+    }
+
+    #[test]
+    fn every_task_reads_gold_and_generated_answers_alike() {
+        let aus = [1, 2, 4, 6, 9, 12, 25, 26];
+        let r = |task: &str| Reader::new(task, &classes(), &aus).unwrap();
+        let row = |task: &str, text: &str| {
+            let rd = r(task);
+            rd.row(&rd.read(text))
+        };
+        assert_eq!(
+            row("emotion", "The expression is sad."),
+            Some(vec![0., 1., 0., 0., 0., 0., 0.])
+        );
+        assert_eq!(
+            row("aus", "Active units: AU4 and AU 12."),
+            Some(vec![-10., -10., 10., -10., -10., 10., -10., -10.])
+        );
+        assert_eq!(
+            row("aus", "No action units are active."),
+            Some(vec![-10.; 8])
+        );
+        assert_eq!(
+            row("age", "The person looks about 34 years old."),
+            Some(vec![34.])
+        );
+        assert_eq!(
+            row("yes_no", "Yes, the video is genuine."),
+            Some(vec![0., 1.])
+        );
+        for (task, text) in [
+            ("emotion", "hard to say"),
+            ("age", "young"),
+            ("yes_no", "perhaps"),
+        ] {
+            let rd = r(task);
+            let p = rd.read(text);
+            assert_eq!(rd.row(&p), None, "{task}: {text}");
+            assert!(rd.words(&p).starts_with("unparseable: "), "{task}");
+        }
+        // Label tokens of an AU answer are the AUs it names.
+        let d = folder("aus");
+        let f = Formatter::new(&tiny_llm(&d), None, r("aus"), None, 400).unwrap();
+        let x = f
+            .format("<image>\nWhich AUs?", "Active units: AU4 and AU12.")
+            .unwrap();
+        let label: Vec<u32> = x
+            .ids
+            .iter()
+            .zip(&x.types)
+            .filter(|(_, t)| **t == LABEL)
+            .map(|(i, _)| *i)
+            .collect();
+        assert_eq!(f.decode(&label).unwrap().replace(' ', ""), "AU4AU12");
+        assert_eq!(x.gold, vec![-10., -10., 10., -10., -10., 10., -10., -10.]);
+        assert_eq!(x.reading, "AU4, AU12");
     }
 }

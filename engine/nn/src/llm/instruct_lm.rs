@@ -15,9 +15,9 @@
 //! say how many there were. The texts go to the run store
 //! ([`Component::take_texts`]).
 
+use super::instruct::{Reader, TASKS};
 use super::tokenizer::Tok;
 use super::{lora_spec, open_weights, tokenizer_for, Body, LoraSpec};
-use crate::answers::{ClassParser, Parsed};
 use mer_registry::candle::{DType, Result as CResult, Tensor};
 use mer_registry::{
     BuildCtx, BuildError, Component, Dim, GeneratedText, Kind, KindBuilder, Mode, ParamType, Role,
@@ -35,7 +35,7 @@ const CLASSES: &[&str] = &[
 /// What evaluation generates with.
 struct Answering {
     tok: Tok,
-    parser: ClassParser,
+    reader: Reader,
     max_new: usize,
     /// Answers of the last evaluation batch, until taken.
     texts: Mutex<Vec<GeneratedText>>,
@@ -116,7 +116,7 @@ impl Instruct {
         prompt_len: &[usize],
         mode: Mode,
     ) -> CResult<Tensor> {
-        let (b, k) = (ids.dim(0)?, a.parser.names().len());
+        let (b, k) = (ids.dim(0)?, a.reader.width());
         let dev = ids.device();
         if mode != Mode::Eval {
             return Tensor::zeros((b, k), DType::F32, dev);
@@ -134,19 +134,19 @@ impl Instruct {
                 .map_err(|e| mer_registry::candle::Error::Msg(e.0))?
                 .trim()
                 .to_string();
+            let parsed = a.reader.read(&text);
             let row = &mut rows[i * k..(i + 1) * k];
-            let reading = match a.parser.parse(&text) {
-                Parsed::Class(c) => {
-                    row[c] = 1.0;
-                    a.parser.names()[c].clone()
+            let reading = match a.reader.row(&parsed) {
+                Some(r) => {
+                    row.copy_from_slice(&r);
+                    a.reader.words(&parsed)
                 }
-                Parsed::Unparseable(r) => {
+                None => {
                     row.fill(f32::NAN);
-                    format!("unparseable: {}", r.detail)
-                }
-                other => {
-                    row.fill(f32::NAN);
-                    format!("unparseable: read as {other:?}, not one class")
+                    match parsed {
+                        crate::answers::Parsed::Unparseable(_) => a.reader.words(&parsed),
+                        other => format!("unparseable: read as {other:?}, not this task's label"),
+                    }
                 }
             };
             texts.push(GeneratedText { text, reading });
@@ -232,15 +232,9 @@ fn build(ctx: &mut BuildCtx) -> Result<Box<dyn Component>, BuildError> {
             Some(Value::Str(s)) => Some(s.clone()),
             _ => None,
         };
-        let classes: Vec<String> = ctx
-            .params
-            .get("classes")
-            .and_then(Value::as_strings)
-            .ok_or_else(|| BuildError("`classes` must be a list of names".into()))?;
         Some(Answering {
             tok: tokenizer_for(&path, explicit.as_deref(), weights.gguf.as_ref())?,
-            parser: ClassParser::with_default_synonyms(&classes)
-                .map_err(|e| BuildError(format!("`classes`: {e}")))?,
+            reader: Reader::from_params(ctx.params)?,
             max_new: ctx.usize("max_new_tokens")?,
             texts: Mutex::new(Vec::new()),
         })
@@ -312,15 +306,21 @@ fn shapes(c: &ShapeCtx) -> Result<Vec<TensorType>, ShapeError> {
     }
     let (b, l) = (ids.dims[0].clone(), ids.dims[1].clone());
     let h = width.unwrap_or(Dim::sym("D_llm"));
-    let classes = match c.params.get("classes") {
+    let list = |k: &str| match c.params.get(k) {
         Some(Value::List(l)) => Dim::Size(l.len()),
         _ => Dim::sym("C"),
+    };
+    let width = match c.str("task") {
+        Some("aus") => list("aus"),
+        Some("age") => Dim::Size(1),
+        Some("yes_no") => Dim::Size(2),
+        _ => list("classes"),
     };
     Ok(vec![
         TensorType::features(vec![b.clone(), l.clone(), Dim::sym("V")]),
         TensorType::f32(vec![b.clone(), l, h.clone()], Semantic::Tokens),
         TensorType::f32(vec![b.clone(), n, h], Semantic::Tokens),
-        TensorType::features(vec![b, classes]),
+        TensorType::features(vec![b, width]),
     ])
 }
 
@@ -334,7 +334,7 @@ pub(crate) fn kind() -> Kind {
         .output("logits", "vocabulary logits at the text positions [B, L, V]")
         .output("hidden", "hidden states at the text positions [B, L, D_llm]")
         .output("visual_hidden", "hidden states at the visual positions [B, N, D_llm]")
-        .output("answer", "the generated answer read as a class, one-hot [B, C]; a row of NaN where it names no single class (answers = \"generate\", evaluation only)")
+        .output("answer", "the generated answer as the task reads it: one-hot classes [B, C] (emotion; no/yes for yes_no), AU logits ±10 [B, K] (aus), the number [B, 1] (age); a row of NaN where the answer gives no reading (answers = \"generate\", evaluation only)")
         .port_when("answer", "answers", Value::Str("generate".into()))
         .path("weights", None, "HF model folder or .gguf file (the instruction dataset's `weights`).")
         .param("tokenizer", ParamType::Optional(Box::new(ParamType::Path)), Some(Value::None), "tokenizer.json for decoding answers; none uses the folder's or the GGUF metadata.")
@@ -343,7 +343,9 @@ pub(crate) fn kind() -> Kind {
         .param("layers", ParamType::Optional(Box::new(ParamType::Int { min: Some(1), max: None })), Some(Value::None), "Keep only the first N decoder layers.")
         .choice("answers", &["none", "generate"], Some("none"), "`generate`: at evaluation, answer each sample greedily (KV cache, one sample at a time) and read the answer as a class into the `answer` port; the texts go to the run store and the report.")
         .int("max_new_tokens", Some(64), Some(1), "Longest generated answer in tokens (generation also stops at the end-of-turn token).")
+        .choice("task", TASKS, Some("emotion"), "What answers are read as (the instruction dataset's `task`): `emotion`, `aus`, `age` or `yes_no`.")
         .strings("classes", Some(CLASSES), "Class names answers are read against, in the dataset's label order (the instruction dataset's `classes`).")
+        .ints("aus", Some(&[1, 2, 4, 6, 9, 12, 25, 26]), Some(1), "AUs answers are read for (task = \"aus\"), the instruction dataset's `aus`.")
         .shapes(shapes)
         .factory(build)
         .build()
