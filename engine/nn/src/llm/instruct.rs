@@ -77,21 +77,8 @@ pub struct Example {
     pub group: String,
     /// `split`, when the record has one.
     pub split: Option<String>,
-    /// Token ids of the whole conversation, the placeholder left out.
-    pub ids: Vec<u32>,
-    /// One type per id ([`PROMPT`], [`LABEL`], [`RATIONALE`], [`END`]).
-    pub types: Vec<u32>,
-    /// Index into `ids` where the visual tokens go.
-    pub visual_at: usize,
-    /// Ids of the prompt, up to the assistant's opening: what generation
-    /// starts from.
-    pub prompt_len: usize,
-    /// The gold class, in label order (1 for yes; 0 for AU and age tasks).
-    pub class: usize,
-    /// The gold label as the task's port holds it ([`Reader::row`]).
-    pub gold: Vec<f32>,
-    /// The gold label in words.
-    pub reading: String,
+    /// The conversation, tokenised, and its gold label.
+    pub text: Formatted,
     /// The gold answer as written.
     pub answer: String,
 }
@@ -427,13 +414,14 @@ impl Formatter {
 /// A tokenised conversation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Formatted {
-    /// Token ids, the placeholder left out.
+    /// Token ids of the whole conversation, the placeholder left out.
     pub ids: Vec<u32>,
-    /// Token types, one per id.
+    /// One type per id ([`PROMPT`], [`LABEL`], [`RATIONALE`], [`END`]).
     pub types: Vec<u32>,
-    /// Where the visual tokens go.
+    /// Index into `ids` where the visual tokens go.
     pub visual_at: usize,
-    /// Ids of the prompt.
+    /// Ids of the prompt, up to the assistant's opening: what generation
+    /// starts from.
     pub prompt_len: usize,
     /// The gold class (emotion), or 1 for yes; 0 otherwise.
     pub class: usize,
@@ -565,13 +553,7 @@ fn example(
         id,
         record: index,
         media: path,
-        ids: f.ids,
-        types: f.types,
-        visual_at: f.visual_at,
-        prompt_len: f.prompt_len,
-        class: f.class,
-        gold: f.gold,
-        reading: f.reading,
+        text: f,
         answer: a,
     })
 }
@@ -659,7 +641,7 @@ impl Dataset for Instruct {
             .iter()
             .map(|e| {
                 let mut labels = BTreeMap::from([
-                    (self.task.clone(), Value::Str(e.reading.clone())),
+                    (self.task.clone(), Value::Str(e.text.reading.clone())),
                     ("record".to_string(), Value::Int(e.record as i64)),
                 ]);
                 if let Some(s) = &e.split {
@@ -691,14 +673,15 @@ impl Dataset for Instruct {
                 ),
             })?;
             pixels.extend(self.pixels(e)?);
-            for (j, (id, ty)) in e.ids.iter().zip(&e.types).enumerate() {
+            let x = &e.text;
+            for (j, (id, ty)) in x.ids.iter().zip(&x.types).enumerate() {
                 ids[row * l + j] = *id as i64;
                 types[row * l + j] = *ty as i64;
             }
-            at.push(e.visual_at as i64);
-            plen.push(e.prompt_len as i64);
-            class.push(e.class as i64);
-            gold.extend_from_slice(&e.gold);
+            at.push(x.visual_at as i64);
+            plen.push(x.prompt_len as i64);
+            class.push(x.class as i64);
+            gold.extend_from_slice(&x.gold);
             names.push(e.id.clone());
         }
         let dev = Device::Cpu;
@@ -870,7 +853,7 @@ fn verify(_kind: &str, root: &Path, p: &BTreeMap<String, Value>) -> (String, boo
         Ok((good, bad)) => {
             let mut per: BTreeMap<&str, usize> = BTreeMap::new();
             for e in &good {
-                *per.entry(e.reading.as_str()).or_default() += 1;
+                *per.entry(e.text.reading.as_str()).or_default() += 1;
             }
             let _ = writeln!(
                 o,
@@ -881,7 +864,7 @@ fn verify(_kind: &str, root: &Path, p: &BTreeMap<String, Value>) -> (String, boo
             for (c, n) in per {
                 let _ = writeln!(o, "  {c}: {n}");
             }
-            let longest = good.iter().map(|e| e.ids.len()).max().unwrap_or(0);
+            let longest = good.iter().map(|e| e.text.ids.len()).max().unwrap_or(0);
             let _ = writeln!(o, "longest conversation: {longest} tokens");
             let _ = writeln!(o, "problems: {}", bad.len());
             for b in &bad {

@@ -86,6 +86,25 @@ impl Writer {
         }
         Ok(())
     }
+    /// CLIP's image tower up to its encoder, under `vision_model.`.
+    fn clip_vision(&mut self, s: &TinySize) -> Result<(), BuildError> {
+        let (d, p) = (s.hidden, s.patch);
+        let n = (s.image / p).pow(2);
+        self.randn("vision_model.embeddings.class_embedding".into(), &[d], 0.5)?;
+        self.randn(
+            "vision_model.embeddings.patch_embedding.weight".into(),
+            &[d, 3, p, p],
+            0.1,
+        )?;
+        self.randn(
+            "vision_model.embeddings.position_embedding.weight".into(),
+            &[n + 1, d],
+            0.1,
+        )?;
+        self.norm("vision_model.pre_layrnorm", d)?;
+        self.encoder("vision_model.encoder", s)
+    }
+
     fn encoder(&mut self, prefix: &str, s: &TinySize) -> Result<(), BuildError> {
         let d = s.hidden;
         for i in 0..s.layers {
@@ -144,20 +163,7 @@ pub fn tiny_clip(dir: &Path, s: TinySize, seed: u64) -> Result<PathBuf, BuildErr
         w: HashMap::new(),
     };
     let (d, p) = (s.hidden, s.patch);
-    let n = (s.image / p).pow(2);
-    wr.randn("vision_model.embeddings.class_embedding".into(), &[d], 0.5)?;
-    wr.randn(
-        "vision_model.embeddings.patch_embedding.weight".into(),
-        &[d, 3, p, p],
-        0.1,
-    )?;
-    wr.randn(
-        "vision_model.embeddings.position_embedding.weight".into(),
-        &[n + 1, d],
-        0.1,
-    )?;
-    wr.norm("vision_model.pre_layrnorm", d)?;
-    wr.encoder("vision_model.encoder", &s)?;
+    wr.clip_vision(&s)?;
     wr.norm("vision_model.post_layernorm", d)?;
     wr.linear("visual_projection", d, s.projection, false)?;
     let max_len = 32;
@@ -263,20 +269,7 @@ pub fn tiny_languagebind(
         w: HashMap::new(),
     };
     let (d, p) = (s.hidden, s.patch);
-    let n = (s.image / p).pow(2);
-    wr.randn("vision_model.embeddings.class_embedding".into(), &[d], 0.5)?;
-    wr.randn(
-        "vision_model.embeddings.patch_embedding.weight".into(),
-        &[d, 3, p, p],
-        0.1,
-    )?;
-    wr.randn(
-        "vision_model.embeddings.position_embedding.weight".into(),
-        &[n + 1, d],
-        0.1,
-    )?;
-    wr.norm("vision_model.pre_layrnorm", d)?;
-    wr.encoder("vision_model.encoder", &s)?;
+    wr.clip_vision(&s)?;
     for i in 0..s.layers {
         let l = format!("vision_model.encoder.layers.{i}");
         wr.randn(format!("{l}.temporal_embedding"), &[1, frames, d], 0.1)?;
