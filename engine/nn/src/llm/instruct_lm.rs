@@ -7,7 +7,8 @@
 //!
 //! With `answers = "generate"`, evaluation also answers in words: each
 //! sample's prompt (up to the assistant's opening) with its visual tokens,
-//! greedy decoding with a KV cache until the end-of-turn token, and the
+//! greedy decoding with a KV cache until the end-of-turn token (samples
+//! whose prompts are equally long decode as one batch), and the
 //! answer read with the parser that read the gold answers
 //! ([`crate::answers::ClassParser`]). The `answer` port is a one-hot row
 //! per sample, every metric of class indices scores it, and a row of NaN
@@ -122,35 +123,52 @@ impl Instruct {
             return Tensor::zeros((b, k), DType::F32, dev);
         }
         let mut rows = vec![0f32; b * k];
-        let mut texts = Vec::with_capacity(b);
-        for (i, (&p, &pos)) in prompt_len.iter().zip(at).enumerate() {
-            let p = p.clamp(1, ids.dim(1)?);
-            let prompt = self.body.embed(&ids.narrow(0, i, 1)?.narrow(1, 0, p)?)?;
-            let x = splice(&prompt, &v.narrow(0, i, 1)?, &[pos])?;
-            let out = self.body.generate_from(&x, a.max_new)?;
-            let text = a
-                .tok
-                .decode(&out)
-                .map_err(|e| mer_registry::candle::Error::Msg(e.0))?
-                .trim()
-                .to_string();
-            let parsed = a.reader.read(&text);
-            let row = &mut rows[i * k..(i + 1) * k];
-            let reading = match a.reader.row(&parsed) {
-                Some(r) => {
-                    row.copy_from_slice(&r);
-                    a.reader.words(&parsed)
-                }
-                None => {
-                    row.fill(f32::NAN);
-                    match parsed {
-                        crate::answers::Parsed::Unparseable(_) => a.reader.words(&parsed),
-                        other => format!("unparseable: read as {other:?}, not this task's label"),
-                    }
-                }
-            };
-            texts.push(GeneratedText { text, reading });
+        let mut texts = vec![None; b];
+        // Samples whose prompts are equally long decode together, one KV
+        // cache per group (no padding, so no mask is needed).
+        let mut groups: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+        for (i, &p) in prompt_len.iter().enumerate() {
+            groups.entry(p.clamp(1, ids.dim(1)?)).or_default().push(i);
         }
+        for (p, members) in groups {
+            let prompts = members
+                .iter()
+                .map(|&i| {
+                    let prompt = self.body.embed(&ids.narrow(0, i, 1)?.narrow(1, 0, p)?)?;
+                    splice(&prompt, &v.narrow(0, i, 1)?, &[at[i]])
+                })
+                .collect::<CResult<Vec<_>>>()?;
+            let outs = self
+                .body
+                .generate_batch(&Tensor::cat(&prompts, 0)?, a.max_new)?;
+            for (&i, out) in members.iter().zip(outs) {
+                let text = a
+                    .tok
+                    .decode(&out)
+                    .map_err(|e| mer_registry::candle::Error::Msg(e.0))?
+                    .trim()
+                    .to_string();
+                let parsed = a.reader.read(&text);
+                let row = &mut rows[i * k..(i + 1) * k];
+                let reading = match a.reader.row(&parsed) {
+                    Some(r) => {
+                        row.copy_from_slice(&r);
+                        a.reader.words(&parsed)
+                    }
+                    None => {
+                        row.fill(f32::NAN);
+                        match parsed {
+                            crate::answers::Parsed::Unparseable(_) => a.reader.words(&parsed),
+                            other => {
+                                format!("unparseable: read as {other:?}, not this task's label")
+                            }
+                        }
+                    }
+                };
+                texts[i] = Some(GeneratedText { text, reading });
+            }
+        }
+        let texts: Vec<GeneratedText> = texts.into_iter().flatten().collect();
         if let Ok(mut t) = a.texts.lock() {
             *t = texts;
         }
@@ -341,7 +359,7 @@ pub(crate) fn kind() -> Kind {
         .choice("dtype", &["f32", "f16", "bf16"], Some("f32"), "Dtype the frozen base matrices are held and multiplied in on a GPU; adapters, activations and optimiser state stay f32. The CPU computes in f32 and says so.")
         .param("lora", ParamType::Optional(Box::new(crate::layers::lora_record())), Some(Value::None), "LoRA adapters; none keeps the LLM frozen.")
         .param("layers", ParamType::Optional(Box::new(ParamType::Int { min: Some(1), max: None })), Some(Value::None), "Keep only the first N decoder layers.")
-        .choice("answers", &["none", "generate"], Some("none"), "`generate`: at evaluation, answer each sample greedily (KV cache, one sample at a time) and read the answer as a class into the `answer` port; the texts go to the run store and the report.")
+        .choice("answers", &["none", "generate"], Some("none"), "`generate`: at evaluation, answer each sample greedily (KV cache; samples with equally long prompts as one batch) and read the answer as a class into the `answer` port; the texts go to the run store and the report.")
         .int("max_new_tokens", Some(64), Some(1), "Longest generated answer in tokens (generation also stops at the end-of-turn token).")
         .choice("task", TASKS, Some("emotion"), "What answers are read as (the instruction dataset's `task`): `emotion`, `aus`, `age` or `yes_no`.")
         .strings("classes", Some(CLASSES), "Class names answers are read against, in the dataset's label order (the instruction dataset's `classes`).")

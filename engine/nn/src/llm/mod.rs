@@ -544,24 +544,46 @@ impl Body {
     /// [`Body::generate`] from a prompt given as embeddings `[1, P, D]`:
     /// text with visual tokens spliced in.
     pub fn generate_from(&self, prompt: &Tensor, max_tokens: usize) -> CResult<Vec<u32>> {
+        Ok(self
+            .generate_batch(prompt, max_tokens)?
+            .into_iter()
+            .next()
+            .unwrap_or_default())
+    }
+
+    /// Greedy decoding of `G` prompts of equal length at once (embeddings
+    /// `[G, P, D]`, one KV cache): each row stops at its end-of-sequence
+    /// id, the batch when every row has stopped or after `max_tokens`.
+    pub fn generate_batch(&self, prompts: &Tensor, max_tokens: usize) -> CResult<Vec<Vec<u32>>> {
         let dev = self.embed.device().clone();
+        let g = prompts.dim(0)?;
         let mut cache = KvCache::default();
         let mut rng = SeededRng::new(0);
-        let mut out = Vec::new();
-        let mut x = prompt.clone();
+        let mut out = vec![Vec::new(); g];
+        let mut done = vec![false; g];
+        let mut x = prompts.clone();
         for _ in 0..max_tokens {
             let h = self.forward(&x, Mode::Eval, &mut rng, Some(&mut cache))?;
             let last = h.narrow(1, h.dim(1)? - 1, 1)?;
-            let id = self
+            let ids: Vec<u32> = self
                 .logits(&last)?
-                .flatten_all()?
-                .argmax(0)?
-                .to_scalar::<u32>()?;
-            if self.config.eos.contains(&id) {
+                .squeeze(1)?
+                .argmax(D::Minus1)?
+                .to_vec1::<u32>()?;
+            for (i, &id) in ids.iter().enumerate() {
+                if done[i] {
+                    continue;
+                }
+                if self.config.eos.contains(&id) {
+                    done[i] = true;
+                } else {
+                    out[i].push(id);
+                }
+            }
+            if done.iter().all(|d| *d) {
                 break;
             }
-            out.push(id);
-            x = self.embed(&Tensor::new(&[id], &dev)?.unsqueeze(0)?)?;
+            x = self.embed(&Tensor::new(ids.as_slice(), &dev)?.unsqueeze(1)?)?;
         }
         Ok(out)
     }

@@ -548,3 +548,20 @@ fn a_bf16_checkpoint_loads_in_f32_on_the_cpu() {
     assert!(d > 0.0 && d < 0.1, "bf16 rounding, not another model: {d}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn batched_greedy_decoding_equals_one_prompt_at_a_time() {
+    let dir = scratch("batch-gen");
+    let (folder, _, c) = tiny_checkpoint("llama", &dir).unwrap();
+    let mut s = ParamStore::new(1, Device::Cpu);
+    let m = body(&folder, None, &mut s);
+    let x = randn(&mut SeededRng::new(7), &[3, 5, c.hidden], 1.0);
+    let batch = m.generate_batch(&x, 6).unwrap();
+    assert_eq!(batch.len(), 3);
+    for (i, b) in batch.iter().enumerate() {
+        let one = m.generate_from(&x.narrow(0, i, 1).unwrap(), 6).unwrap();
+        assert_eq!(b, &one, "prompt {i}");
+    }
+    assert!(batch.iter().any(|b| !b.is_empty()));
+    let _ = std::fs::remove_dir_all(dir);
+}
