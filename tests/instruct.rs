@@ -110,7 +110,7 @@ fn an_instruction_tuned_tiny_model_is_scored_from_its_generated_answers() {
         .count();
     assert!(
         report.contains(&format!(
-            "3 answers were generated over the finished folds; {unparseable} named no single class"
+            "3 answers were generated over the finished folds; {unparseable} gave no reading for the task (unparseable)"
         )),
         "{report}"
     );

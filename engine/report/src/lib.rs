@@ -945,7 +945,7 @@ fn answer_block(out: &mut Vec<Block>, r: &VariantResult) {
     };
     out.push(Block::Table(Table {
         caption: format!(
-            "Sample answers: up to two per gold class and two unparseable ones, in fold order. {} answers were generated over the finished folds; {} named no single class (unparseable), and the metrics count those wrong.",
+            "Sample answers: up to two per gold label and two unparseable ones, in fold order. {} answers were generated over the finished folds; {} gave no reading for the task (unparseable): each metric's `how` says how it counts them.",
             a.total, a.unparseable
         ),
         columns: ["sample", "gold", "read as", "answer"]

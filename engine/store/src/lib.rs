@@ -207,7 +207,7 @@ pub struct VariantResult {
 pub struct Answers {
     /// Answers generated over the finished folds.
     pub total: usize,
-    /// Of those, answers that named no single class.
+    /// Of those, answers that gave no reading for the task.
     pub unparseable: usize,
     /// The examples shown, in fold and sample order.
     pub samples: Vec<AnswerRow>,
@@ -220,7 +220,7 @@ impl Answers {
     }
 
     /// The view of `rows` (every answer of the finished folds, in order):
-    /// the first `per_class` answers of each gold class and the first
+    /// the first `per_class` answers of each gold label and the first
     /// `per_class` unparseable ones, in their original order.
     pub fn pick(rows: &[AnswerRow], per_class: usize) -> Answers {
         let mut seen: BTreeMap<(bool, &str), usize> = BTreeMap::new();
@@ -304,9 +304,10 @@ pub struct AnswerRow {
     pub id: String,
     /// The node that generated it.
     pub node: String,
-    /// The gold class name, where a metric compares the answer with one.
+    /// The gold label in words (a class, the AUs on, a number), where a
+    /// metric compares the answer with one.
     pub gold: String,
-    /// A class name, or `unparseable: <reason>`.
+    /// What the answer was read as, or `unparseable: <reason>`.
     pub reading: String,
     /// The answer as generated.
     pub answer: String,

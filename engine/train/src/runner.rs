@@ -1051,12 +1051,10 @@ fn answer_rows(e: &Evaluated, metrics: &[MetricNode], data: &Data) -> Vec<mer_st
                 .find(|m| m.pred.node == *node && m.target.data)
                 .and_then(|m| {
                     let (w, col) = e.preds.column(&m.target.name)?;
-                    let v = *col.get(row_of.get(id.as_str())? * w)?;
-                    let names = data.label_names(&m.target.port);
-                    Some(match names.and_then(|n| n.get(v as usize).cloned()) {
-                        Some(name) if v >= 0.0 => name,
-                        _ => format!("{v}"),
-                    })
+                    let i = *row_of.get(id.as_str())?;
+                    let row = col.get(i * w..(i + 1) * w)?;
+                    let names = data.label_names(&m.target.port).unwrap_or_default();
+                    Some(gold_words(row, &names))
                 })
                 .unwrap_or_default();
             mer_store::AnswerRow {
@@ -1068,6 +1066,30 @@ fn answer_rows(e: &Evaluated, metrics: &[MetricNode], data: &Data) -> Vec<mer_st
             }
         })
         .collect()
+}
+
+/// A gold label in words: a class index by its name, a multi-label row
+/// by the names that are on (`none` when none is), else the number.
+fn gold_words(row: &[f32], names: &[String]) -> String {
+    match row {
+        [v] if *v >= 0.0 && v.fract() == 0.0 && (*v as usize) < names.len() => {
+            names[*v as usize].clone()
+        }
+        [v] => format!("{v}"),
+        many => {
+            let on: Vec<&str> = many
+                .iter()
+                .zip(names)
+                .filter(|(v, _)| **v > 0.5)
+                .map(|(_, n)| n.as_str())
+                .collect();
+            if on.is_empty() {
+                "none".into()
+            } else {
+                on.join(", ")
+            }
+        }
+    }
 }
 
 /// Splits training positions into (train, inner validation) by group,
@@ -1515,5 +1537,26 @@ pub fn device(spec: &str) -> Result<(Device, Option<String>), String> {
         other => Err(format!(
             "unknown device `{other}`; expected cpu, cuda, cuda:N or auto"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gold_words;
+
+    #[test]
+    fn gold_labels_read_as_words_per_task() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            gold_words(&[2.0], &names(&["happy", "sad", "fear"])),
+            "fear"
+        );
+        assert_eq!(gold_words(&[1.0], &names(&["no", "yes"])), "yes");
+        assert_eq!(gold_words(&[34.0], &names(&["value"])), "34");
+        assert_eq!(
+            gold_words(&[0.0, 1.0, 1.0], &names(&["AU1", "AU2", "AU4"])),
+            "AU2, AU4"
+        );
+        assert_eq!(gold_words(&[0.0, 0.0], &names(&["AU1", "AU2"])), "none");
     }
 }
