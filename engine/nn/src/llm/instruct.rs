@@ -115,14 +115,11 @@ impl Reader {
 
     /// The reader a kind's `task`, `classes` and `aus` parameters ask for.
     pub fn from_params(p: &BTreeMap<String, Value>) -> Result<Reader, BuildError> {
-        let task = match p.get("task") {
-            Some(Value::Str(t)) => t.as_str(),
-            _ => "emotion",
-        };
+        let task = param_str(p, "task")?;
         let classes = p
             .get("classes")
             .and_then(Value::as_strings)
-            .unwrap_or_default();
+            .ok_or_else(|| BuildError("missing list parameter `classes`".into()))?;
         let aus: Vec<i64> = match p.get("aus") {
             Some(Value::List(l)) => l
                 .iter()
