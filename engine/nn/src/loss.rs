@@ -645,6 +645,35 @@ mod tests {
             .unwrap()
     }
 
+    /// `loss.lm` by hand: position t predicts token t+1, weighed by its
+    /// type; prompt and padding never count.
+    #[test]
+    fn lm_loss_weighs_next_tokens_by_type() {
+        let lm = Lm {
+            weights: [0.0, 2.0, 0.5, 1.0, 0.0],
+        };
+        // One sequence of 4 tokens over a vocabulary of 3: ids 0 1 2 1,
+        // types prompt, label, rationale, padding. Position 0 predicts id 1
+        // (label), position 1 id 2 (rationale), position 2 id 1 (padding).
+        let ids = Tensor::from_vec(vec![0i64, 1, 2, 1], (1, 4), &Device::Cpu).unwrap();
+        let types = Tensor::from_vec(vec![0i64, 1, 2, 4], (1, 4), &Device::Cpu).unwrap();
+        let logits = t(
+            &[
+                0., 3., 0., /**/ 1., 0., 0., /**/ 0., 0., 9., /**/ 0., 0., 0.,
+            ],
+            &[1, 4, 3],
+        );
+        let out = lm
+            .forward(&[logits, ids, types], Mode::Train, &mut SeededRng::new(0))
+            .unwrap()[0]
+            .to_scalar::<f32>()
+            .unwrap();
+        let nll =
+            |z: [f32; 3], k: usize| -(z[k].exp() / z.iter().map(|v| v.exp()).sum::<f32>()).ln();
+        let want = (2.0 * nll([0., 3., 0.], 1) + 0.5 * nll([1., 0., 0.], 2)) / 2.5;
+        assert!((out - want).abs() < 1e-5, "{out} vs {want}");
+    }
+
     /// Values computed by hand (and matching PyTorch's definitions).
     #[test]
     fn reference_values() {
