@@ -47,6 +47,10 @@ pub use mer_dsl::value::Value;
 /// re-exports, never a candle dependency of their own.
 pub use candle_core as candle;
 pub use candle_nn;
+/// candle's ready-made models, with the SDK's `transformers` feature (off
+/// by default: nothing in mer needs them, and they cost a minute of every
+/// build).
+#[cfg(feature = "transformers")]
 pub use candle_transformers;
 /// The recipe language (spans, diagnostics, graph IR), for tools built on mer.
 pub use mer_dsl as dsl;
