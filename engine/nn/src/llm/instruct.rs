@@ -115,7 +115,7 @@ impl Reader {
 
     /// The reader a kind's `task`, `classes` and `aus` parameters ask for.
     pub fn from_params(p: &BTreeMap<String, Value>) -> Result<Reader, BuildError> {
-        let task = param_str(p, "task")?;
+        let task = params(p).str("task")?;
         let classes = p
             .get("classes")
             .and_then(Value::as_strings)
@@ -741,18 +741,9 @@ fn port_of(task: &str) -> &'static str {
     }
 }
 
-fn param_str<'a>(p: &'a BTreeMap<String, Value>, k: &str) -> Result<&'a str, BuildError> {
-    match p.get(k) {
-        Some(Value::Str(s)) => Ok(s),
-        _ => Err(BuildError(format!("missing string parameter `{k}`"))),
-    }
-}
-
-fn param_usize(p: &BTreeMap<String, Value>, k: &str) -> Result<usize, BuildError> {
-    match p.get(k) {
-        Some(Value::Int(i)) if *i >= 1 => Ok(*i as usize),
-        _ => Err(BuildError(format!("missing count parameter `{k}`"))),
-    }
+/// The kind's parameters, read strictly (the schema holds the defaults).
+fn params(p: &BTreeMap<String, Value>) -> mer_registry::Params<'_> {
+    mer_registry::Params::new("instruct.faceinstruct", p)
 }
 
 /// The formatter and media folder a parameter map asks for.
@@ -766,11 +757,11 @@ fn setup(p: &BTreeMap<String, Value>, json: &Path) -> Result<(Formatter, PathBuf
         _ => None,
     };
     let fmt = Formatter::new(
-        Path::new(param_str(p, "weights")?),
+        Path::new(params(p).str("weights")?),
         tokenizer,
         Reader::from_params(p)?,
         system,
-        param_usize(p, "max_tokens")?,
+        params(p).usize("max_tokens")?,
     )?;
     let root = match p.get("media_root") {
         Some(Value::Str(s)) => PathBuf::from(s),
@@ -780,12 +771,12 @@ fn setup(p: &BTreeMap<String, Value>, json: &Path) -> Result<(Formatter, PathBuf
 }
 
 fn build(p: &BTreeMap<String, Value>) -> Result<Box<dyn Dataset>, BuildError> {
-    let json = PathBuf::from(param_str(p, "json")?);
+    let json = PathBuf::from(params(p).str("json")?);
     let (fmt, root) = setup(p, &json)?;
-    let media = param_str(p, "media")?.to_string();
+    let media = params(p).str("media")?.to_string();
     let (examples, bad) =
         read(&json, &root, &fmt, &media).map_err(|e| BuildError(e.to_string()))?;
-    let skip = param_str(p, "bad_records")? == "skip";
+    let skip = params(p).str("bad_records")? == "skip";
     if let (Some(first), false) = (bad.first(), skip) {
         return Err(BuildError(format!(
             "{first}{}",
@@ -812,11 +803,11 @@ fn build(p: &BTreeMap<String, Value>) -> Result<Box<dyn Dataset>, BuildError> {
     Ok(Box::new(Instruct {
         examples,
         reader: fmt.reader().clone(),
-        task: param_str(p, "task")?.to_string(),
+        task: params(p).str("task")?.to_string(),
         media,
-        frames: param_usize(p, "frames")?,
-        size: param_usize(p, "size")?,
-        max_tokens: param_usize(p, "max_tokens")?,
+        frames: params(p).usize("frames")?,
+        size: params(p).usize("size")?,
+        max_tokens: params(p).usize("max_tokens")?,
         notes,
         json,
     }))
@@ -841,7 +832,7 @@ fn verify(_kind: &str, root: &Path, p: &BTreeMap<String, Value>) -> (String, boo
             return (o, false);
         }
     };
-    let media = param_str(&p, "media").unwrap_or("video").to_string();
+    let media = params(&p).str("media").unwrap_or("video").to_string();
     match read(&json, &media_root, &fmt, &media) {
         Err(e) => {
             let _ = writeln!(o, "problems: 1\n  {e}");
@@ -921,9 +912,9 @@ pub fn answer(class: &str, aus: &[i64]) -> String {
 /// frame folders and an `instruct.json` of templated conversations, the
 /// first 80% of subjects `train`, the rest `test`.
 fn write(_kind: &str, out: &Path, req: &LayoutRequest) -> Result<usize, String> {
-    let params = mer_data::synth::layout_params(req);
+    let generator = mer_data::synth::layout_params(req);
     let synth =
-        mer_data::synth::Synth::new(mer_data::synth::Flavor::Dfer, &params).map_err(|e| e.0)?;
+        mer_data::synth::Synth::new(mer_data::synth::Flavor::Dfer, &generator).map_err(|e| e.0)?;
     let [h, w] = synth.size_hw();
     let n = req.frames_per_clip.max(2);
     let train_subjects = (req.subjects * 4 / 5).max(1);
