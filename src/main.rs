@@ -314,12 +314,15 @@ enum ModelsCmd {
     Tiny {
         #[arg(long, value_parser = ["llama", "qwen2", "clip", "siglip", "languagebind"], default_value = "qwen2")]
         arch: String,
-        /// Hidden size (a multiple of 8); match the recipe's projector, e.g. 1536 for Qwen2-1.5B recipes.
-        #[arg(long, default_value_t = 16)]
-        hidden: usize,
+        /// Hidden size: an LLM's (a multiple of 8; default 16), matching the recipe's projector, e.g. 1536 for Qwen2-1.5B recipes; a tower's width (a multiple of 4; default 32, CLIP's joint space half of it).
+        #[arg(long)]
+        hidden: Option<usize>,
         /// Dtype of the folder's safetensors (released LLMs ship bf16); the GGUF is f32.
         #[arg(long, value_parser = ["f32", "bf16", "f16"], default_value = "f32")]
         dtype: String,
+        /// CLIP/SigLIP/LanguageBind: encoder layers of each tower.
+        #[arg(long, default_value_t = 2)]
+        layers: usize,
         /// CLIP/SigLIP/LanguageBind: input side in pixels (a multiple of 8, the patch).
         #[arg(long, default_value_t = 32)]
         image: usize,
@@ -575,13 +578,23 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Models {
-            cmd: ModelsCmd::Tiny {
-                arch, image, out, ..
-            },
+            cmd:
+                ModelsCmd::Tiny {
+                    arch,
+                    image,
+                    out,
+                    hidden,
+                    layers,
+                    ..
+                },
         } if arch == "clip" || arch == "siglip" || arch == "languagebind" => {
+            let base = mer_engine::vision::tiny::TinySize::default();
             let size = mer_engine::vision::tiny::TinySize {
                 image,
-                ..Default::default()
+                hidden: hidden.unwrap_or(base.hidden),
+                projection: hidden.map_or(base.projection, |h| (h / 2).max(1)),
+                layers,
+                ..base
             };
             let made = match arch.as_str() {
                 "clip" => mer_engine::vision::tiny::tiny_clip(&out, size, 1),
@@ -684,7 +697,7 @@ fn main() -> ExitCode {
         } => match mer_engine::llm::tiny::tiny_checkpoint_as(
             &arch,
             &out,
-            hidden,
+            hidden.unwrap_or(16),
             match dtype.as_str() {
                 "bf16" => mer_registry::candle::DType::BF16,
                 "f16" => mer_registry::candle::DType::F16,

@@ -82,6 +82,12 @@ fn every_shipped_recipe_checks() {
         "recipes/au_llm/demo.mer",
         "recipes/au_llm/smollm2.mer",
         "recipes/mtcae_dfer/crema_d.mer",
+        "recipes/mpa_fer/demo.mer",
+        "recipes/mpa_fer/rafdb.mer",
+        "recipes/mpa_fer/rafdb_l14.mer",
+        "recipes/mpa_fer/ferplus.mer",
+        "recipes/mpa_fer/affectnet7.mer",
+        "recipes/mpa_fer/affectnet8_l14.mer",
     ] {
         assert!(
             clean.contains(&must.to_string()),

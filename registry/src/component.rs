@@ -70,6 +70,31 @@ pub trait Component: Send + Sync {
     fn take_texts(&self) -> Vec<GeneratedText> {
         Vec::new()
     }
+
+    /// Whether this component learns something from the fold's training
+    /// samples before the first epoch: class prototypes from a frozen
+    /// encoder's features, say. The runner then makes one pass over the
+    /// fold's training samples (never its test or inner-validation ones),
+    /// without augmentation, in eval mode, computing only what this
+    /// component reads, and hands each batch to [`Component::fit`]. The
+    /// component is built afresh for every fold, and a resumed fold fits
+    /// again (the pass is deterministic), so what it learns needs no saving.
+    /// The default: no.
+    fn fits(&self) -> bool {
+        false
+    }
+
+    /// One batch of the fit pass ([`Component::fits`]): the component's
+    /// inputs, in slot order, for training samples only. Whatever it keeps
+    /// lives behind interior mutability (components are shared immutably)
+    /// and is data, not a parameter: nothing the optimiser sees. The order
+    /// of samples is shuffled by the run's seed, the same on every run, so
+    /// a component that keeps only the first N of a class keeps a seeded
+    /// random subset. The default ignores the batch.
+    fn fit(&self, inputs: &[Tensor]) -> candle_core::Result<()> {
+        let _ = inputs;
+        Ok(())
+    }
 }
 
 /// One generated answer and how it was read.

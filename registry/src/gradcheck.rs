@@ -89,7 +89,7 @@ pub fn gradcheck_on(
         .map(|e| {
             let dims = e.dims().iter().map(|&n| Dim::Size(n)).collect();
             match e {
-                ExampleInput::Features(_) => TensorType::features(dims),
+                ExampleInput::Features(_) | ExampleInput::Fixed(_) => TensorType::features(dims),
                 ExampleInput::ClassIndex { classes, .. } => TensorType {
                     dims,
                     dtype: crate::DType::I64,
@@ -124,6 +124,7 @@ pub fn gradcheck_on(
                     .collect();
                 all_inputs.push(Tensor::from_vec(data, d, &dev).map_err(err)?);
             }
+            ExampleInput::Fixed(_) => all_inputs.push(rng.normal_tensor(d, &dev).map_err(err)?),
             ExampleInput::Binary(_) => {
                 let data: Vec<f32> = (0..n)
                     .map(|_| if rng.uniform() < 0.5 { 1.0 } else { 0.0 })
@@ -131,6 +132,12 @@ pub fn gradcheck_on(
                 all_inputs.push(Tensor::from_vec(data, d, &dev).map_err(err)?);
             }
         }
+    }
+    // A component that learns from data before training (prototypes) has
+    // learnt from this batch, as a fit pass would have made it; its
+    // gradients are then those of a trained run's first step.
+    if component.fits() {
+        component.fit(&all_inputs).map_err(err)?;
     }
     let run = |weights: Option<&[Tensor]>| -> candle_core::Result<(Tensor, Vec<Tensor>)> {
         // Read the Vars anew each call: `var.set` swaps their storage.

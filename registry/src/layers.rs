@@ -248,6 +248,22 @@ impl candle_core::CustomOp2 for FrozenMatmul {
     }
 }
 
+/// Log-softmax over the last dimension from primitives (the max detached,
+/// as in [`softmax`]): what cross-entropies are built on.
+pub fn log_softmax(x: &Tensor) -> CResult<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let shifted = x.broadcast_sub(&max)?;
+    let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
+    shifted.broadcast_sub(&lse)
+}
+
+/// L2-normalises the last dimension (ε inside the root keeps a zero row
+/// finite): cosine similarities become matrix products, as CLIP computes
+/// them.
+pub fn unit(x: &Tensor) -> CResult<Tensor> {
+    x.broadcast_div(&(x.sqr()?.sum_keepdim(D::Minus1)? + 1e-12)?.sqrt()?)
+}
+
 /// Softmax over the last dimension from primitives. The max is detached:
 /// it only stabilises the exponent and cancels in the result.
 pub fn softmax(x: &Tensor) -> CResult<Tensor> {

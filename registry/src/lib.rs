@@ -279,13 +279,17 @@ pub enum ExampleInput {
     },
     /// Random 0/1 targets (f32); fixed, not differentiated.
     Binary(Vec<usize>),
+    /// Random normal floats the kind reads but never differentiates:
+    /// features from a frozen encoder that a component learns statistics
+    /// from (class prototypes). Fixed, not checked.
+    Fixed(Vec<usize>),
 }
 
 impl ExampleInput {
     /// The dims of this input.
     pub fn dims(&self) -> &[usize] {
         match self {
-            ExampleInput::Features(d) | ExampleInput::Binary(d) => d,
+            ExampleInput::Features(d) | ExampleInput::Binary(d) | ExampleInput::Fixed(d) => d,
             ExampleInput::ClassIndex { dims, .. } => dims,
         }
     }

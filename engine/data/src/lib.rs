@@ -9,6 +9,7 @@ pub mod au_layout;
 pub mod dfer_layout;
 pub mod face;
 pub mod fer_layout;
+pub mod ferplus;
 pub mod flow;
 pub mod me_layout;
 mod ports;
@@ -25,6 +26,7 @@ pub fn kinds() -> Vec<mer_registry::Kind> {
     let mut v = synth::kinds();
     v.extend(me_layout::kinds());
     v.extend(fer_layout::kinds());
+    v.extend(ferplus::kinds());
     v.extend(dfer_layout::kinds());
     v.extend(au_layout::kinds());
     v

@@ -47,12 +47,7 @@ fn one_hot(target: &Tensor, classes: usize, dtype: DType) -> CResult<Tensor> {
     idx.broadcast_eq(&range)?.to_dtype(dtype)
 }
 
-fn log_softmax(x: &Tensor) -> CResult<Tensor> {
-    let max = x.max_keepdim(D::Minus1)?.detach();
-    let shifted = x.broadcast_sub(&max)?;
-    let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
-    shifted.broadcast_sub(&lse)
-}
+use mer_registry::layers::log_softmax;
 
 /// Softmax cross-entropy with class weights, label smoothing, and the focal
 /// modulation when `gamma > 0`.

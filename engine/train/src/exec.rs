@@ -561,6 +561,53 @@ impl Model {
         rng: &mut SeededRng,
         cache: &mut FeatureCache,
     ) -> Result<Forward, ExecError> {
+        self.walk(data, mode, rng, cache, None)
+    }
+
+    /// Whether some component learns from the training samples before
+    /// training ([`Component::fits`]).
+    pub fn fits(&self) -> bool {
+        self.fitting().next().is_some()
+    }
+
+    fn fitting(&self) -> impl Iterator<Item = &Built> {
+        self.nodes
+            .iter()
+            .filter(|n| n.component.as_ref().is_some_and(|c| c.fits()))
+    }
+
+    /// One batch of the fit pass: computes, in eval mode, only what the
+    /// fitting components read, and hands them their inputs
+    /// ([`Component::fit`]); they produce no outputs here.
+    pub fn fit_batch(
+        &self,
+        data: &BTreeMap<String, BTreeMap<String, Tensor>>,
+        cache: &mut FeatureCache,
+    ) -> Result<(), ExecError> {
+        let mut needed = std::collections::HashSet::new();
+        let mut stack: Vec<NodeIndex> = self.fitting().map(|n| n.idx).collect();
+        while let Some(i) = stack.pop() {
+            if needed.insert(i) {
+                if let Some(n) = self.nodes.iter().find(|n| n.idx == i) {
+                    stack.extend(n.inputs.iter().map(|(s, _)| *s));
+                }
+            }
+        }
+        let mut rng = SeededRng::new(0);
+        self.walk(data, Mode::Eval, &mut rng, cache, Some(&needed))
+            .map(|_| ())
+    }
+
+    /// Runs the graph in order. With `fit`, only those nodes run, and the
+    /// fitting ones among them take their inputs instead of computing.
+    fn walk(
+        &self,
+        data: &BTreeMap<String, BTreeMap<String, Tensor>>,
+        mode: Mode,
+        rng: &mut SeededRng,
+        cache: &mut FeatureCache,
+        fit: Option<&std::collections::HashSet<NodeIndex>>,
+    ) -> Result<Forward, ExecError> {
         let mut values: HashMap<NodeIndex, Vec<Tensor>> = HashMap::new();
         let mut outputs = BTreeMap::new();
         let mut loss: Option<Tensor> = None;
@@ -571,6 +618,9 @@ impl Model {
                 kind: n.kind.clone(),
                 message: e.to_string(),
             };
+            if fit.is_some_and(|f| !f.contains(&n.idx)) {
+                continue;
+            }
             match n.role {
                 Role::Data => {
                     let ports = self.ports.get(&n.idx).cloned().unwrap_or_default();
@@ -609,6 +659,10 @@ impl Model {
                         .iter()
                         .map(|(s, p)| values[s][*p].clone())
                         .collect();
+                    if fit.is_some() && c.fits() {
+                        c.fit(&xs).map_err(run_err)?;
+                        continue;
+                    }
                     let outs = c.forward(&xs, mode, rng).map_err(run_err)?;
                     if n.role == Role::Loss {
                         let value = outs.first().cloned().ok_or_else(|| ExecError::Run {

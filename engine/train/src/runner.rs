@@ -1172,6 +1172,20 @@ fn run_fold(
         let path = fdir.join("normalization.json");
         store::write_json(&path, &stats).map_err(io(&path))?;
     }
+    if model.fits() {
+        // What components learn from data before training (prototypes)
+        // comes from the training samples alone, in a seeded order and
+        // without augmentation; a resumed fold repeats this pass exactly.
+        let mut order = train.clone();
+        let mut r = SeededRng::derive(useed, &format!("fit/{}", fold.name));
+        for i in (1..order.len()).rev() {
+            order.swap(i, r.below(i + 1));
+        }
+        for chunk in order.chunks(cfg.batch) {
+            let (_, ports) = data.load(chunk, None)?;
+            model.fit_batch(&data.feed(ports), cache)?;
+        }
+    }
     let steps_per_epoch = train.len().div_ceil(cfg.batch * cfg.accumulate);
     let total_steps = steps_per_epoch * cfg.epochs;
 

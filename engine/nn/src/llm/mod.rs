@@ -15,6 +15,7 @@
 //! - [`Body::generate`] decodes greedily with a KV cache.
 
 pub mod chat;
+pub mod describe;
 pub mod generate;
 pub mod gguf;
 pub mod instruct;

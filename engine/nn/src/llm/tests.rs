@@ -565,3 +565,52 @@ fn batched_greedy_decoding_equals_one_prompt_at_a_time() {
     assert!(batch.iter().any(|b| !b.is_empty()));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Class descriptions: asked once per class in the model's chat template,
+/// then read back from the cache (same answers, no model run); another
+/// question is a miss.
+#[test]
+fn descriptions_are_asked_once_then_cached_by_model_question_and_classes() {
+    let dir = scratch("describe");
+    let (folder, gguf, _) = tiny_checkpoint("llama", &dir).unwrap();
+    let classes = vec!["happy".to_string(), "sad".to_string()];
+    let cache = dir.join("cache");
+    let ask = |weights: &Path, q: &str| {
+        describe::describe(
+            &describe::Ask {
+                weights,
+                question: q,
+                classes: &classes,
+                max_tokens: 4,
+            },
+            Some(&cache),
+            &Device::Cpu,
+        )
+        .unwrap()
+    };
+    let q = "What shows {}?";
+    let first = ask(&folder, q);
+    assert!(!first.cached);
+    assert_eq!(first.descriptions.answers.len(), 2);
+    assert_eq!(first.descriptions.answers[1].0, "sad");
+    let again = ask(&folder, q);
+    assert!(again.cached);
+    assert_eq!(again.descriptions, first.descriptions);
+    assert!(!ask(&folder, "Describe {}.").cached);
+    // The same model as GGUF is other bytes: its own entry.
+    assert!(!ask(&gguf, q).cached);
+    let e = describe::describe(
+        &describe::Ask {
+            weights: &folder,
+            question: "no placeholder",
+            classes: &classes,
+            max_tokens: 4,
+        },
+        None,
+        &Device::Cpu,
+    )
+    .err()
+    .unwrap();
+    assert!(e.0.contains("has no `{}`"), "{}", e.0);
+    let _ = std::fs::remove_dir_all(dir);
+}

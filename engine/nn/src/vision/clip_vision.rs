@@ -24,6 +24,7 @@ pub(super) fn kind() -> Kind {
         .output("embeds", "projected image embedding [B, P] (transformers' get_image_features)")
         .output("pooled", "post-layernorm CLS state [B, D] (pooler_output)")
         .output("tokens", "hidden states of layer `layer` [B, N, D]: CLS first unless `cls = false`")
+        .output("patches", "the last layer's patch tokens through the post-layernorm and the projection [B, N, P]: dense features in the joint space (MaskCLIP's reading; MPA-FER's local features)")
         .path("weights", None, "Hugging Face folder (config.json + model.safetensors).")
         .int("layer", Some(-1), None, "Which hidden state `tokens` returns: 0 = the embeddings, k = after layer k, negative counts from the end (-1 = the last layer, -2 = LLaVA's penultimate).")
         .bool("cls", true, "Keep the CLS token in `tokens` (LLaVA-style image features drop it).")
@@ -326,6 +327,19 @@ impl VisionTower {
         })
     }
 
+    /// The last layer's patch tokens (CLS left out) mapped as CLS is:
+    /// post-layernorm, then the projection, so each patch lands in the
+    /// space the text embeddings live in.
+    pub fn patch_embeds(&self, out: &VisionOut) -> CResult<Tensor> {
+        let lead = usize::from(self.class.is_some());
+        let n = out.last.dim(1)? - lead;
+        let p = self.post.apply(&out.last.narrow(1, lead, n)?)?;
+        match &self.projection {
+            Some(proj) => proj.apply(&p),
+            None => Ok(p),
+        }
+    }
+
     /// Frames per clip of a video tower (LanguageBind's temporal
     /// attention); `None` for an image tower.
     pub fn frames(&self) -> Option<usize> {
@@ -392,7 +406,10 @@ impl Component for VisionKind {
         let tokens = self.tower.tokens(&out, self.layer, self.cls)?;
         // The ports each kind declares: SigLIP has no projection.
         let mut outs = match self.tower.family {
-            Family::Clip => vec![out.embeds, out.pooled, tokens],
+            Family::Clip => {
+                let patches = self.tower.patch_embeds(&out)?;
+                vec![out.embeds, out.pooled, tokens, patches]
+            }
             Family::Siglip => vec![out.pooled, tokens],
         };
         if let Some((b, t)) = frames {
@@ -492,7 +509,7 @@ pub(crate) fn tower_shapes(c: &ShapeCtx, family: Family) -> Result<Vec<TensorTyp
             ));
         }
     }
-    let (hidden, proj, n) = match &d {
+    let (hidden, proj, n, grid) = match &d {
         Some(d) => {
             for s in hw {
                 if let Some(s) = s.size() {
@@ -513,9 +530,15 @@ pub(crate) fn tower_shapes(c: &ShapeCtx, family: Family) -> Result<Vec<TensorTyp
                 Dim::Size(d.hidden),
                 Dim::Size(d.projection),
                 Dim::Size(patches + usize::from(cls_kept)),
+                Dim::Size(patches),
             )
         }
-        None => (Dim::sym("D_vision"), Dim::sym("P"), Dim::sym("N_tokens")),
+        None => (
+            Dim::sym("D_vision"),
+            Dim::sym("P"),
+            Dim::sym("N_tokens"),
+            Dim::sym("N_patches"),
+        ),
     };
     let with = |tail: Vec<Dim>, sem: Semantic| {
         let mut dims = lead.clone();
@@ -525,9 +548,10 @@ pub(crate) fn tower_shapes(c: &ShapeCtx, family: Family) -> Result<Vec<TensorTyp
     let tokens = with(vec![n, hidden.clone()], Semantic::Tokens);
     Ok(match family {
         Family::Clip => vec![
-            with(vec![proj], Semantic::Features),
+            with(vec![proj.clone()], Semantic::Features),
             with(vec![hidden], Semantic::Features),
             tokens,
+            with(vec![grid, proj], Semantic::Tokens),
         ],
         Family::Siglip => vec![with(vec![hidden], Semantic::Features), tokens],
     })

@@ -22,7 +22,7 @@ pub use clip_text::TextOut;
 pub use clip_text::TextTower;
 pub use clip_vision::{VisionOut, VisionTower};
 
-use mer_registry::candle::{DType, Device, Tensor, D};
+use mer_registry::candle::{DType, Device, Tensor};
 use mer_registry::layers::{frozen_matmul, softmax, LayerNorm};
 use mer_registry::{BuildError, Kind};
 use std::collections::HashMap;
@@ -483,10 +483,7 @@ pub(crate) fn fail(c: &mer_registry::ShapeCtx, message: String) -> mer_registry:
     mer_registry::ShapeError::new(format!("`{}`: {message}", c.kind))
 }
 
-/// L2-normalises the last dimension (CLIP's cosine similarity).
-pub fn unit(x: &Tensor) -> CResult<Tensor> {
-    x.broadcast_div(&(x.sqr()?.sum_keepdim(D::Minus1)? + 1e-12)?.sqrt()?)
-}
+pub use mer_registry::layers::unit;
 
 #[cfg(test)]
 mod tests;

@@ -166,7 +166,7 @@ pub fn tiny_clip(dir: &Path, s: TinySize, seed: u64) -> Result<PathBuf, BuildErr
     wr.clip_vision(&s)?;
     wr.norm("vision_model.post_layernorm", d)?;
     wr.linear("visual_projection", d, s.projection, false)?;
-    let max_len = 32;
+    let max_len = 77; // OpenAI CLIP's context length: real prompts fit as they would.
     wr.randn(
         "text_model.embeddings.token_embedding.weight".into(),
         &[vocab, d],
