@@ -7,12 +7,7 @@
 #[path = "common/cli.rs"]
 mod cli;
 
-use cli::{s, text};
-use std::path::Path;
-
-fn ok(o: &std::process::Output) {
-    assert!(o.status.success(), "{}", text(o));
-}
+use cli::{ok, s, text};
 
 #[test]
 fn an_instruction_tuned_tiny_model_is_scored_from_its_generated_answers() {
@@ -99,8 +94,12 @@ fn an_instruction_tuned_tiny_model_is_scored_from_its_generated_answers() {
     let o = run(&[]);
     ok(&o);
     assert!(text(&o).contains("| base | 1 |"), "{}", text(&o));
-    let report = std::fs::read_to_string(find(&runs, "report.md").expect("a report")).unwrap();
-    let answers_csv = find(&runs, "answers.csv").expect("answers.csv");
+    let report =
+        std::fs::read_to_string(cli::find_all(&runs, "report.md").pop().expect("a report"))
+            .unwrap();
+    let answers_csv = cli::find_all(&runs, "answers.csv")
+        .pop()
+        .expect("answers.csv");
     let rows = mer_engine::store::read_answers(&answers_csv).unwrap();
     // The test split: the last of 5 subjects, 3 clips.
     assert_eq!(rows.len(), 3, "{rows:?}");
@@ -153,18 +152,4 @@ fn an_instruction_tuned_tiny_model_is_scored_from_its_generated_answers() {
         text(&o)
     );
     let _ = std::fs::remove_dir_all(dir);
-}
-
-fn find(d: &Path, name: &str) -> Option<std::path::PathBuf> {
-    for e in std::fs::read_dir(d).ok()?.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            if let Some(f) = find(&p, name) {
-                return Some(f);
-            }
-        } else if p.file_name().is_some_and(|n| n == name) {
-            return Some(p);
-        }
-    }
-    None
 }

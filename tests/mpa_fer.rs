@@ -8,29 +8,13 @@
 #[path = "common/cli.rs"]
 mod cli;
 
-use cli::{s, text};
+use cli::{ok, s};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-fn ok(o: &std::process::Output) {
-    assert!(o.status.success(), "{}", text(o));
-}
-
-fn find_all(d: &Path, name: &str, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            find_all(&p, name, out);
-        } else if p.file_name().is_some_and(|n| n == name) {
-            out.push(p);
-        }
-    }
-}
-
 fn under(d: &Path, variant: &str, name: &str) -> PathBuf {
-    let mut all = Vec::new();
-    find_all(d, name, &mut all);
-    all.into_iter()
+    cli::find_all(d, name)
+        .into_iter()
         .find(|p| p.components().any(|c| c.as_os_str() == variant))
         .unwrap_or_else(|| panic!("no {name} for {variant} under {}", d.display()))
 }

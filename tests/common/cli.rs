@@ -52,3 +52,22 @@ pub fn scratch(group: &str, name: &str) -> PathBuf {
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("UTF-8 path")
 }
+
+/// Asserts that `mer` succeeded, showing its output when it did not.
+pub fn ok(o: &Output) {
+    assert!(o.status.success(), "{}", text(o));
+}
+
+/// Every file called `name` under `d`, depth first.
+pub fn find_all(d: &Path, name: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(find_all(&p, name));
+        } else if p.file_name().is_some_and(|n| n == name) {
+            out.push(p);
+        }
+    }
+    out
+}

@@ -492,52 +492,82 @@ impl Dataset for StillDataset {
                 );
                 img = image::imageops::crop_imm(&img, x, y, fw, fh).to_image();
             }
-            // Training augmentation: a random crop of 90% of each side and
-            // a horizontal flip, drawn from the run's seeded stream.
-            let (mut x0, mut y0, mut cw, mut ch) = (0, 0, img.width(), img.height());
-            let mut flip = false;
-            if let (true, Some(rng)) = (self.augment, aug.as_deref_mut()) {
-                cw = (img.width() * 9 / 10).max(1);
-                ch = (img.height() * 9 / 10).max(1);
-                x0 = rng.below((img.width() - cw + 1) as usize) as u32;
-                y0 = rng.below((img.height() - ch + 1) as usize) as u32;
-                flip = rng.uniform() < 0.5;
-            }
-            let crop = image::imageops::crop_imm(&img, x0, y0, cw, ch).to_image();
-            let mut rs = image::imageops::resize(
-                &crop,
-                w as u32,
-                h as u32,
-                image::imageops::FilterType::Triangle,
-            );
-            if flip {
-                rs = image::imageops::flip_horizontal(&rs);
-            }
-            let mut planes: Vec<Vec<f32>> = (0..3).map(|_| Vec::with_capacity(h * w)).collect();
-            for px in rs.pixels() {
-                for (c, plane) in planes.iter_mut().enumerate() {
-                    plane.push(px.0[c] as f32 / 255.0);
-                }
-            }
-            for pl in planes {
-                image.extend(pl);
-            }
+            image.extend(still_planes(
+                &img,
+                self.size,
+                self.augment,
+                aug.as_deref_mut(),
+            ));
             emotion.push(r.class as i64);
             ids.push(r.stem.clone());
         }
-        let d = &Device::Cpu;
-        let e = |e: mer_registry::candle::Error| err(&self.label, None, e.to_string());
-        let mut ports = BTreeMap::new();
-        ports.insert(
-            "image".into(),
-            Tensor::from_vec(image, (b, 3, h, w), d).map_err(e)?,
-        );
-        ports.insert(
-            "emotion".into(),
-            Tensor::from_vec(emotion, b, d).map_err(e)?,
-        );
-        Ok(Batch { ids, ports })
+        still_batch(image, emotion, ids, self.size, &self.label)
     }
+}
+
+/// One face as three planes `[3, H, W]` in [0, 1], resized to `size`;
+/// with `augment` and a stream, training augmentation: a random crop of
+/// 90% of each side and a horizontal flip, drawn from the run's seeded
+/// stream. Every still-image corpus loads through here, so their faces
+/// reach a model alike.
+pub(crate) fn still_planes(
+    img: &image::RgbImage,
+    size: [usize; 2],
+    augment: bool,
+    aug: Option<&mut SeededRng>,
+) -> Vec<f32> {
+    let [h, w] = size;
+    let (mut x0, mut y0, mut cw, mut ch) = (0, 0, img.width(), img.height());
+    let mut flip = false;
+    if let (true, Some(rng)) = (augment, aug) {
+        cw = (img.width() * 9 / 10).max(1);
+        ch = (img.height() * 9 / 10).max(1);
+        x0 = rng.below((img.width() - cw + 1) as usize) as u32;
+        y0 = rng.below((img.height() - ch + 1) as usize) as u32;
+        flip = rng.uniform() < 0.5;
+    }
+    let crop = image::imageops::crop_imm(img, x0, y0, cw, ch).to_image();
+    // Same size in and out is a copy: the pixels are the file's.
+    let mut rs = image::imageops::resize(
+        &crop,
+        w as u32,
+        h as u32,
+        image::imageops::FilterType::Triangle,
+    );
+    if flip {
+        rs = image::imageops::flip_horizontal(&rs);
+    }
+    let mut planes: Vec<Vec<f32>> = (0..3).map(|_| Vec::with_capacity(h * w)).collect();
+    for px in rs.pixels() {
+        for (c, plane) in planes.iter_mut().enumerate() {
+            plane.push(px.0[c] as f32 / 255.0);
+        }
+    }
+    planes.concat()
+}
+
+/// A still-image batch: `image` `[B, 3, H, W]` and `emotion` `[B]`; a
+/// tensor error names `label` (the corpus's label file).
+pub(crate) fn still_batch(
+    image: Vec<f32>,
+    emotion: Vec<i64>,
+    ids: Vec<String>,
+    [h, w]: [usize; 2],
+    label: &Path,
+) -> Result<Batch, DataError> {
+    let b = ids.len();
+    let d = &Device::Cpu;
+    let e = |e: mer_registry::candle::Error| err(label, None, e.to_string());
+    let mut ports = BTreeMap::new();
+    ports.insert(
+        "image".into(),
+        Tensor::from_vec(image, (b, 3, h, w), d).map_err(e)?,
+    );
+    ports.insert(
+        "emotion".into(),
+        Tensor::from_vec(emotion, b, d).map_err(e)?,
+    );
+    Ok(Batch { ids, ports })
 }
 
 /// `fer.rafdb`'s factory.

@@ -34,7 +34,6 @@
 use super::problem_at as err;
 use crate::ports::still;
 use crate::synth::{layout_params, Flavor, Synth};
-use mer_registry::candle::{Device, Tensor};
 use mer_registry::Kind;
 use mer_registry::{Batch, BuildError, DataError, Dataset, SampleMeta, SeededRng, Value};
 use std::collections::BTreeMap;
@@ -594,55 +593,20 @@ impl Dataset for FerPlusDataset {
                         format!("{}: pixels not held", r.name),
                     )
                 })?;
-            // Training augmentation as RAF-DB's: a random crop of 90% of
-            // each side and a horizontal flip, drawn from the run's seeded
-            // stream.
-            let side = SIDE as u32;
-            let (mut x0, mut y0, mut cw, mut ch) = (0, 0, side, side);
-            let mut flip = false;
-            if let (true, Some(rng)) = (self.augment, aug.as_deref_mut()) {
-                cw = (side * 9 / 10).max(1);
-                ch = (side * 9 / 10).max(1);
-                x0 = rng.below((side - cw + 1) as usize) as u32;
-                y0 = rng.below((side - ch + 1) as usize) as u32;
-                flip = rng.uniform() < 0.5;
-            }
-            let crop = image::imageops::crop_imm(&grey, x0, y0, cw, ch).to_image();
-            // Same size in and out is a copy: at 48×48 the pixels are the file's.
-            let mut rs = image::imageops::resize(
-                &crop,
-                w as u32,
-                h as u32,
-                image::imageops::FilterType::Triangle,
-            );
-            if flip {
-                rs = image::imageops::flip_horizontal(&rs);
-            }
             // Grey repeated in three channels: the RGB layout RAF-DB and
-            // AffectNet give, so the same models read all three.
-            let plane: Vec<f32> = rs
-                .into_raw()
-                .into_iter()
-                .map(|v| v as f32 / 255.0)
-                .collect();
-            for _ in 0..3 {
-                image.extend_from_slice(&plane);
-            }
+            // AffectNet give, so the same models read all three; then
+            // RAF-DB's resizing and augmentation.
+            let rgb = image::DynamicImage::ImageLuma8(grey).to_rgb8();
+            image.extend(super::fer_layout::still_planes(
+                &rgb,
+                self.size,
+                self.augment,
+                aug.as_deref_mut(),
+            ));
             emotion.push(r.class as i64);
             ids.push(r.name.clone());
         }
-        let d = &Device::Cpu;
-        let e = |e: mer_registry::candle::Error| err(&self.labels, None, e.to_string());
-        let mut ports = BTreeMap::new();
-        ports.insert(
-            "image".into(),
-            Tensor::from_vec(image, (b, 3, h, w), d).map_err(e)?,
-        );
-        ports.insert(
-            "emotion".into(),
-            Tensor::from_vec(emotion, b, d).map_err(e)?,
-        );
-        Ok(Batch { ids, ports })
+        super::fer_layout::still_batch(image, emotion, ids, self.size, &self.labels)
     }
 }
 
