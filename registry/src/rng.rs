@@ -62,6 +62,14 @@ impl SeededRng {
         (self.0.next_u64() % n.max(1) as u64) as usize
     }
 
+    /// Shuffles `items` in place (Fisher–Yates from the last position):
+    /// the same stream gives the same order on every machine.
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            items.swap(i, self.below(i + 1));
+        }
+    }
+
     /// A raw 64-bit value.
     pub fn next_u64(&mut self) -> u64 {
         self.0.next_u64()

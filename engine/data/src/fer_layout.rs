@@ -440,20 +440,7 @@ impl Dataset for StillDataset {
         Ok(self
             .records
             .iter()
-            .map(|r| SampleMeta {
-                id: r.stem.clone(),
-                dataset: String::new(),
-                // No identities are published: each image is its own group.
-                group: r.stem.clone(),
-                labels: BTreeMap::from([
-                    (
-                        "emotion".to_string(),
-                        Value::Str(self.classes[r.class].to_string()),
-                    ),
-                    ("split".to_string(), Value::Str(r.split.to_string())),
-                    ("row".to_string(), Value::Int(r.row as i64)),
-                ]),
-            })
+            .map(|r| still_meta(&r.stem, self.classes[r.class], r.split, r.row))
             .collect())
     }
 
@@ -502,6 +489,21 @@ impl Dataset for StillDataset {
             ids.push(r.stem.clone());
         }
         still_batch(image, emotion, ids, self.size, &self.label)
+    }
+}
+
+/// A still image's index entry: its own group (no still-image corpus
+/// publishes identities), its class, split and label-file row.
+pub(crate) fn still_meta(id: &str, class: &str, split: &str, row: usize) -> SampleMeta {
+    SampleMeta {
+        id: id.to_string(),
+        dataset: String::new(),
+        group: id.to_string(),
+        labels: BTreeMap::from([
+            ("emotion".to_string(), Value::Str(class.to_string())),
+            ("split".to_string(), Value::Str(split.to_string())),
+            ("row".to_string(), Value::Int(row as i64)),
+        ]),
     }
 }
 

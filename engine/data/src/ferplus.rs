@@ -544,20 +544,12 @@ impl Dataset for FerPlusDataset {
         Ok(self
             .records
             .iter()
-            .map(|r| SampleMeta {
-                id: r.name.clone(),
-                dataset: String::new(),
-                // No identities are published: each image is its own group.
-                group: r.name.clone(),
-                labels: BTreeMap::from([
-                    (
-                        "emotion".to_string(),
-                        Value::Str(self.classes[r.class].to_string()),
-                    ),
-                    ("split".to_string(), Value::Str(r.split.to_string())),
-                    ("usage".to_string(), Value::Str(r.usage.to_string())),
-                    ("row".to_string(), Value::Int(r.row as i64)),
-                ]),
+            .map(|r| {
+                let mut m =
+                    super::fer_layout::still_meta(&r.name, self.classes[r.class], r.split, r.row);
+                m.labels
+                    .insert("usage".to_string(), Value::Str(r.usage.to_string()));
+                m
             })
             .collect())
     }

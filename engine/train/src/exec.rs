@@ -576,14 +576,9 @@ impl Model {
             .filter(|n| n.component.as_ref().is_some_and(|c| c.fits()))
     }
 
-    /// One batch of the fit pass: computes, in eval mode, only what the
-    /// fitting components read, and hands them their inputs
-    /// ([`Component::fit`]); they produce no outputs here.
-    pub fn fit_batch(
-        &self,
-        data: &BTreeMap<String, BTreeMap<String, Tensor>>,
-        cache: &mut FeatureCache,
-    ) -> Result<(), ExecError> {
+    /// The nodes a fit pass runs: the fitting components and everything
+    /// they read, found once per fold, not per batch.
+    pub fn fit_nodes(&self) -> std::collections::HashSet<NodeIndex> {
         let mut needed = std::collections::HashSet::new();
         let mut stack: Vec<NodeIndex> = self.fitting().map(|n| n.idx).collect();
         while let Some(i) = stack.pop() {
@@ -593,8 +588,20 @@ impl Model {
                 }
             }
         }
+        needed
+    }
+
+    /// One batch of the fit pass: computes, in eval mode, only `nodes`
+    /// ([`Model::fit_nodes`]), and hands the fitting components their
+    /// inputs ([`Component::fit`]); they produce no outputs here.
+    pub fn fit_batch(
+        &self,
+        nodes: &std::collections::HashSet<NodeIndex>,
+        data: &BTreeMap<String, BTreeMap<String, Tensor>>,
+        cache: &mut FeatureCache,
+    ) -> Result<(), ExecError> {
         let mut rng = SeededRng::new(0);
-        self.walk(data, Mode::Eval, &mut rng, cache, Some(&needed))
+        self.walk(data, Mode::Eval, &mut rng, cache, Some(nodes))
             .map(|_| ())
     }
 

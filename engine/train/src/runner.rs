@@ -1106,10 +1106,7 @@ fn inner_split(
         .map(|p| (data.index[*p].dataset.clone(), data.index[*p].group.clone()))
         .collect();
     let mut gs: Vec<_> = groups.into_iter().collect();
-    let mut r = SeededRng::derive(seed as u64, &format!("val/{fold}"));
-    for i in (1..gs.len()).rev() {
-        gs.swap(i, r.below(i + 1));
-    }
+    SeededRng::derive(seed as u64, &format!("val/{fold}")).shuffle(&mut gs);
     let n_val =
         ((gs.len() as f64 * fraction).round() as usize).clamp(1, gs.len().saturating_sub(1).max(1));
     let val: BTreeSet<_> = gs[..n_val.min(gs.len())].iter().cloned().collect();
@@ -1177,13 +1174,11 @@ fn run_fold(
         // comes from the training samples alone, in a seeded order and
         // without augmentation; a resumed fold repeats this pass exactly.
         let mut order = train.clone();
-        let mut r = SeededRng::derive(useed, &format!("fit/{}", fold.name));
-        for i in (1..order.len()).rev() {
-            order.swap(i, r.below(i + 1));
-        }
+        SeededRng::derive(useed, &format!("fit/{}", fold.name)).shuffle(&mut order);
+        let fit = model.fit_nodes();
         for chunk in order.chunks(cfg.batch) {
             let (_, ports) = data.load(chunk, None)?;
-            model.fit_batch(&data.feed(ports), cache)?;
+            model.fit_batch(&fit, &data.feed(ports), cache)?;
         }
     }
     let steps_per_epoch = train.len().div_ceil(cfg.batch * cfg.accumulate);
@@ -1246,10 +1241,7 @@ fn run_fold(
     let mut step = meta.epochs_done * steps_per_epoch;
     for epoch in meta.epochs_done..cfg.epochs {
         let mut order = train.clone();
-        let mut r = SeededRng::derive(useed, &format!("shuffle/{}/{epoch}", fold.name));
-        for i in (1..order.len()).rev() {
-            order.swap(i, r.below(i + 1));
-        }
+        SeededRng::derive(useed, &format!("shuffle/{}/{epoch}", fold.name)).shuffle(&mut order);
         let (mut loss_sum, mut n_batches, mut gnorm) = (0f64, 0usize, 0f64);
         let mut terms: BTreeMap<String, f64> = BTreeMap::new();
         let mut lr_factor = 1.0;

@@ -7,7 +7,7 @@
 //! second run, an ablation or another fold asks nothing.
 
 use super::chat::{ChatTemplate, Message};
-use super::generate::{generate, Request};
+use super::generate::{Generator, Request};
 use mer_registry::candle::Device;
 use mer_registry::BuildError;
 use std::path::{Path, PathBuf};
@@ -121,20 +121,21 @@ pub fn describe(ask: &Ask, cache: Option<&Path>, device: &Device) -> Result<Desc
         }
     }
     let template = ChatTemplate::of(ask.weights)?;
+    let model = Generator::open(
+        &Request {
+            weights: ask.weights,
+            tokenizer: None,
+            adapters: None,
+            layers: None,
+            prompt: "",
+            max_tokens: ask.max_tokens,
+        },
+        device,
+    )?;
     let mut answers = Vec::with_capacity(ask.classes.len());
     for c in ask.classes {
         let prompt = template.render(&[Message::user(&ask.question.replace("{}", c))], true)?;
-        let a = generate(
-            &Request {
-                weights: ask.weights,
-                tokenizer: None,
-                adapters: None,
-                layers: None,
-                prompt: &prompt,
-                max_tokens: ask.max_tokens,
-            },
-            device,
-        )?;
+        let a = model.answer(&prompt, ask.max_tokens)?;
         answers.push((c.clone(), clean(&a.text)));
     }
     let d = Descriptions {

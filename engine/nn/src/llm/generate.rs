@@ -129,41 +129,68 @@ fn load_adapters(dir: &Path, store: &mut ParamStore) -> Result<usize, BuildError
     Ok(loaded)
 }
 
+/// A checkpoint loaded once for several prompts (with its adapters, if
+/// any): [`generate`] for one prompt, class descriptions for many.
+pub struct Generator {
+    tok: super::tokenizer::Tok,
+    body: Body,
+    /// How many adapter tensors were loaded (see [`Answer::adapters`]).
+    pub adapters: usize,
+}
+
+impl Generator {
+    /// Opens `req`'s weights, tokenizer and adapters (its prompt and
+    /// token budget are not read).
+    pub fn open(req: &Request, device: &Device) -> Result<Generator, BuildError> {
+        let mut weights = Weights::open(req.weights, device)?;
+        if let Some(n) = req.layers {
+            weights.keep_layers(n)?;
+        }
+        let tok = tokenizer_for(req.weights, req.tokenizer, weights.gguf.as_ref())?;
+        let spec = req.adapters.map(adapter_spec).transpose()?;
+        let mut store = ParamStore::new(0, device.clone());
+        let params = BTreeMap::new();
+        let body = Body::new(
+            weights,
+            spec.as_ref(),
+            &mut BuildCtx {
+                node: NODE,
+                kind: "llm.causal",
+                params: &params,
+                inputs: &[],
+                vars: &mut store,
+            },
+        )?;
+        let adapters = match req.adapters {
+            Some(dir) => load_adapters(dir, &mut store)?,
+            None => 0,
+        };
+        Ok(Generator {
+            tok,
+            body,
+            adapters,
+        })
+    }
+
+    /// Greedy decoding from `prompt`, encoded as written.
+    pub fn answer(&self, prompt: &str, max_tokens: usize) -> Result<Answer, BuildError> {
+        let ids = self.tok.encode(prompt)?;
+        if ids.is_empty() {
+            return Err(BuildError("the prompt is empty".into()));
+        }
+        let out = self
+            .body
+            .generate(&ids, max_tokens)
+            .map_err(|e| BuildError(e.to_string()))?;
+        Ok(Answer {
+            text: self.tok.decode(&out)?,
+            tokens: out.len(),
+            adapters: self.adapters,
+        })
+    }
+}
+
 /// Greedy decoding from `req.prompt`.
 pub fn generate(req: &Request, device: &Device) -> Result<Answer, BuildError> {
-    let mut weights = Weights::open(req.weights, device)?;
-    if let Some(n) = req.layers {
-        weights.keep_layers(n)?;
-    }
-    let tok = tokenizer_for(req.weights, req.tokenizer, weights.gguf.as_ref())?;
-    let ids = tok.encode(req.prompt)?;
-    if ids.is_empty() {
-        return Err(BuildError("the prompt is empty".into()));
-    }
-    let spec = req.adapters.map(adapter_spec).transpose()?;
-    let mut store = ParamStore::new(0, device.clone());
-    let params = BTreeMap::new();
-    let body = Body::new(
-        weights,
-        spec.as_ref(),
-        &mut BuildCtx {
-            node: NODE,
-            kind: "llm.causal",
-            params: &params,
-            inputs: &[],
-            vars: &mut store,
-        },
-    )?;
-    let adapters = match req.adapters {
-        Some(dir) => load_adapters(dir, &mut store)?,
-        None => 0,
-    };
-    let out = body
-        .generate(&ids, req.max_tokens)
-        .map_err(|e| BuildError(e.to_string()))?;
-    Ok(Answer {
-        text: tok.decode(&out)?,
-        tokens: out.len(),
-        adapters,
-    })
+    Generator::open(req, device)?.answer(req.prompt, req.max_tokens)
 }

@@ -357,7 +357,7 @@ fn build(ctx: &mut BuildCtx) -> Result<Box<dyn Component>, BuildError> {
     if descriptions.is_some() {
         for row in ids.iter_mut().filter(|r| r.len() > tower.max_len) {
             let end = row.last().copied().unwrap_or(0);
-            row.truncate(tower.max_len - 1);
+            row.truncate(tower.max_len.saturating_sub(1));
             row.push(end);
         }
     }
