@@ -12,6 +12,7 @@ pub mod fer_layout;
 pub mod ferplus;
 pub mod flow;
 pub mod me_layout;
+pub mod npy;
 mod ports;
 pub mod sampler;
 pub mod synth;

@@ -106,6 +106,31 @@ pub const YES_WORDS: &[&str] = &["yes", "true", "correct", "yeah", "yep"];
 /// Terms [`parse_yes_no`] reads as no.
 pub const NO_WORDS: &[&str] = &["no", "false", "incorrect", "nope"];
 
+/// Terms [`parse_real_fake`] reads as fake (a manipulated face).
+pub const FAKE_WORDS: &[&str] = &[
+    "fake",
+    "manipulated",
+    "manipulation",
+    "deepfake",
+    "forged",
+    "forgery",
+    "tampered",
+    "altered",
+    "synthetic",
+    "synthesized",
+    "swapped",
+];
+/// Terms [`parse_real_fake`] reads as real.
+pub const REAL_WORDS: &[&str] = &[
+    "real",
+    "authentic",
+    "genuine",
+    "pristine",
+    "unaltered",
+    "original",
+    "unmanipulated",
+];
+
 /// Why an answer could not be turned into a label.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reason {
@@ -1037,6 +1062,13 @@ pub fn parse_binary(text: &str, positive: &[&str], negative: &[&str]) -> Parsed 
 /// A yes/no answer with [`YES_WORDS`] and [`NO_WORDS`].
 pub fn parse_yes_no(text: &str) -> Parsed {
     parse_binary(text, YES_WORDS, NO_WORDS)
+}
+
+/// A real-or-fake answer (deepfake detection): `Bool(true)` for fake,
+/// with [`FAKE_WORDS`] and [`REAL_WORDS`] under the same rules as yes/no
+/// (negation flips a term: "no signs of manipulation" reads as real).
+pub fn parse_real_fake(text: &str) -> Parsed {
+    parse_binary(text, FAKE_WORDS, REAL_WORDS)
 }
 
 // ---------------------------------------------------------------------------

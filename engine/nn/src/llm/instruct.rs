@@ -59,7 +59,7 @@ const CLASSES: &[&str] = &[
 ];
 
 /// The tasks answers are read for, on the dataset and on `llm.instruct`.
-pub const TASKS: &[&str] = &["emotion", "aus", "age", "yes_no"];
+pub const TASKS: &[&str] = &["emotion", "aus", "age", "yes_no", "deepfake"];
 
 /// The name `mer data verify` and the layout writer look for in a folder.
 pub const FILE: &str = "instruct.json";
@@ -81,6 +81,8 @@ pub struct Example {
     pub text: Formatted,
     /// The gold answer as written.
     pub answer: String,
+    /// The record's `landmarks_2d` file (when the dataset reads landmarks).
+    pub landmarks: Option<PathBuf>,
 }
 
 /// What an answer is read as: the task's label, with the parser that
@@ -96,10 +98,12 @@ pub enum Reader {
     Number,
     /// `yes_no`: yes or no.
     YesNo,
+    /// `deepfake`: real or fake (manipulated).
+    Fake,
 }
 
 impl Reader {
-    /// The reader for `task` (`emotion`, `aus`, `age`, `yes_no`).
+    /// The reader for `task` (`emotion`, `aus`, `age`, `yes_no`, `deepfake`).
     pub fn new(task: &str, classes: &[String], aus: &[i64]) -> Result<Reader, BuildError> {
         Ok(match task {
             "emotion" => Reader::Class(
@@ -109,6 +113,7 @@ impl Reader {
             "aus" => Reader::Aus(aus.iter().map(|a| (*a).max(0) as u32).collect()),
             "age" => Reader::Number,
             "yes_no" => Reader::YesNo,
+            "deepfake" => Reader::Fake,
             other => return Err(BuildError(format!("unknown task `{other}`"))),
         })
     }
@@ -140,6 +145,7 @@ impl Reader {
             Reader::Aus(known) => crate::answers::parse_aus(text, known),
             Reader::Number => crate::answers::parse_number(text),
             Reader::YesNo => crate::answers::parse_yes_no(text),
+            Reader::Fake => crate::answers::parse_real_fake(text),
         }
     }
 
@@ -150,6 +156,7 @@ impl Reader {
             Reader::Aus(aus) => aus.iter().map(|a| format!("AU{a}")).collect(),
             Reader::Number => vec!["value".into()],
             Reader::YesNo => vec!["no".into(), "yes".into()],
+            Reader::Fake => vec!["real".into(), "fake".into()],
         }
     }
 
@@ -177,7 +184,7 @@ impl Reader {
                 Some(r)
             }
             (Reader::Number, Parsed::Number(x)) => Some(vec![*x as f32]),
-            (Reader::YesNo, Parsed::Bool(b)) => {
+            (Reader::YesNo | Reader::Fake, Parsed::Bool(b)) => {
                 Some(if *b { vec![0.0, 1.0] } else { vec![1.0, 0.0] })
             }
             _ => None,
@@ -197,7 +204,10 @@ impl Reader {
                 .collect::<Vec<_>>()
                 .join(", "),
             Parsed::Number(x) => format!("{x}"),
-            Parsed::Bool(b) => if *b { "yes" } else { "no" }.into(),
+            Parsed::Bool(b) => names
+                .get(usize::from(*b))
+                .cloned()
+                .unwrap_or_else(|| b.to_string()),
             Parsed::Unparseable(r) => format!("unparseable: {}", r.detail),
         }
     }
@@ -244,6 +254,19 @@ impl Reader {
                 }
             }
             (Reader::YesNo, Parsed::Bool(b)) => first(if *b { "yes" } else { "no" }),
+            (Reader::Fake, Parsed::Bool(b)) => {
+                let words = if *b {
+                    crate::answers::FAKE_WORDS
+                } else {
+                    crate::answers::REAL_WORDS
+                };
+                words
+                    .iter()
+                    .filter_map(|w| lower.find(w).map(|i| i..i + w.len()))
+                    .min_by_key(|r| r.start)
+                    .into_iter()
+                    .collect()
+            }
             _ => vec![],
         }
     }
@@ -463,6 +486,7 @@ pub fn read(
     media_root: &Path,
     fmt: &Formatter,
     media: &str,
+    landmarks: bool,
 ) -> Result<(Vec<Example>, Vec<DataError>), DataError> {
     let at = |row: Option<usize>, message: String| DataError {
         file: json.display().to_string(),
@@ -481,7 +505,7 @@ pub fn read(
         .ok_or_else(|| at(None, "the file is not a JSON list of records".into()))?;
     let (mut good, mut bad) = (Vec::new(), Vec::new());
     for (i, rec) in list.iter().enumerate() {
-        match example(rec, i + 1, media_root, fmt, media) {
+        match example(rec, i + 1, media_root, fmt, media, landmarks) {
             Ok(e) => good.push(e),
             Err(why) => bad.push(at(None, format!("record {} {why}", i + 1))),
         }
@@ -495,6 +519,7 @@ fn example(
     root: &Path,
     fmt: &Formatter,
     media: &str,
+    landmarks: bool,
 ) -> Result<Example, String> {
     let s = |k: &str| rec.get(k).and_then(|v| v.as_str()).map(str::to_string);
     let id = s("id").unwrap_or_else(|| format!("record-{index}"));
@@ -544,7 +569,20 @@ fn example(
         )));
     }
     let f = fmt.format(&q, &a).map_err(named)?;
+    let landmarks = if landmarks {
+        let rel = s("landmarks_2d").ok_or_else(|| {
+            named("has no `landmarks_2d` (the .npy of its 68 landmarks), and this dataset reads landmarks (landmarks = true)".into())
+        })?;
+        let path = root.join(rel);
+        if !path.is_file() {
+            return Err(named(format!("landmarks `{}` not found", path.display())));
+        }
+        Some(path)
+    } else {
+        None
+    };
     Ok(Example {
+        landmarks,
         group: s("subject").unwrap_or_else(|| id.clone()),
         split: s("split"),
         id,
@@ -587,18 +625,26 @@ struct Instruct {
     max_tokens: usize,
     notes: Vec<String>,
     json: PathBuf,
+    /// Read `landmarks_2d`, divided by this (the face crop's side).
+    landmark_scale: Option<f32>,
 }
 
 impl Instruct {
-    /// `[3, T, S, S]` (video) or `[3, S, S]` (image) pixels in [0, 1].
-    fn pixels(&self, e: &Example) -> Result<Vec<f32>, DataError> {
-        let fail = |m: String| DataError {
+    fn fail(&self, e: &Example, m: String) -> DataError {
+        DataError {
             file: self.json.display().to_string(),
             row: None,
             message: format!("record {} (id \"{}\"): {m}", e.record, e.id),
-        };
+        }
+    }
+
+    /// `[3, T, S, S]` (video) or `[3, S, S]` (image) pixels in [0, 1], and
+    /// for a video its frame count and the frames picked.
+    fn pixels(&self, e: &Example) -> Result<(Vec<f32>, usize, Vec<usize>), DataError> {
+        let fail = |m: String| self.fail(e, m);
         if self.media == "image" {
-            return mer_data::tower_pixels(&e.media, self.size).map_err(fail);
+            let px = mer_data::tower_pixels(&e.media, self.size).map_err(fail)?;
+            return Ok((px, 1, vec![0]));
         }
         let folder = if e.media.is_dir() {
             e.media.clone()
@@ -626,6 +672,54 @@ impl Instruct {
                 out[(c * self.frames + t) * plane..][..plane]
                     .copy_from_slice(&px[c * plane..][..plane]);
             }
+        }
+        Ok((out, files.len(), picks))
+    }
+
+    /// The record's landmarks at the frames picked, `[x0, y0, x1, y1, …]`
+    /// per frame divided by the crop side (Face-LLaVA's layout): a video's
+    /// file holds one (68, 2) row per frame of the video, as Face-LLaVA
+    /// asserts; an image's holds (68, 2).
+    fn landmarks(
+        &self,
+        e: &Example,
+        scale: f32,
+        frames: usize,
+        picks: &[usize],
+    ) -> Result<Vec<f32>, DataError> {
+        let path = e
+            .landmarks
+            .as_deref()
+            .ok_or_else(|| self.fail(e, "has no landmarks (`landmarks_2d`)".into()))?;
+        let at = |m: String| self.fail(e, format!("landmarks `{}`: {m}", path.display()));
+        let a = mer_data::npy::read(path).map_err(|m| self.fail(e, m))?;
+        let per_frame = match a.shape.as_slice() {
+            [68, 2] if self.media == "image" => 1,
+            [1, 68, 2] if self.media == "image" => 1,
+            [n, 68, 2] if self.media == "video" => *n,
+            s => {
+                return Err(at(format!(
+                    "shape {s:?}; a {} needs {}",
+                    self.media,
+                    if self.media == "image" {
+                        "(68, 2)"
+                    } else {
+                        "(frames, 68, 2)"
+                    }
+                )))
+            }
+        };
+        if per_frame != frames {
+            return Err(at(format!(
+                "{per_frame} frames of landmarks for a video of {frames} frames; they must match frame for frame"
+            )));
+        }
+        if a.data.iter().any(|v| !v.is_finite()) {
+            return Err(at("holds a NaN or infinite coordinate".into()));
+        }
+        let mut out = Vec::with_capacity(picks.len() * 136);
+        for &i in picks {
+            out.extend(a.data[i * 136..][..136].iter().map(|v| v / scale));
         }
         Ok(out)
     }
@@ -659,7 +753,7 @@ impl Dataset for Instruct {
         let mut pixels = Vec::new();
         let (mut ids, mut types) = (vec![0i64; b * l], vec![PAD as i64; b * l]);
         let (mut at, mut plen, mut class, mut names) = (vec![], vec![], vec![], vec![]);
-        let mut gold = Vec::new();
+        let (mut gold, mut marks) = (Vec::new(), Vec::new());
         for (row, &p) in positions.iter().enumerate() {
             let e = self.examples.get(p).ok_or_else(|| DataError {
                 file: self.json.display().to_string(),
@@ -669,7 +763,11 @@ impl Dataset for Instruct {
                     self.examples.len()
                 ),
             })?;
-            pixels.extend(self.pixels(e)?);
+            let (px, frames, picks) = self.pixels(e)?;
+            pixels.extend(px);
+            if let Some(scale) = self.landmark_scale {
+                marks.extend(self.landmarks(e, scale, frames, &picks)?);
+            }
             let x = &e.text;
             for (j, (id, ty)) in x.ids.iter().zip(&x.types).enumerate() {
                 ids[row * l + j] = *id as i64;
@@ -695,11 +793,11 @@ impl Dataset for Instruct {
         }
         .map_err(t)?;
         let label = match self.reader {
-            Reader::Class(_) | Reader::YesNo => Tensor::from_vec(class, b, &dev),
+            Reader::Class(_) | Reader::YesNo | Reader::Fake => Tensor::from_vec(class, b, &dev),
             _ => Tensor::from_vec(gold, (b, self.reader.width()), &dev),
         }
         .map_err(t)?;
-        let ports = BTreeMap::from([
+        let mut ports = BTreeMap::from([
             (self.media.clone(), visual),
             (
                 "ids".into(),
@@ -719,6 +817,14 @@ impl Dataset for Instruct {
             ),
             (port_of(&self.task).into(), label),
         ]);
+        if self.landmark_scale.is_some() {
+            let lm = if self.media == "image" {
+                Tensor::from_vec(marks, (b, 136), &dev)
+            } else {
+                Tensor::from_vec(marks, (b, self.frames, 136), &dev)
+            };
+            ports.insert("landmarks".into(), lm.map_err(t)?);
+        }
         Ok(Batch { ids: names, ports })
     }
 
@@ -737,6 +843,7 @@ fn port_of(task: &str) -> &'static str {
         "aus" => "aus",
         "age" => "age",
         "yes_no" => "yes",
+        "deepfake" => "fake",
         _ => "emotion",
     }
 }
@@ -774,8 +881,9 @@ fn build(p: &BTreeMap<String, Value>) -> Result<Box<dyn Dataset>, BuildError> {
     let json = PathBuf::from(params(p).str("json")?);
     let (fmt, root) = setup(p, &json)?;
     let media = params(p).str("media")?.to_string();
+    let landmarks = params(p).bool("landmarks")?;
     let (examples, bad) =
-        read(&json, &root, &fmt, &media).map_err(|e| BuildError(e.to_string()))?;
+        read(&json, &root, &fmt, &media, landmarks).map_err(|e| BuildError(e.to_string()))?;
     let skip = params(p).str("bad_records")? == "skip";
     if let (Some(first), false) = (bad.first(), skip) {
         return Err(BuildError(format!(
@@ -810,6 +918,10 @@ fn build(p: &BTreeMap<String, Value>) -> Result<Box<dyn Dataset>, BuildError> {
         max_tokens: params(p).usize("max_tokens")?,
         notes,
         json,
+        landmark_scale: landmarks
+            .then(|| params(p).float("landmark_scale"))
+            .transpose()?
+            .map(|s| s as f32),
     }))
 }
 
@@ -833,7 +945,8 @@ fn verify(_kind: &str, root: &Path, p: &BTreeMap<String, Value>) -> (String, boo
         }
     };
     let media = params(&p).str("media").unwrap_or("video").to_string();
-    match read(&json, &media_root, &fmt, &media) {
+    let landmarks = params(&p).bool("landmarks").unwrap_or(false);
+    match read(&json, &media_root, &fmt, &media, landmarks) {
         Err(e) => {
             let _ = writeln!(o, "problems: 1\n  {e}");
             (o, false)
@@ -909,8 +1022,11 @@ pub fn answer(class: &str, aus: &[i64]) -> String {
 }
 
 /// `mer data synth --layout instruct.faceinstruct`: generated DFER clips as
-/// frame folders and an `instruct.json` of templated conversations, the
-/// first 80% of subjects `train`, the rest `test`.
+/// frame folders, the 68 landmarks drawn in each frame as Face-LLaVA's
+/// `landmarks_2d` (`landmarks/<id>.npy`, (frames, 68, 2) in pixels of the
+/// frame, so `landmark_scale` is the frame's side), and an `instruct.json`
+/// of templated conversations, the first 80% of subjects `train`, the rest
+/// `test`.
 fn write(_kind: &str, out: &Path, req: &LayoutRequest) -> Result<usize, String> {
     let generator = mer_data::synth::layout_params(req);
     let synth =
@@ -924,18 +1040,27 @@ fn write(_kind: &str, out: &Path, req: &LayoutRequest) -> Result<usize, String> 
         let rel = format!("videos/{}", info.id);
         let dir = out.join(&rel);
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut marks = Vec::with_capacity(n * 136);
         for j in 0..n {
-            let planes = synth
-                .render_at(i, j as f32 / (n - 1) as f32)
+            let (planes, lm) = synth
+                .render_with_landmarks(i, j as f32 / (n - 1) as f32)
                 .ok_or("clip vanished")?;
+            marks.extend(lm.iter().flat_map(|[x, y]| [x * w as f32, y * h as f32]));
             let path = dir.join(format!("{:05}.jpg", j + 1));
             mer_data::to_image(&planes, [h, w])
                 .save(&path)
                 .map_err(|e| format!("{}: {e}", path.display()))?;
         }
+        let lm_rel = format!("landmarks/{}.npy", info.id);
+        let lm_path = out.join(&lm_rel);
+        if let Some(parent) = lm_path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        mer_data::npy::write(&lm_path, &[n, 68, 2], &marks)?;
         records.push(serde_json::json!({
             "id": info.id,
             "video": rel,
+            "landmarks_2d": lm_rel,
             "subject": format!("s{:02}", info.subject),
             "split": if info.subject <= train_subjects { "train" } else { "test" },
             "conversations": [
@@ -988,6 +1113,18 @@ fn shapes(c: &ShapeCtx) -> Result<Vec<TensorType>, ShapeError> {
         ),
         TensorType::f32(vec![b(), Dim::Size(1)], Semantic::Features),
         ints(vec![b()], Semantic::ClassIndex { classes: Some(2) }),
+        ints(vec![b()], Semantic::ClassIndex { classes: Some(2) }),
+        TensorType::f32(
+            match c.params.get("media") {
+                Some(Value::Str(m)) if m == "image" => vec![b(), Dim::Size(136)],
+                _ => vec![
+                    b(),
+                    Dim::Size(c.usize("frames").unwrap_or(8)),
+                    Dim::Size(136),
+                ],
+            },
+            Semantic::Features,
+        ),
     ])
 }
 
@@ -1004,12 +1141,16 @@ pub(crate) fn kind() -> Kind {
         .output("aus", "gold AUs [B, K] in {0, 1}, read from the answer (task = \"aus\")")
         .output("age", "gold number [B, 1], read from the answer (task = \"age\")")
         .output("yes", "gold yes (1) or no (0) [B], read from the answer (task = \"yes_no\")")
+        .output("fake", "gold fake (1) or real (0) [B], read from the answer (task = \"deepfake\")")
+        .output("landmarks", "68 iBUG landmarks at the frames the video port holds [B, T, 136] (an image's [B, 136]), interleaved x, y, divided by `landmark_scale` (landmarks = true)")
         .port_when("video", "media", Value::Str("video".into()))
         .port_when("image", "media", Value::Str("image".into()))
         .port_when("emotion", "task", Value::Str("emotion".into()))
         .port_when("aus", "task", Value::Str("aus".into()))
         .port_when("age", "task", Value::Str("age".into()))
         .port_when("yes", "task", Value::Str("yes_no".into()))
+        .port_when("fake", "task", Value::Str("deepfake".into()))
+        .port_when("landmarks", "landmarks", Value::Bool(true))
         .path("json", None, "The instruction file: a JSON list of records.")
         .param("media_root", ParamType::Optional(Box::new(ParamType::Path)), Some(Value::None), "Folder the records' `video`/`image` paths are relative to; none = the JSON file's folder.")
         .path("weights", None, "The LLM (HF folder or .gguf) whose chat template and tokenizer format the conversations: the `llm.instruct` node's weights.")
@@ -1018,10 +1159,12 @@ pub(crate) fn kind() -> Kind {
         .int("frames", Some(8), Some(1), "Frames sampled uniformly per video, both ends included (Face-LLaVA: 8).")
         .int("size", Some(224), Some(8), "Side of the square the tower reads: shorter side resized (bicubic), centre crop.")
         .int("max_tokens", Some(256), Some(8), "Token length of the padded conversation; a longer one is an error naming its record, never cut.")
-        .choice("task", TASKS, Some("emotion"), "What the answers state, read by the parser that reads generated answers: `emotion` (one of `classes`, synonyms included), `aus` (the AUs named, of `aus`), `age` (the first number), `yes_no`. A gold answer without that reading is a bad record.")
+        .choice("task", TASKS, Some("emotion"), "What the answers state, read by the parser that reads generated answers: `emotion` (one of `classes`, synonyms included), `aus` (the AUs named, of `aus`), `age` (the first number), `yes_no`, `deepfake` (real or fake: manipulated, forged, swapped, …). A gold answer without that reading is a bad record.")
         .strings("classes", Some(CLASSES), "Class names in label order; answers are parsed against them (with synonyms such as happiness → happy).")
         .ints("aus", Some(&[1, 2, 4, 6, 9, 12, 25, 26]), Some(1), "AUs read from answers (task = \"aus\"), in order; DISFA's eight by default.")
         .param("system", ParamType::Optional(Box::new(ParamType::Str { choices: vec![] })), Some(Value::None), "A system turn before each conversation; none leaves the template's own default.")
+        .bool("landmarks", false, "Read each record's `landmarks_2d` (a .npy of 68 iBUG (x, y) points in pixels of the face crop: (68, 2) for an image, (frames, 68, 2) for a video, one row per frame of the video, as Face-LLaVA's loader asserts) into the `landmarks` port, at the same frames as the video port. A record without one is a bad record.")
+        .float("landmark_scale", Some(256.0), Some(1.0), None, "What landmark pixels are divided by: the side of the square face crop they were found on (Face-LLaVA: 256, its crops' side).")
         .choice("bad_records", &["error", "skip"], Some("error"), "A record that cannot be used: `error` refuses to build (naming file and record), `skip` trains on the good records and lists each skipped one in the run log and report.")
         .shapes(shapes)
         .dataset(build)
@@ -1123,7 +1266,7 @@ mod tests {
         ]);
         let json = d.join(FILE);
         std::fs::write(&json, records.to_string()).unwrap();
-        let (ok, bad) = read(&json, &d, &fmt(&llm), "video").unwrap();
+        let (ok, bad) = read(&json, &d, &fmt(&llm), "video", false).unwrap();
         assert_eq!(
             ok.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
             ["one", "six"]
@@ -1228,6 +1371,80 @@ mod tests {
         );
     }
 
+    /// Landmarks come at the frames the video port holds, divided by the
+    /// crop side; a file whose frames do not match, or a record without
+    /// one, is an error naming the record.
+    #[test]
+    fn landmarks_follow_the_picked_frames_and_bad_ones_name_their_record() {
+        let d = folder("landmarks");
+        let llm = tiny_llm(&d);
+        let out = d.join("data");
+        let req = LayoutRequest {
+            subjects: 1,
+            clips_per_subject: 2,
+            frames_per_clip: 5,
+            size: 32,
+            intensity: 1.0,
+            seed: 4,
+            face: "drawn".into(),
+        };
+        write("instruct.faceinstruct", &out, &req).unwrap();
+        let p = |extra: &[(&str, Value)]| {
+            let mut m = BTreeMap::from([
+                (
+                    "json".to_string(),
+                    Value::Str(out.join(FILE).display().to_string()),
+                ),
+                ("weights".to_string(), Value::Str(llm.display().to_string())),
+                ("frames".to_string(), Value::Int(3)),
+                ("size".to_string(), Value::Int(16)),
+                ("landmarks".to_string(), Value::Bool(true)),
+                ("landmark_scale".to_string(), Value::Float(32.0)),
+            ]);
+            m.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+            mer_registry::Kind::with_defaults(&kind(), &m)
+        };
+        let ds = build(&p(&[])).unwrap();
+        let b = ds.load(&[0, 1], None).unwrap();
+        assert_eq!(b.ports["landmarks"].dims(), &[2, 3, 136]);
+        // Frames 0, 2 and 4 of 5: the file's rows 0, 2 and 4, over 32.
+        let rec: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join(FILE)).unwrap()).unwrap();
+        let file = out.join(rec[0]["landmarks_2d"].as_str().unwrap());
+        let a = mer_data::npy::read(&file).unwrap();
+        assert_eq!(a.shape, vec![5, 68, 2]);
+        let got: Vec<Vec<Vec<f32>>> = b.ports["landmarks"].to_vec3().unwrap();
+        for (t, row) in [0, 2, 4].iter().enumerate() {
+            for j in 0..136 {
+                assert_eq!(got[0][t][j], a.data[row * 136 + j] / 32.0);
+            }
+        }
+        // Every point inside the frame; the brows (17–26) above the mouth (48–67).
+        let y = |k: usize| got[0][0][2 * k + 1];
+        assert!(got[0][0].iter().all(|v| (0.0..=1.0).contains(v)));
+        assert!((17..27).all(|k| (48..68).all(|m| y(k) < y(m))));
+
+        // Three rows of landmarks for a five-frame video.
+        mer_data::npy::write(&file, &[3, 68, 2], &a.data[..408]).unwrap();
+        let e = ds.load(&[0], None).unwrap_err();
+        assert!(
+            e.message.contains("record 1")
+                && e.message
+                    .contains("3 frames of landmarks for a video of 5 frames"),
+            "{e}"
+        );
+        // A record without `landmarks_2d`.
+        let mut recs = rec.clone();
+        recs[1].as_object_mut().unwrap().remove("landmarks_2d");
+        std::fs::write(out.join(FILE), recs.to_string()).unwrap();
+        let e = build(&p(&[])).err().unwrap();
+        assert!(
+            e.0.contains("record 2") && e.0.contains("landmarks_2d"),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(d);
+    }
+
     #[test]
     fn every_task_reads_gold_and_generated_answers_alike() {
         let aus = [1, 2, 4, 6, 9, 12, 25, 26];
@@ -1256,10 +1473,29 @@ mod tests {
             row("yes_no", "Yes, the video is genuine."),
             Some(vec![0., 1.])
         );
+        assert_eq!(
+            row(
+                "deepfake",
+                "The video appears genuine, with no signs of manipulation."
+            ),
+            Some(vec![1., 0.])
+        );
+        assert_eq!(
+            row(
+                "deepfake",
+                "This face has been manipulated: the blending at the jaw is a giveaway."
+            ),
+            Some(vec![0., 1.])
+        );
+        assert_eq!(
+            r("deepfake").words(&r("deepfake").read("It is a deepfake.")),
+            "fake"
+        );
         for (task, text) in [
             ("emotion", "hard to say"),
             ("age", "young"),
             ("yes_no", "perhaps"),
+            ("deepfake", "hard to tell from this clip"),
         ] {
             let rd = r(task);
             let p = rd.read(text);

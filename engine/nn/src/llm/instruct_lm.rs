@@ -331,7 +331,7 @@ fn shapes(c: &ShapeCtx) -> Result<Vec<TensorType>, ShapeError> {
     let width = match c.str("task") {
         Some("aus") => list("aus"),
         Some("age") => Dim::Size(1),
-        Some("yes_no") => Dim::Size(2),
+        Some("yes_no" | "deepfake") => Dim::Size(2),
         _ => list("classes"),
     };
     Ok(vec![
@@ -352,7 +352,7 @@ pub(crate) fn kind() -> Kind {
         .output("logits", "vocabulary logits at the text positions [B, L, V]")
         .output("hidden", "hidden states at the text positions [B, L, D_llm]")
         .output("visual_hidden", "hidden states at the visual positions [B, N, D_llm]")
-        .output("answer", "the generated answer as the task reads it: one-hot classes [B, C] (emotion; no/yes for yes_no), AU logits ±10 [B, K] (aus), the number [B, 1] (age); a row of NaN where the answer gives no reading (answers = \"generate\", evaluation only)")
+        .output("answer", "the generated answer as the task reads it: one-hot classes [B, C] (emotion; no/yes for yes_no; real/fake for deepfake), AU logits ±10 [B, K] (aus), the number [B, 1] (age); a row of NaN where the answer gives no reading (answers = \"generate\", evaluation only)")
         .port_when("answer", "answers", Value::Str("generate".into()))
         .path("weights", None, "HF model folder or .gguf file (the instruction dataset's `weights`).")
         .param("tokenizer", ParamType::Optional(Box::new(ParamType::Path)), Some(Value::None), "tokenizer.json for decoding answers; none uses the folder's or the GGUF metadata.")
@@ -361,7 +361,7 @@ pub(crate) fn kind() -> Kind {
         .param("layers", ParamType::Optional(Box::new(ParamType::Int { min: Some(1), max: None })), Some(Value::None), "Keep only the first N decoder layers.")
         .choice("answers", &["none", "generate"], Some("none"), "`generate`: at evaluation, answer each sample greedily (KV cache; samples with equally long prompts as one batch) and read the answer as a class into the `answer` port; the texts go to the run store and the report.")
         .int("max_new_tokens", Some(64), Some(1), "Longest generated answer in tokens (generation also stops at the end-of-turn token).")
-        .choice("task", TASKS, Some("emotion"), "What answers are read as (the instruction dataset's `task`): `emotion`, `aus`, `age` or `yes_no`.")
+        .choice("task", TASKS, Some("emotion"), "What answers are read as (the instruction dataset's `task`): `emotion`, `aus`, `age`, `yes_no` or `deepfake`.")
         .strings("classes", Some(CLASSES), "Class names answers are read against, in the dataset's label order (the instruction dataset's `classes`).")
         .ints("aus", Some(&[1, 2, 4, 6, 9, 12, 25, 26]), Some(1), "AUs answers are read for (task = \"aus\"), the instruction dataset's `aus`.")
         .shapes(shapes)
