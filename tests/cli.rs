@@ -88,6 +88,12 @@ fn every_shipped_recipe_checks() {
         "recipes/mpa_fer/ferplus.mer",
         "recipes/mpa_fer/affectnet7.mer",
         "recipes/mpa_fer/affectnet8_l14.mer",
+        "recipes/face_llava/demo.mer",
+        "recipes/face_llava/stage1.mer",
+        "recipes/face_llava/dfew.mer",
+        "recipes/face_llava/rafdb.mer",
+        "recipes/face_llava/disfa.mer",
+        "recipes/face_llava/ffpp.mer",
     ] {
         assert!(
             clean.contains(&must.to_string()),

@@ -93,12 +93,12 @@ fn a_panicking_register_is_reported_not_fatal() {
 
 #[test]
 fn missing_plugin_lists_what_was_found() {
-    // Face-LLaVA's plugin is not written yet.
-    let o = mer(&["check", "recipes/face_llava/dfew.mer"], &[]);
+    // DEFT-LLM's plugin is not written yet.
+    let o = mer(&["check", "recipes/deft_llm/dfme.mer"], &[]);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        err.contains("plugin `face_llava` is not available"),
+        err.contains("plugin `deft_llm` is not available"),
         "{err}"
     );
 }

@@ -74,7 +74,7 @@ impl Linear {
 
     /// Applies the map to `[.., in]`.
     pub fn apply(&self, x: &Tensor) -> CResult<Tensor> {
-        let y = x.broadcast_matmul(&self.weight)?;
+        let y = rows_matmul(x, &self.weight, |x, w| x.matmul(w))?;
         match &self.bias {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
@@ -164,6 +164,26 @@ pub fn dropout(
     x.broadcast_mul(&mask)
 }
 
+/// `x · w` for `x` `[.., in]` and a 2-D `w` as one `[rows, in] · [in, out]`
+/// product (`mul` on the flattened rows), reshaped back. candle's
+/// `broadcast_matmul` instead broadcasts `w` over the leading axes and makes
+/// it contiguous: a copy of the whole weight per batch element on every
+/// call (for an LLM's vocabulary head, hundreds of MB a step).
+fn rows_matmul(
+    x: &Tensor,
+    w: &Tensor,
+    mul: impl Fn(&Tensor, &Tensor) -> CResult<Tensor>,
+) -> CResult<Tensor> {
+    if x.rank() <= 2 || w.rank() != 2 {
+        return x.broadcast_matmul(w);
+    }
+    let mut dims = x.dims().to_vec();
+    let k = dims.pop().unwrap_or(1);
+    let rows: usize = dims.iter().product();
+    dims.push(w.dim(1)?);
+    mul(&x.reshape((rows, k))?, w)?.reshape(dims)
+}
+
 /// `x · w` for a frozen `w` (a `[in, out]` tensor that is never an optimiser
 /// variable: a pretrained base weight under LoRA, an LLM's projections and
 /// head): the same numbers as `x.broadcast_matmul(w)`, and the same
@@ -179,6 +199,9 @@ pub fn frozen_matmul(x: &Tensor, w: &Tensor) -> CResult<Tensor> {
         // product runs in the weights' dtype and comes back in the input's.
         // Both casts are differentiable, so `x` keeps its gradient.
         return frozen_matmul(&x.to_dtype(w.dtype())?, w)?.to_dtype(x.dtype());
+    }
+    if x.rank() > 2 && w.rank() == 2 {
+        return rows_matmul(x, w, frozen_matmul);
     }
     let custom = x.device().is_cpu() || (cfg!(feature = "cuda") && x.device().is_cuda());
     if composed_ops() || !x.track_op() || !custom || w.rank() != 2 {

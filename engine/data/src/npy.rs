@@ -152,7 +152,7 @@ pub fn write(path: &Path, shape: &[usize], data: &[f32]) -> Result<(), String> {
     };
     let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {tuple}, }}");
     // NumPy pads the header with spaces to a multiple of 64, ending in \n.
-    while (10 + header.len() + 1) % 64 != 0 {
+    while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');
@@ -174,7 +174,7 @@ mod tests {
     /// `np.save` of `np.arange(6, dtype='<f8').reshape(2, 3)`, byte for byte.
     fn numpy_f8() -> Vec<u8> {
         let mut header = "{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), }".to_string();
-        while (10 + header.len() + 1) % 64 != 0 {
+        while !(10 + header.len() + 1).is_multiple_of(64) {
             header.push(' ');
         }
         header.push('\n');

@@ -326,12 +326,6 @@ impl Component for Lm {
         if l < 2 {
             return (logits.sum_all()? * 0.0).map(|z| vec![z]);
         }
-        let next = ids
-            .narrow(1, 1, l - 1)?
-            .to_dtype(DType::U32)?
-            .unsqueeze(2)?;
-        let lp = log_softmax(&logits.narrow(1, 0, l - 1)?)?;
-        let nll = lp.gather(&next.contiguous()?, 2)?.squeeze(2)?.neg()?;
         // Weights are data, computed off the graph from the types.
         let w: Vec<f32> = types
             .narrow(1, 1, l - 1)?
@@ -347,7 +341,32 @@ impl Component for Lm {
             })
             .collect();
         let total: f32 = w.iter().sum();
-        let w = Tensor::from_vec(w, (b, l - 1), logits.device())?.to_dtype(nll.dtype())?;
+        // Only positions that are targets go through the vocabulary-wide
+        // log-softmax: prompt and padding positions (most of a sequence)
+        // weigh 0, and skipping them saves as many passes over V.
+        let rows: Vec<u32> = (0..w.len() as u32)
+            .filter(|&i| w[i as usize] > 0.0)
+            .collect();
+        if rows.is_empty() {
+            return (logits.sum_all()? * 0.0).map(|z| vec![z]);
+        }
+        let v = logits.dim(2)?;
+        let dev = logits.device();
+        let pick = Tensor::from_vec(rows.clone(), rows.len(), dev)?;
+        let at = logits
+            .narrow(1, 0, l - 1)?
+            .contiguous()?
+            .reshape((b * (l - 1), v))?
+            .index_select(&pick, 0)?;
+        let next = ids
+            .narrow(1, 1, l - 1)?
+            .to_dtype(DType::U32)?
+            .flatten_all()?
+            .index_select(&pick, 0)?
+            .unsqueeze(1)?;
+        let nll = log_softmax(&at)?.gather(&next, 1)?.squeeze(1)?.neg()?;
+        let w: Vec<f32> = rows.iter().map(|&i| w[i as usize]).collect();
+        let w = Tensor::from_vec(w, rows.len(), dev)?.to_dtype(nll.dtype())?;
         Ok(vec![(nll.mul(&w)?.sum_all()? / total.max(1e-12) as f64)?])
     }
 }

@@ -156,7 +156,7 @@ mod tests {
         moved[2 * 19] += 0.5; // x of point 19: the first brow's middle.
         let moved = Tensor::from_vec(moved, (1, LANDMARK_VALUES), &dev).unwrap();
         let run = |c: &dyn Component, x: &Tensor| -> Vec<Vec<f32>> {
-            c.forward(&[x.clone()], Mode::Eval, &mut SeededRng::new(0))
+            c.forward(std::slice::from_ref(x), Mode::Eval, &mut SeededRng::new(0))
                 .unwrap()[0]
                 .squeeze(0)
                 .unwrap()

@@ -1415,8 +1415,8 @@ mod tests {
         assert_eq!(a.shape, vec![5, 68, 2]);
         let got: Vec<Vec<Vec<f32>>> = b.ports["landmarks"].to_vec3().unwrap();
         for (t, row) in [0, 2, 4].iter().enumerate() {
-            for j in 0..136 {
-                assert_eq!(got[0][t][j], a.data[row * 136 + j] / 32.0);
+            for (j, v) in got[0][t].iter().enumerate() {
+                assert_eq!(*v, a.data[row * 136 + j] / 32.0);
             }
         }
         // Every point inside the frame; the brows (17–26) above the mouth (48–67).

@@ -205,7 +205,7 @@ impl Component for Instruct {
         let x = splice(&self.body.embed(&ids)?, &v, &at)?;
         let hidden = self.body.forward(&x, mode, rng, None)?;
         let (text, vis) = unsplice(&hidden, n, &at)?;
-        let logits = self.body.logits(&text)?;
+        let logits = answer_logits(&self.body, &text, &prompt_len)?;
         let mut out = vec![logits, text, vis];
         if let Some(a) = &self.answering {
             out.push(self.answers(a, &ids, &v, &at, &prompt_len, mode)?);
@@ -230,6 +230,28 @@ impl Component for Instruct {
             .and_then(|a| a.texts.lock().ok().map(|mut t| std::mem::take(&mut *t)))
             .unwrap_or_default()
     }
+}
+
+/// Vocabulary logits `[B, L, V]` at the positions that can predict an
+/// answer token: from the batch's earliest last prompt position on. The
+/// positions before it only ever predict prompt tokens, which are never
+/// targets (`loss.lm` weighs them 0), so their rows are zeros rather than
+/// a vocabulary-wide product each (most of a conversation is prompt).
+fn answer_logits(body: &Body, text: &Tensor, prompt_len: &[usize]) -> CResult<Tensor> {
+    let l = text.dim(1)?;
+    let start = prompt_len
+        .iter()
+        .map(|p| p.saturating_sub(1))
+        .min()
+        .unwrap_or(0)
+        .min(l.saturating_sub(1));
+    if start == 0 {
+        return body.logits(text);
+    }
+    let tail = body.logits(&text.narrow(1, start, l - start)?)?;
+    let (b, _, v) = tail.dims3()?;
+    let head = Tensor::zeros((b, start, v), tail.dtype(), tail.device())?;
+    Tensor::cat(&[&head, &tail], 1)
 }
 
 fn build(ctx: &mut BuildCtx) -> Result<Box<dyn Component>, BuildError> {
@@ -349,7 +371,7 @@ pub(crate) fn kind() -> Kind {
         .input("visual_at", "where each sample's visual tokens go [B] (the dataset's `visual_at`)")
         .input("prompt_len", "prompt ids per sample, up to the assistant's opening [B] (the dataset's `prompt_len`): where generation starts")
         .variadic_input("visual", "visual tokens [B, N, D_llm] (or [B, D_llm], or per frame [B, T, N, D_llm]), in order")
-        .output("logits", "vocabulary logits at the text positions [B, L, V]")
+        .output("logits", "vocabulary logits at the text positions [B, L, V]; rows before the batch's earliest last prompt position are zeros (they only predict prompt tokens, never targets)")
         .output("hidden", "hidden states at the text positions [B, L, D_llm]")
         .output("visual_hidden", "hidden states at the visual positions [B, N, D_llm]")
         .output("answer", "the generated answer as the task reads it: one-hot classes [B, C] (emotion; no/yes for yes_no; real/fake for deepfake), AU logits ±10 [B, K] (aus), the number [B, 1] (age); a row of NaN where the answer gives no reading (answers = \"generate\", evaluation only)")
