@@ -89,6 +89,7 @@ fn every_shipped_recipe_checks() {
         "recipes/mpa_fer/affectnet7.mer",
         "recipes/mpa_fer/affectnet8_l14.mer",
         "recipes/face_llava/demo.mer",
+        "recipes/face_llava/demo_aus.mer",
         "recipes/face_llava/stage1.mer",
         "recipes/face_llava/dfew.mer",
         "recipes/face_llava/rafdb.mer",

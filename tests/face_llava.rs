@@ -79,10 +79,10 @@ fn the_face_llava_demo_runs_its_ablation_and_stage_one_trains_only_the_landmark_
         ("SMOLLM2_GGUF", llm.as_path()),
         ("MER_TINY_CLIP", clip.as_path()),
     ];
-    let run = |extra: &[&str]| {
+    let run = |recipe: &str| {
         let mut args = vec![
             "run",
-            "recipes/face_llava/demo.mer",
+            recipe,
             "--runs",
             s(&runs),
             "--no-mlflow",
@@ -96,12 +96,10 @@ fn the_face_llava_demo_runs_its_ablation_and_stage_one_trains_only_the_landmark_
             "--set",
             "model.llm.max_new_tokens=8",
         ];
-        args.extend_from_slice(extra);
         cli::mer_env(&args, &dir, &env)
     };
-    for experiment in ["face_llava_demo_emotion", "face_llava_demo_aus"] {
-        ok(&run(&["--experiment", experiment]));
-    }
+    ok(&run("recipes/face_llava/demo.mer"));
+    ok(&run("recipes/face_llava/demo_aus.mer"));
     let emotion =
         std::fs::read_to_string(under(&runs, &["face_llava_demo_emotion"], "report.md")).unwrap();
     for row in ["| base |", "| no-landmarks |", "| masked |", "62.50‡"] {
@@ -156,8 +154,6 @@ fn the_face_llava_demo_runs_its_ablation_and_stage_one_trains_only_the_landmark_
         let mut args = vec![
             "run",
             "recipes/face_llava/demo.mer",
-            "--experiment",
-            "face_llava_demo_emotion",
             "--variant",
             "base",
             "--runs",

@@ -97,10 +97,7 @@ fn missing_plugin_lists_what_was_found() {
     let o = mer(&["check", "recipes/deft_llm/dfme.mer"], &[]);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1));
-    assert!(
-        err.contains("plugin `deft_llm` is not available"),
-        "{err}"
-    );
+    assert!(err.contains("plugin `deft_llm` is not available"), "{err}");
 }
 
 /// Copies the real plugin and rewrites bytes, as a plugin built elsewhere

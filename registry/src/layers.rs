@@ -166,9 +166,11 @@ pub fn dropout(
 
 /// `x · w` for `x` `[.., in]` and a 2-D `w` as one `[rows, in] · [in, out]`
 /// product (`mul` on the flattened rows), reshaped back. candle's
-/// `broadcast_matmul` instead broadcasts `w` over the leading axes and makes
-/// it contiguous: a copy of the whole weight per batch element on every
-/// call (for an LLM's vocabulary head, hundreds of MB a step).
+/// `broadcast_matmul` folds the rows itself only for a contiguous `x`; for
+/// a view (a narrowed or transposed `x`) it broadcasts `w` over the leading
+/// axes and makes it contiguous: a copy of the whole weight per batch
+/// element on every call (for an LLM's vocabulary head, hundreds of MB).
+/// Reshaping copies the view instead, which is the smaller of the two.
 fn rows_matmul(
     x: &Tensor,
     w: &Tensor,
