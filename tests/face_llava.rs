@@ -80,7 +80,7 @@ fn the_face_llava_demo_runs_its_ablation_and_stage_one_trains_only_the_landmark_
         ("MER_TINY_CLIP", clip.as_path()),
     ];
     let run = |recipe: &str| {
-        let mut args = vec![
+        let args = vec![
             "run",
             recipe,
             "--runs",
