@@ -54,7 +54,13 @@ pub fn parse(bytes: &[u8]) -> Result<Array, String> {
         return Err("the array is in Fortran order; save it with np.ascontiguousarray".into());
     }
     let shape = shape_of(header)?;
-    let n: usize = shape.iter().product();
+    // A header is user input: a shape whose size overflows is an error,
+    // not a panic.
+    let too_big = || format!("the header's shape {shape:?} is too large");
+    let n = shape
+        .iter()
+        .try_fold(1usize, |a, d| a.checked_mul(*d))
+        .ok_or_else(too_big)?;
     let body = &bytes[start + len..];
     let (width, read): (usize, fn(&[u8]) -> f32) = match descr {
         "<f4" => (4, |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
@@ -73,13 +79,14 @@ pub fn parse(bytes: &[u8]) -> Result<Array, String> {
             ))
         }
     };
-    if body.len() < n * width {
+    let bytes_needed = n.checked_mul(width).ok_or_else(too_big)?;
+    if body.len() < bytes_needed {
         return Err(format!(
             "the header says shape {shape:?} ({n} values of {width} bytes) but the file holds {} bytes of data",
             body.len()
         ));
     }
-    let data = body[..n * width].chunks_exact(width).map(read).collect();
+    let data = body[..bytes_needed].chunks_exact(width).map(read).collect();
     Ok(Array { shape, data })
 }
 
@@ -218,6 +225,16 @@ mod tests {
         let h = b.windows(5).position(|w| w == b"False").unwrap();
         b[h..h + 5].copy_from_slice(b"True ");
         assert!(parse(&b).unwrap_err().contains("Fortran"));
+        // A shape whose size overflows, written over the dict and its
+        // padding so the header keeps its length.
+        let mut b = numpy_f8();
+        let end = b.iter().position(|c| *c == b'\n').unwrap();
+        let huge =
+            "{'descr': '<f8', 'fortran_order': False, 'shape': (99999999999, 99999999999, 9), }";
+        let mut h = huge.as_bytes().to_vec();
+        h.resize(end - 10, b' ');
+        b[10..end].copy_from_slice(&h);
+        assert!(parse(&b).unwrap_err().contains("too large"));
         assert_eq!(half(0x3c00), 1.0);
         assert_eq!(half(0xc000), -2.0);
     }
