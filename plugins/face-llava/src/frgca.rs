@@ -71,6 +71,12 @@ struct Frgca {
     cls: bool,
 }
 
+/// The side of the square grid `patches` tokens form, if they form one.
+fn grid_side(patches: usize) -> Option<usize> {
+    let side = (patches as f64).sqrt().round() as usize;
+    (patches > 0 && side * side == patches).then_some(side)
+}
+
 /// m_RPP for `frames` frames of landmarks `[F, 136]` and `n` visual tokens
 /// per frame (a CLS row first when `cls`): `[F, n, 9]`, each row a softmax
 /// over regions of the negative distance from the patch centre to the
@@ -79,13 +85,12 @@ struct Frgca {
 pub(crate) fn rpp_mask(landmarks: &Tensor, n: usize, cls: bool) -> CResult<Tensor> {
     let dev = landmarks.device();
     let f = landmarks.dim(0)?;
-    let patches = n - usize::from(cls);
-    let side = (patches as f64).sqrt().round() as usize;
-    if side * side != patches {
+    let patches = n.saturating_sub(usize::from(cls));
+    let Some(side) = grid_side(patches) else {
         mer_registry::candle::bail!(
             "{KIND}: {patches} patch tokens per frame do not form a square grid"
         );
-    }
+    };
     // Region centroids: [F, 68·2] → [F, 68, 2] → means over each region's points.
     let mut avg = vec![0f32; 68 * REGIONS.len()];
     for (r, (_, a, b)) in REGIONS.iter().enumerate() {
@@ -279,8 +284,7 @@ fn shapes(c: &ShapeCtx) -> Result<Vec<TensorType>, ShapeError> {
         if let Some(n) = q.dims[k - 2].size() {
             let cls = matches!(c.params.get("cls"), Some(Value::Bool(true)));
             let p = n.saturating_sub(usize::from(cls));
-            let side = (p as f64).sqrt().round() as usize;
-            if side * side != p || p == 0 {
+            if grid_side(p).is_none() {
                 return Err(fail(
                     c,
                     format!(
